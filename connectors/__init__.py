@@ -1,0 +1,25 @@
+"""Provider connectors; each module turns one feed into domain records."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from connectors.base import Connector
+
+REGISTRY: Final[dict[str, str]] = {
+    "replay": "connectors.replay:ReplayConnector",
+    "simulator": "connectors.simulator:SimulatorConnector",
+}
+
+
+def connector_class(name: str) -> type[Connector]:
+    """Import the connector registered as `name`; raise KeyError listing the valid names."""
+    try:
+        path = REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown connector {name!r}; valid names: {', '.join(sorted(REGISTRY))}") from None
+    module, _, attr = path.partition(":")
+    cls: type[Connector] = getattr(importlib.import_module(module), attr)
+    return cls

@@ -1,0 +1,1 @@
+"""Stream processing for marketstream: contracts, codec, topics, Faust agents and sinks."""

@@ -1,0 +1,68 @@
+"""Create and describe our topics with Kafka's admin API (idempotent)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from streams.errors import TransientError
+from streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """What the broker reports about one topic."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "client.id": "marketstream-admin"})
+
+
+def create_topics(bootstrap: str, specs: tuple[TopicSpec, ...], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return their names. Existing topics are kept."""
+    admin = _admin(bootstrap)
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, 1, config=s.configs()) for s in specs],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransientError(f"cannot create topic {name} at {bootstrap}: {exc}") from exc
+    return created
+
+
+def describe_topics(bootstrap: str, names: list[str], timeout_s: float = 10.0) -> list[TopicState]:
+    """Return partitions and configs of the named topics that exist."""
+    admin = _admin(bootstrap)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TransientError(f"broker {bootstrap} unreachable: {exc}") from exc
+    present = [n for n in names if n in metadata.topics]
+    futures = admin.describe_configs([ConfigResource("topic", n) for n in present])
+    configs = {res.name: {c.name: c.value for c in f.result().values()} for res, f in futures.items()}
+    return [TopicState(n, len(metadata.topics[n].partitions), configs.get(n, {})) for n in present]
+
+
+def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
+    """Return how many partitions `topic` has; raise TransientError if it is missing."""
+    states = describe_topics(bootstrap, [topic], timeout_s)
+    if not states:
+        raise TransientError(f"topic {topic} does not exist; run `python -m streams topics create`")
+    return states[0].partitions

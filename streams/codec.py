@@ -1,0 +1,355 @@
+"""Avro encoding of our records, framed the Confluent way so stock deserializers read them.
+
+A message is the magic byte 0, a 4-byte big-endian schema id, then the Avro body. TradeBatch,
+the hot path, is encoded and decoded column by column with numba kernels and numpy, byte for
+byte what fastavro writes; the other records go through fastavro. A message written with an
+older committed version of a schema is read through fastavro's schema resolution.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any, Final
+
+import fastavro
+import numpy as np
+from numpy.typing import NDArray
+
+from streams.avro_kernels import MAX_VARINT_BYTES, decode_varints, encode_varints
+from streams.errors import DecodeError
+from streams.models import Bar, DeadLetter, TradeBatch
+from streams.registry import SchemaRegistry
+
+MAGIC: Final = 0
+HEADER: Final = struct.Struct(">bI")
+
+TRADE_BATCH: Final = "trade_batch"
+DEAD_LETTER: Final = "dead_letter"
+BAR: Final = "bar"
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    """Prefix an Avro body with the Confluent wire-format header."""
+    return HEADER.pack(MAGIC, schema_id) + body
+
+
+def unframe(data: bytes) -> tuple[int, memoryview]:
+    """Split a Confluent-framed message into schema id and body; raise DecodeError if not framed."""
+    if len(data) < HEADER.size or data[0] != MAGIC:
+        raise DecodeError("not a Confluent-framed Avro message (magic byte 0 and schema id missing)")
+    _, schema_id = HEADER.unpack_from(data)
+    return schema_id, memoryview(data)[HEADER.size :]
+
+
+def _encode_long(value: int) -> bytes:
+    z = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _encode_string(value: str) -> bytes:
+    raw = value.encode()
+    return _encode_long(len(raw)) + raw
+
+
+def _encode_strings(values: tuple[str, ...]) -> bytes:
+    if not values:
+        return b"\x00"
+    return _encode_long(len(values)) + b"".join(_encode_string(v) for v in values) + b"\x00"
+
+
+def _encode_longs(values: NDArray[Any]) -> bytes:
+    if len(values) == 0:
+        return b"\x00"
+    out = np.empty(len(values) * MAX_VARINT_BYTES, dtype=np.uint8)
+    end = encode_varints(values.astype(np.int64, copy=False), out, 0)
+    return _encode_long(len(values)) + out[:end].tobytes() + b"\x00"
+
+
+def _encode_doubles(values: NDArray[np.float64]) -> bytes:
+    if len(values) == 0:
+        return b"\x00"
+    return _encode_long(len(values)) + values.astype("<f8", copy=False).tobytes() + b"\x00"
+
+
+def encode_trade_batch_body(batch: TradeBatch) -> bytes:
+    """Return the Avro body of a TradeBatch, identical to fastavro's schemaless_writer output."""
+    parts = [
+        _encode_string(batch.source),
+        _encode_strings(batch.instruments),
+        _encode_longs(batch.instrument_index),
+        _encode_longs(batch.ts_event_us),
+        _encode_longs(batch.ts_recv_us),
+        _encode_doubles(batch.price),
+        _encode_doubles(batch.size),
+        b"\x00" if batch.side is None else b"\x02" + _encode_longs(batch.side),
+        b"\x00" if batch.trade_id is None else b"\x02" + _encode_strings(batch.trade_id),
+    ]
+    return b"".join(parts)
+
+
+class _Reader:
+    """Cursor over an Avro body; every read raises DecodeError past the end."""
+
+    def __init__(self, body: memoryview) -> None:
+        self.buf = np.frombuffer(body, dtype=np.uint8)
+        self.raw = body
+        self.pos = 0
+
+    def long(self) -> int:
+        z = shift = 0
+        while True:
+            if self.pos >= len(self.buf) or shift > 63:
+                raise DecodeError(f"truncated or overlong varint at byte {self.pos}")
+            b = int(self.buf[self.pos])
+            self.pos += 1
+            z |= (b & 0x7F) << shift
+            if b < 0x80:
+                return (z >> 1) ^ -(z & 1)
+            shift += 7
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise DecodeError(f"field of {n} bytes runs past the end at byte {self.pos}")
+        chunk = self.raw[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def string(self) -> str:
+        try:
+            return str(self.take(self.long()), "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"string is not UTF-8 at byte {self.pos}") from exc
+
+    def block_count(self) -> int:
+        count = self.long()
+        if count < 0:  # a negative count is followed by the block's size in bytes
+            self.long()
+            count = -count
+        return count
+
+    def strings(self) -> tuple[str, ...]:
+        values: list[str] = []
+        while count := self.block_count():
+            values.extend(self.string() for _ in range(count))
+        return tuple(values)
+
+    def longs(self) -> NDArray[np.int64]:
+        blocks: list[NDArray[np.int64]] = []
+        while count := self.block_count():
+            if count > len(self.buf) - self.pos:
+                raise DecodeError(f"array of {count} longs cannot fit in the message")
+            out = np.empty(count, dtype=np.int64)
+            end = decode_varints(self.buf, self.pos, out, 0, count)
+            if end < 0:
+                raise DecodeError(f"truncated long array at byte {self.pos}")
+            self.pos = end
+            blocks.append(out)
+        return np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
+
+    def doubles(self) -> NDArray[np.float64]:
+        blocks: list[NDArray[np.float64]] = []
+        while count := self.block_count():
+            blocks.append(np.frombuffer(self.take(8 * count), dtype="<f8").astype(np.float64))
+        return np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
+
+    def union_branch(self, branches: int) -> int:
+        branch = self.long()
+        if not 0 <= branch < branches:
+            raise DecodeError(f"union branch {branch} out of range at byte {self.pos}")
+        return branch
+
+
+def decode_trade_batch_body(body: memoryview) -> TradeBatch:
+    """Read a TradeBatch body written with the current schema; raise DecodeError if malformed."""
+    r = _Reader(body)
+    source = r.string()
+    instruments = r.strings()
+    index = r.longs()
+    ts_event = r.longs()
+    ts_recv = r.longs()
+    price = r.doubles()
+    size = r.doubles()
+    side = r.longs() if r.union_branch(2) else None
+    trade_id = r.strings() if r.union_branch(2) else None
+    if r.pos != len(r.buf):
+        raise DecodeError(f"{len(r.buf) - r.pos} unexpected bytes after the TradeBatch")
+    return _checked_batch(source, instruments, index, ts_event, ts_recv, price, size, side, trade_id)
+
+
+def _checked_batch(
+    source: str,
+    instruments: tuple[str, ...],
+    index: NDArray[np.int64],
+    ts_event: NDArray[np.int64],
+    ts_recv: NDArray[np.int64],
+    price: NDArray[np.float64],
+    size: NDArray[np.float64],
+    side: NDArray[np.int64] | None,
+    trade_id: tuple[str, ...] | None,
+) -> TradeBatch:
+    n = len(price)
+    lengths = {len(index), len(ts_event), len(ts_recv), len(size)}
+    lengths |= {len(side)} if side is not None else set()
+    lengths |= {len(trade_id)} if trade_id is not None else set()
+    if lengths != {n}:
+        raise DecodeError(f"TradeBatch columns have different lengths: {sorted(lengths | {n})}")
+    if n and (index.min() < 0 or index.max() >= len(instruments)):
+        raise DecodeError(f"instrument_index outside the {len(instruments)} instruments")
+    if side is not None and n and (side.min() < -1 or side.max() > 1):
+        raise DecodeError("side values must be -1, 0 or 1")
+    return TradeBatch(
+        source=source,
+        instruments=instruments,
+        instrument_index=index.astype(np.int32),
+        ts_event_us=ts_event,
+        ts_recv_us=ts_recv,
+        price=price,
+        size=size,
+        side=side.astype(np.int8) if side is not None else None,
+        trade_id=trade_id,
+    )
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """Strip logicalType so that fastavro returns timestamps as integer micros, not datetimes."""
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(s) for s in schema]
+    return schema
+
+
+class Codec:
+    """Encodes and decodes our records with the ids of one schema registry."""
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self.registry = registry
+        self._ids = {name: registry.id_for(name) for name in (TRADE_BATCH, DEAD_LETTER, BAR)}
+        self._plain_schemas: dict[int | str, Any] = {}
+
+    def _resolve(self, name: str, data: bytes) -> tuple[int, memoryview]:
+        schema_id, body = unframe(data)
+        if schema_id != self._ids[name]:
+            found = self.registry.schema_for(schema_id).name
+            if found != name:
+                raise DecodeError(f"expected a {name} message, got schema id {schema_id} ({found})")
+        return schema_id, body
+
+    def _plain(self, key: int | str) -> Any:
+        """Return a schema (by id, or current by name) parsed without logical types, cached."""
+        import schemas
+
+        if key not in self._plain_schemas:
+            parsed = schemas.load(key) if isinstance(key, str) else self.registry.schema_for(key).parsed
+            self._plain_schemas[key] = fastavro.parse_schema(_without_logical_types(parsed))
+        return self._plain_schemas[key]
+
+    def _fastavro_read(self, name: str, schema_id: int, body: memoryview) -> dict[str, Any]:
+        try:
+            record: dict[str, Any] = fastavro.schemaless_reader(
+                io.BytesIO(body), self._plain(schema_id), self._plain(name)
+            )
+        except (EOFError, ValueError, IndexError, UnicodeDecodeError, StopIteration) as exc:
+            raise DecodeError(f"malformed {name} body: {exc!r}") from exc
+        return record
+
+    def _fastavro_write(self, name: str, record: dict[str, Any]) -> bytes:
+        import schemas
+
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, schemas.load(name), record)
+        return frame(self._ids[name], out.getvalue())
+
+    def encode_trade_batch(self, batch: TradeBatch) -> bytes:
+        return frame(self._ids[TRADE_BATCH], encode_trade_batch_body(batch))
+
+    def decode_trade_batch(self, data: bytes) -> TradeBatch:
+        """Decode a framed TradeBatch; raise DecodeError for anything we cannot read."""
+        schema_id, body = self._resolve(TRADE_BATCH, data)
+        if schema_id == self._ids[TRADE_BATCH]:
+            return decode_trade_batch_body(body)
+        rec = self._fastavro_read(TRADE_BATCH, schema_id, body)
+        return _checked_batch(
+            rec["source"],
+            tuple(rec["instruments"]),
+            np.asarray(rec["instrument_index"], dtype=np.int64),
+            np.asarray(rec["ts_event"], dtype=np.int64),
+            np.asarray(rec["ts_recv"], dtype=np.int64),
+            np.asarray(rec["price"], dtype=np.float64),
+            np.asarray(rec["size"], dtype=np.float64),
+            None if rec["side"] is None else np.asarray(rec["side"], dtype=np.int64),
+            None if rec["trade_id"] is None else tuple(rec["trade_id"]),
+        )
+
+    def encode_dead_letter(self, letter: DeadLetter) -> bytes:
+        return self._fastavro_write(
+            DEAD_LETTER,
+            {
+                "component": letter.component,
+                "reason": letter.reason,
+                "detail": letter.detail,
+                "source": letter.source,
+                "source_partition": letter.source_partition,
+                "source_offset": letter.source_offset,
+                "line_number": letter.line_number,
+                "key": letter.key,
+                "payload": letter.payload,
+                "ts_event": letter.ts_event_us,
+                "ts_recv": letter.ts_recv_us,
+            },
+        )
+
+    def decode_dead_letter(self, data: bytes) -> DeadLetter:
+        schema_id, body = self._resolve(DEAD_LETTER, data)
+        rec = self._fastavro_read(DEAD_LETTER, schema_id, body)
+        return DeadLetter(
+            component=rec["component"],
+            reason=rec["reason"],
+            detail=rec["detail"],
+            source=rec["source"],
+            payload=rec["payload"],
+            ts_event_us=rec["ts_event"],
+            ts_recv_us=rec["ts_recv"],
+            source_partition=rec["source_partition"],
+            source_offset=rec["source_offset"],
+            line_number=rec["line_number"],
+            key=rec["key"],
+        )
+
+    def encode_bar(self, bar: Bar) -> bytes:
+        return self._fastavro_write(BAR, _bar_record(bar))
+
+    def decode_bar(self, data: bytes) -> Bar:
+        schema_id, body = self._resolve(BAR, data)
+        rec = self._fastavro_read(BAR, schema_id, body)
+        rec["ts_us"] = rec.pop("ts")
+        rec["ts_event_us"] = rec.pop("ts_event")
+        rec["ts_recv_us"] = rec.pop("ts_recv")
+        return Bar(**rec)
+
+
+def _bar_record(bar: Bar) -> dict[str, Any]:
+    return {
+        "instrument": bar.instrument,
+        "interval": bar.interval,
+        "ts": bar.ts_us,
+        "revision": bar.revision,
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": bar.volume,
+        "vwap": bar.vwap,
+        "trade_count": bar.trade_count,
+        "buy_volume": bar.buy_volume,
+        "sell_volume": bar.sell_volume,
+        "source": bar.source,
+        "ts_event": bar.ts_event_us,
+        "ts_recv": bar.ts_recv_us,
+    }

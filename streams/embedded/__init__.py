@@ -1,0 +1,1 @@
+"""The embedded stack for `make up` and the tests: Tansu (Kafka API) and PostgreSQL, on loopback."""

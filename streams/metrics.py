@@ -1,0 +1,31 @@
+"""Prometheus metrics shared by every process, registered once in the default registry."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DEAD_LETTERS: Final = Counter(
+    "dead_letters", "Inputs rejected to the dead-letter topic.", ["component", "reason"]
+)
+TRADES_PUBLISHED: Final = Counter(
+    "trades_published", "Trades acknowledged by Kafka (acks=all).", ["source"]
+)
+BATCHES_PUBLISHED: Final = Counter(
+    "trade_batches_published", "TradeBatch messages acknowledged by Kafka.", ["source"]
+)
+DELIVERY_FAILURES: Final = Counter(
+    "delivery_failures", "Messages Kafka did not acknowledge after retries.", ["topic"]
+)
+TRADES_PROCESSED: Final = Counter(
+    "trades_processed", "Trades decoded by a worker agent.", ["agent"]
+)
+BATCH_SIZE: Final = Histogram(
+    "trade_batch_size", "Trades per TradeBatch message produced.", ["source"],
+    buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
+)
+RECONNECTS: Final = Counter(
+    "connector_reconnects", "Times a connector was restarted after a transient error.", ["connector"]
+)
+UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])

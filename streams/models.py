@@ -1,0 +1,119 @@
+"""Domain values: what flows through marketstream, independent of Avro and Kafka.
+
+Timestamps are integer microseconds since the Unix epoch (UTC); the unit is in the name.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class Side(enum.IntEnum):
+    """Aggressor side of a trade, as carried in `TradeBatch.side`."""
+
+    SELL = -1
+    UNKNOWN = 0
+    BUY = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One trade, as a parser produces it before it is batched."""
+
+    instrument: str
+    ts_event_us: int
+    price: float
+    size: float
+    side: Side = Side.UNKNOWN
+    trade_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TradeBatch:
+    """Trades as numpy columns; the instrument column is dictionary-encoded.
+
+    Trade i is `instruments[instrument_index[i]]` at `ts_event_us[i]`, and so on. `side` and
+    `trade_id` are None when no trade in the batch carries one.
+    """
+
+    source: str
+    instruments: tuple[str, ...]
+    instrument_index: NDArray[np.int32]
+    ts_event_us: NDArray[np.int64]
+    ts_recv_us: NDArray[np.int64]
+    price: NDArray[np.float64]
+    size: NDArray[np.float64]
+    side: NDArray[np.int8] | None = None
+    trade_id: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.price)
+
+    def instrument_column(self) -> list[str]:
+        """Return the instrument of every trade; a per-trade Python list, for tests and tools."""
+        names = self.instruments
+        return [names[i] for i in self.instrument_index.tolist()]
+
+    @classmethod
+    def from_trades(cls, source: str, trades: Sequence[Trade], ts_recv_us: int) -> TradeBatch:
+        """Build a batch from single trades, all received at `ts_recv_us`."""
+        positions: dict[str, int] = {}
+        index = [positions.setdefault(t.instrument, len(positions)) for t in trades]
+        n = len(trades)
+        has_side = any(t.side != Side.UNKNOWN for t in trades)
+        has_id = any(t.trade_id for t in trades)
+        return cls(
+            source=source,
+            instruments=tuple(positions),
+            instrument_index=np.array(index, dtype=np.int32),
+            ts_event_us=np.array([t.ts_event_us for t in trades], dtype=np.int64),
+            ts_recv_us=np.full(n, ts_recv_us, dtype=np.int64),
+            price=np.array([t.price for t in trades], dtype=np.float64),
+            size=np.array([t.size for t in trades], dtype=np.float64),
+            side=np.array([t.side for t in trades], dtype=np.int8) if has_side else None,
+            trade_id=tuple(t.trade_id for t in trades) if has_id else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input a component could not process, with the reason (see schemas/avro/dead_letter.avsc)."""
+
+    component: str
+    reason: str
+    detail: str
+    source: str
+    payload: bytes
+    ts_event_us: int
+    ts_recv_us: int
+    source_partition: int | None = None
+    source_offset: int | None = None
+    line_number: int | None = None
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """OHLCV bar over the event-time window [ts_us, ts_us + interval) (see schemas/avro/bar.avsc)."""
+
+    instrument: str
+    interval: str
+    ts_us: int
+    revision: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+    trade_count: int
+    buy_volume: float
+    sell_volume: float
+    source: str
+    ts_event_us: int
+    ts_recv_us: int

@@ -1,0 +1,70 @@
+"""Typed settings, read from MS_* environment variables once per process in `__main__`.
+
+No other module reads os.environ: settings objects are passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import ConfigError
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how we produce to it."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_KAFKA_", extra="forbid")
+
+    bootstrap: str = Field("127.0.0.1:9092", min_length=1)
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
+    linger_ms: float = Field(5.0, ge=0, le=60_000)
+    batch_max_trades: int = Field(10_000, ge=1, le=1_000_000)
+    trades_partitions: int = Field(6, ge=1, le=10_000)
+
+    def producer_config(self, client_id: str) -> dict[str, Any]:
+        """Return librdkafka settings for a producer that loses nothing it acknowledged."""
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": client_id,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": self.compression,
+            "linger.ms": self.linger_ms,
+            "batch.size": 4_000_000,
+            "message.max.bytes": 8_000_000,
+        }
+
+
+class DatabaseSettings(BaseSettings):
+    """PostgreSQL (with TimescaleDB when the extension is present)."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_DATABASE_", extra="forbid")
+
+    url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:55432/marketstream")
+
+
+class RegistrySettings(BaseSettings):
+    """Optional Confluent-compatible schema registry; unset means the committed schema ids."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_SCHEMA_", extra="forbid")
+
+    registry_url: str | None = None
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Build `cls` from the environment; raise ConfigError naming each bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,55 @@
+"""Every Kafka topic of marketstream, declared once: name, partitions, retention, contract.
+
+Names follow `md.<entity>[.<qualifier>].v<major>`. A breaking change to a topic's contract gets
+a new `.vN` topic. `python -m streams topics create` makes them (idempotent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from streams import codec
+
+DAY_MS: Final = 24 * 3600 * 1000
+
+TRADES: Final = "md.trades.v1"
+BARS: Final = "md.bars.v1"
+DLQ: Final = "md.dlq.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """How a topic is created, and which Avro record its values carry."""
+
+    name: str
+    partitions: int
+    retention_ms: int
+    cleanup_policy: Literal["delete", "compact", "compact,delete"]
+    value_schema: str
+    doc: str
+
+    @property
+    def subject(self) -> str:
+        """The schema-registry subject of the values (Confluent's TopicNameStrategy)."""
+        return f"{self.name}-value"
+
+    def configs(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+
+
+def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
+    """Return the specs of every topic; trades and bars share a partition count (co-partitioned)."""
+    return (
+        TopicSpec(TRADES, trades_partitions, 7 * DAY_MS, "delete", codec.TRADE_BATCH,
+                  "Trade batches from every connector, partitioned by instrument (murmur2)."),
+        TopicSpec(BARS, trades_partitions, 30 * DAY_MS, "delete", codec.BAR,
+                  "OHLCV bars and their revisions, keyed by instrument."),
+        TopicSpec(DLQ, 1, 30 * DAY_MS, "delete", codec.DEAD_LETTER,
+                  "Dead letters: input any component rejected, with the reason."),
+    )
+
+
+def subjects(trades_partitions: int = 1) -> dict[str, str]:
+    """Return schema-registry subject -> schema name for every topic."""
+    return {spec.subject: spec.value_schema for spec in all_topics(trades_partitions)}
