@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams import admin
 from streams.codec import Codec
-from streams.embedded.broker import start_broker
+from streams.embedded.broker import start_broker, stop_broker
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
 from streams.registry import CommittedSchemas
@@ -36,8 +36,7 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     admin.create_topics(address, all_topics(3))
     yield address
-    process.terminate()
-    process.wait(10)
+    stop_broker(process)
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +109,43 @@ async def eventually(predicate, timeout_s: float = 20, what: str = "condition") 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout_s} s")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[object]:
+    """Start `python -m ...` processes in the background; all are stopped after the test."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+        with (tmp_path / f"{args[0]}-{len(processes)}.log").open("w") as log:
+            process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env={**os.environ, **env},
+                                       stdout=log, stderr=subprocess.STDOUT, text=True)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_http(url: str, timeout_s: float = 30) -> bytes:
+    """GET `url` until it answers 200; return the body."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body: bytes = response.read()
+                return body
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

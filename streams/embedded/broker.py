@@ -34,3 +34,13 @@ def start_broker(port: int, log_path: Path, *, detached: bool = False) -> subpro
         process.kill()
         raise
     return process
+
+
+def stop_broker(process: subprocess.Popen[bytes]) -> None:
+    """Stop the broker: Tansu ignores SIGTERM, so SIGKILL follows after a short grace period."""
+    process.terminate()
+    try:
+        process.wait(3)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)

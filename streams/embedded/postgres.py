@@ -43,11 +43,12 @@ def _run_as() -> dict[str, object]:
 def _grant(path: Path) -> None:
     if os.geteuid() == 0:
         entry = pwd.getpwnam(SYSTEM_USER)
-        for part in [path, *path.parents]:
-            if part == Path("/"):
+        for parent in path.parents:
+            if parent == Path("/"):
                 break
-            part.chmod(part.stat().st_mode | 0o011)  # let the server user traverse
+            parent.chmod(parent.stat().st_mode | 0o011)  # let the server user traverse
         shutil.chown(path, entry.pw_uid, entry.pw_gid)
+        path.chmod(0o700)
 
 
 def start_postgres(data_dir: Path, port: int, *, binaries: Path | None = None) -> None:

@@ -1,0 +1,78 @@
+"""The HTTP API: health, Prometheus metrics, and the schema registry's read side.
+
+Run it with `python -m gateways.http`. Later issues add stats and ops endpoints here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateways.schema_registry import add_registry_routes
+from streams.metrics import UP
+from streams.registry import CommittedSchemas
+from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings
+from streams.status import database_check, kafka_check, serve, status_app
+
+log = logging.getLogger(__name__)
+
+
+class ApiSettings(BaseSettings):
+    """Settings of the HTTP API process."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_API_", extra="forbid")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    log_level: str = "INFO"
+
+
+def build_app(kafka: KafkaSettings, database: DatabaseSettings, registry: RegistrySettings) -> web.Application:
+    """Build the API; the registry routes are served only when no external registry is configured."""
+    checks = {"kafka": kafka_check(kafka.bootstrap), "database": database_check(database.url.get_secret_value())}
+    app = status_app("api", checks)
+    if registry.registry_url is None:
+        add_registry_routes(app, CommittedSchemas())
+    return app
+
+
+async def serve_until_signalled(app: web.Application, host: str, port: int) -> None:
+    """Serve `app` until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = await serve(app, host, port)
+    UP.labels("api").set(1)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> int:
+    """Load settings, configure logging and serve; exit 2 on bad settings."""
+    import sys
+
+    from streams.errors import ConfigError
+    from streams.runtime import configure_logging
+    from streams.settings import load_settings
+
+    try:
+        settings = load_settings(ApiSettings)
+        app = build_app(load_settings(KafkaSettings), load_settings(DatabaseSettings), load_settings(RegistrySettings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    asyncio.run(serve_until_signalled(app, settings.http_host, settings.http_port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""`python -m streams`: the worker, topic and table set-up, the embedded stack, and tools.
+
+  worker                      run the Faust worker (agents of streams.app.AGENT_MODULES)
+  topics create|describe      create our topics (idempotent) or show them
+  db migrate                  create our tables (TimescaleDB hypertables when available)
+  stack up [--detach]|down|status   the embedded stack behind `make up` / `make down`
+  trades tail [--count N]     print trades as they arrive
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import orjson
+
+from streams.errors import ConfigError, MarketstreamError
+from streams.runtime import configure_logging, schema_registry
+from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
+
+log = logging.getLogger("streams")
+
+
+def run_worker(extra: list[str]) -> int:
+    from streams.app import WorkerSettings, create_app
+    from streams.codec import Codec
+
+    settings = load_settings(WorkerSettings)
+    kafka = load_settings(KafkaSettings)
+    worker = create_app(settings, kafka, Codec(schema_registry(load_settings(RegistrySettings))))
+    sys.argv = [sys.argv[0], "worker", "--loglevel", settings.log_level.lower(), "--without-web", *extra]
+    worker.app.main()
+    return 0
+
+
+def topics_command(action: str) -> int:
+    from streams import admin
+    from streams.topics import all_topics
+
+    kafka = load_settings(KafkaSettings)
+    specs = all_topics(kafka.trades_partitions)
+    if action == "create":
+        created = admin.create_topics(kafka.bootstrap, specs)
+        print(f"created: {', '.join(created) or 'none (all exist)'}")
+    states = admin.describe_topics(kafka.bootstrap, [s.name for s in specs])
+    for state in states:
+        print(orjson.dumps({"topic": state.name, "partitions": state.partitions, "configs": state.configs}).decode())
+    missing = {s.name for s in specs} - {s.name for s in states}
+    if missing:
+        print(f"missing: {', '.join(sorted(missing))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stack_command(action: str, detach: bool) -> int:
+    from streams.embedded.stack import Stack, StackSettings
+
+    stack = Stack(load_settings(StackSettings))
+    if action == "up":
+        return stack.detach() if detach else stack.supervise()
+    if action == "down":
+        return stack.down()
+    pid = stack.running_supervisor()
+    print(f"running (supervisor pid {pid})\n{stack.urls()}" if pid else "not running")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m streams", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run the Faust worker")
+    sub.add_parser("topics").add_argument("action", choices=["create", "describe"])
+    sub.add_parser("db").add_argument("action", choices=["migrate"])
+    stack = sub.add_parser("stack")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--detach", action="store_true", help="run in the background; `make down` stops it")
+    trades = sub.add_parser("trades")
+    trades.add_argument("action", choices=["tail"])
+    trades.add_argument("--count", type=int, default=0, help="stop after this many trades (0: never)")
+    trades.add_argument("--bootstrap", help="broker address (default: MS_KAFKA_BOOTSTRAP)")
+    trades.add_argument("--idle-timeout", type=float, default=30.0, help="stop after this many idle seconds")
+    args, extra = parser.parse_known_args()
+    if args.command != "worker":
+        configure_logging()
+    try:
+        if args.command == "worker":
+            return run_worker(extra)
+        if args.command == "topics":
+            return topics_command(args.action)
+        if args.command == "db":
+            from streams.sink.migrations import migrate
+
+            timescale = migrate(load_settings(DatabaseSettings).url.get_secret_value())
+            print(f"tables ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
+            return 0
+        if args.command == "stack":
+            return stack_command(args.action, args.detach)
+        from streams.codec import Codec
+        from streams.tail import tail_trades
+
+        bootstrap = args.bootstrap or load_settings(KafkaSettings).bootstrap
+        codec = Codec(schema_registry(load_settings(RegistrySettings)))
+        return 0 if tail_trades(bootstrap, codec, args.count, args.idle_timeout) else 1
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MarketstreamError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""`make up`: the whole pipeline on loopback, supervised by one process; `make down` stops it.
+
+The supervisor starts (or reuses) the broker and PostgreSQL, creates topics and tables, then
+runs the API, the worker and the simulator as child processes with logs in `.run/logs/`. On
+SIGINT or SIGTERM it stops the children first (connectors flush what they hold), then
+PostgreSQL and the broker it started. `--detach` runs the same supervisor in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams import admin
+from streams.embedded.broker import start_broker, stop_broker
+from streams.embedded.ports import is_listening, wait_listening
+from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
+from streams.topics import all_topics
+
+log = logging.getLogger(__name__)
+
+
+class StackSettings(BaseSettings):
+    """Ports and load of the embedded stack."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_STACK_", extra="forbid")
+
+    run_dir: Path = Path(".run")
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    postgres_port: int = Field(55432, ge=1, le=65535)
+    api_port: int = Field(8080, ge=1, le=65535)
+    worker_port: int = Field(6066, ge=1, le=65535)
+    connector_port: int = Field(9101, ge=1, le=65535)
+    simulator_instruments: int = Field(50, ge=1)
+    simulator_rate: float = Field(2000.0, gt=0)
+    trades_partitions: int = Field(6, ge=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    name: str
+    module: list[str]
+    port: int
+
+
+class Stack:
+    def __init__(self, settings: StackSettings) -> None:
+        self.s = settings
+        self.run_dir = settings.run_dir.resolve()
+        self.logs = self.run_dir / "logs"
+        self.state_file = self.run_dir / "state.json"
+        self.pg_data = self.run_dir / "pgdata"
+        self.bootstrap = f"127.0.0.1:{settings.kafka_port}"
+
+    def children(self) -> list[Child]:
+        s = self.s
+        return [
+            Child("api", ["gateways.http"], s.api_port),
+            Child("worker", ["streams", "worker"], s.worker_port),
+            Child("simulator", ["connectors", "run", "simulator"], s.connector_port),
+        ]
+
+    def child_env(self, database_url: str) -> dict[str, str]:
+        s = self.s
+        return {
+            **os.environ,
+            "MS_KAFKA_BOOTSTRAP": self.bootstrap,
+            "MS_DATABASE_URL": database_url,
+            "MS_API_HTTP_PORT": str(s.api_port),
+            "MS_WORKER_HTTP_PORT": str(s.worker_port),
+            "MS_CONNECTOR_HTTP_PORT": str(s.connector_port),
+            "MS_SIMULATOR_INSTRUMENTS": str(s.simulator_instruments),
+            "MS_SIMULATOR_RATE": str(s.simulator_rate),
+        }
+
+    def running_supervisor(self) -> int | None:
+        """Return the pid of a live supervisor of this run directory, if any."""
+        try:
+            pid = int(orjson.loads(self.state_file.read_bytes())["supervisor"])
+            os.kill(pid, 0)
+        except (OSError, ValueError, KeyError, orjson.JSONDecodeError):
+            return None
+        return pid
+
+    def urls(self) -> str:
+        s, py = self.s, sys.executable
+        return "\n".join([
+            "marketstream is up:",
+            f"  API health        http://127.0.0.1:{s.api_port}/health",
+            f"  API metrics       http://127.0.0.1:{s.api_port}/metrics",
+            f"  schema registry   http://127.0.0.1:{s.api_port}/subjects",
+            f"  worker stats      http://127.0.0.1:{s.worker_port}/stats   (trades per instrument, live)",
+            f"  simulator metrics http://127.0.0.1:{s.connector_port}/metrics   (trades_published_total)",
+            f"  Kafka             {self.bootstrap}   topics: md.trades.v1 md.bars.v1 md.dlq.v1",
+            f"  PostgreSQL        postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream",
+            f"  watch trades      {py} -m streams trades tail --bootstrap {self.bootstrap}",
+            f"  logs              {self.logs}/",
+        ])
+
+    def supervise(self) -> int:
+        """Run the stack in the foreground until SIGINT/SIGTERM; return the exit status."""
+        if pid := self.running_supervisor():
+            print(f"already running (supervisor pid {pid}); reusing it.\n{self.urls()}", flush=True)
+            return 0
+        self.logs.mkdir(parents=True, exist_ok=True)
+        stopping = False
+
+        def request_stop(*_: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        broker = None
+        started_postgres = False
+        children: dict[str, subprocess.Popen[bytes]] = {}
+        status = 0
+        try:
+            if is_listening(self.s.kafka_port):
+                print(f"reusing the broker already on {self.bootstrap}", flush=True)
+            else:
+                broker = start_broker(self.s.kafka_port, self.logs / "broker.log")
+            if is_listening(self.s.postgres_port):
+                print(f"reusing the PostgreSQL server already on port {self.s.postgres_port}", flush=True)
+            else:
+                start_postgres(self.pg_data, self.s.postgres_port)
+                started_postgres = True
+            database_url = ensure_database(self.s.postgres_port, "marketstream")
+            admin.create_topics(self.bootstrap, all_topics(self.s.trades_partitions))
+            subprocess.run([sys.executable, "-m", "streams", "db", "migrate"], check=True,
+                           env=self.child_env(database_url))
+            env = self.child_env(database_url)
+            for child in self.children():
+                with (self.logs / f"{child.name}.log").open("ab") as out:
+                    children[child.name] = subprocess.Popen(
+                        [sys.executable, "-m", *child.module], env=env, stdout=out, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+            for child in self.children():
+                wait_listening(child.port, 120, child.name)
+            self.state_file.write_bytes(orjson.dumps({
+                "supervisor": os.getpid(), "children": {n: p.pid for n, p in children.items()},
+                "ready": True,
+            }))
+            print(self.urls(), "\nCtrl-C (or `make down`) stops everything.", flush=True)
+            while not stopping:
+                if dead := [n for n, p in children.items() if p.poll() is not None]:
+                    print(f"{', '.join(dead)} exited; see {self.logs}/; stopping the stack", flush=True)
+                    status = 1
+                    break
+                time.sleep(0.2)
+        finally:
+            self._stop(children, broker, started_postgres)
+        return status
+
+    def _stop(self, children: dict[str, subprocess.Popen[bytes]], broker: subprocess.Popen[bytes] | None,
+              started_postgres: bool) -> None:
+        print("stopping: connectors and workers flush first", flush=True)
+        for name in ("simulator", "worker", "api"):
+            if (p := children.get(name)) and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        if started_postgres:
+            stop_postgres(self.pg_data)
+        if broker is not None:
+            stop_broker(broker)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+        print("stopped", flush=True)
+
+    def detach(self) -> int:
+        """Start the supervisor in the background; return once it is ready or has failed."""
+        if pid := self.running_supervisor():
+            print(f"already running (supervisor pid {pid}); reusing it.\n{self.urls()}", flush=True)
+            return 0
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / "stack.log").open("ab") as out:
+            process = subprocess.Popen([sys.executable, "-m", "streams", "stack", "up"], stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                print(f"the stack failed to start; see {self.logs}/stack.log", file=sys.stderr)
+                return 1
+            if self.running_supervisor() == process.pid:
+                print(self.urls(), "\n`make down` stops it.", flush=True)
+                return 0
+            time.sleep(0.2)
+        print("the stack did not become ready within 300 s", file=sys.stderr)
+        return 1
+
+    def down(self) -> int:
+        """Stop a running supervisor and wait until everything it started has stopped."""
+        pid = self.running_supervisor()
+        if pid is None:
+            print("not running")
+            return 0
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 90
+        while self.running_supervisor() == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.running_supervisor() == pid:
+            print(f"supervisor {pid} did not stop within 90 s", file=sys.stderr)
+            return 1
+        print("stopped")
+        return 0

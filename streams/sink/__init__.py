@@ -1,0 +1,1 @@
+"""Sinks from Kafka into PostgreSQL/TimescaleDB."""

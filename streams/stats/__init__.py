@@ -1,0 +1,1 @@
+"""Live trade statistics per instrument, served by the worker at `/stats`."""

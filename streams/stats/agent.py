@@ -1,0 +1,53 @@
+"""The `tally_trades` agent: decode every trade batch, fold it into live per-instrument stats."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from aiohttp import web
+
+from streams.app import Worker
+from streams.dlq import dead_letter_from_event
+from streams.errors import DecodeError
+from streams.metrics import DEAD_LETTERS, TRADES_PROCESSED
+from streams.stats.core import TradeTally
+from streams.status import json_response, kafka_check, serve, status_app
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "worker.tally_trades"
+
+
+def install(worker: Worker) -> None:
+    """Declare the agent and the worker's status endpoints (with `/stats`) on the app."""
+    tally = TradeTally()
+    codec = worker.codec
+
+    @worker.app.agent(worker.trades, name="tally_trades")
+    async def tally_trades(stream: faust.StreamT[bytes]) -> None:
+        """Fold trade batches into per-instrument tallies; dead-letter what does not decode."""
+        async for event in stream.events():
+            try:
+                batch = codec.decode_trade_batch(event.value)
+            except DecodeError as exc:
+                message = event.message
+                letter = dead_letter_from_event(COMPONENT, "undecodable", str(exc), message)
+                await worker.dlq.send(key=message.key, value=codec.encode_dead_letter(letter))
+                DEAD_LETTERS.labels(COMPONENT, "undecodable").inc()
+                log.warning("undecodable message on %s partition %d offset %d: %s",
+                            message.topic, message.partition, message.offset, exc)
+                continue
+            tally.fold(batch)
+            TRADES_PROCESSED.labels("tally_trades").inc(len(batch))
+
+    @worker.app.task
+    async def serve_status() -> None:
+        """Serve /health, /metrics and /stats on the worker's status port."""
+        status = status_app("worker", {"kafka": kafka_check(worker.bootstrap)})
+
+        async def stats(_: web.Request) -> web.Response:
+            return json_response(tally.snapshot())
+
+        status.router.add_get("/stats", stats)
+        await serve(status, worker.settings.http_host, worker.settings.http_port)
