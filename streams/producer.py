@@ -6,7 +6,7 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Callable
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import DeliveryError
 from streams.metrics import DELIVERY_FAILURES
@@ -70,7 +70,10 @@ class Publisher:
 
     def partitions(self, topic: str, timeout_s: float = 10.0) -> int:
         """Return the partition count of `topic` from broker metadata; raise DeliveryError if absent."""
-        metadata = self._producer.list_topics(topic, timeout=timeout_s)
+        try:
+            metadata = self._producer.list_topics(topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise DeliveryError(f"cannot read metadata of {topic}: {exc.args[0].str()}") from exc
         info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
             raise DeliveryError(f"topic {topic} not found; run `python -m streams topics create`")

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from streams import admin
 from streams.codec import Codec
@@ -25,14 +26,16 @@ from streams.topics import all_topics
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker for the whole session, with our topics created (MS_TEST_KAFKA reuses one)."""
-    if existing := os.environ.get("MS_TEST_KAFKA"):
-        yield existing
-        return
+@pytest.fixture
+def bootstrap(tmp_path: Path) -> Iterator[str]:
+    """A fresh broker for each test, with our topics created (3 trade partitions).
+
+    Tansu with memory storage starts in milliseconds, so isolation costs nothing, and each test
+    can read its topics from the beginning: Tansu under-reports high watermarks, so offsets
+    taken before an action are not a reliable starting point.
+    """
     port = free_port()
-    process = start_broker(port, tmp_path_factory.mktemp("tansu") / "tansu.log")
+    process = start_broker(port, tmp_path / "tansu.log")
     address = f"127.0.0.1:{port}"
     admin.create_topics(address, all_topics(3))
     yield address
@@ -64,34 +67,42 @@ def codec() -> Codec:
     return Codec(CommittedSchemas())
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Return the high-water mark of every partition of `topic`."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets", "enable.auto.commit": False})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in metadata.topics[topic].partitions
-        }
-    finally:
-        consumer.close()
-
-
-def consume_from(bootstrap: str, topic: str, start: dict[int, int], count: int, timeout_s: float = 20) -> list[bytes]:
-    """Read `count` messages of `topic` from the given offsets; fail if they do not arrive in time."""
+def read_topic(bootstrap: str, topic: str, done: Callable[[list[Message]], bool],
+               timeout_s: float = 20, quiet_s: float = 0.5) -> list[Message]:
+    """Read `topic` from the beginning until `done(messages)`, then until `quiet_s` pass with no
+    further message (so that extra, duplicate messages are seen too); fail after `timeout_s`."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, o) for p, o in start.items()])
-    values: list[bytes] = []
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    messages: list[Message] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(values) < count and time.monotonic() < deadline:
+        while not done(messages):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(messages)} messages on {topic} after {timeout_s} s")
             for msg in consumer.consume(1000, 0.2):
                 assert msg.error() is None, msg.error()
-                values.append(msg.value())
+                messages.append(msg)
+        while batch := consumer.consume(1000, quiet_s):
+            messages.extend(batch)
     finally:
         consumer.close()
-    assert len(values) >= count, f"{len(values)} of {count} messages on {topic} within {timeout_s} s"
-    return values
+    return messages
+
+
+def at_least(count: int) -> Callable[[list[Message]], bool]:
+    return lambda messages: len(messages) >= count
+
+
+def decoded_trades(codec: Codec, messages: list[Message]) -> list[tuple[str, int, float, float, int]]:
+    """Flatten TradeBatch messages into (symbol, ts_event_us, price, size, side) tuples."""
+    trades = []
+    for msg in messages:
+        batch = codec.decode_trade_batch(msg.value())
+        sides = batch.side.tolist() if batch.side is not None else [0] * len(batch)
+        trades += zip(batch.instrument_column(), batch.ts_event_us.tolist(), batch.price.tolist(),
+                      batch.size.tolist(), sides, strict=True)
+    return trades
 
 
 def run_module(args: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -111,17 +122,27 @@ async def eventually(predicate, timeout_s: float = 20, what: str = "condition") 
         await asyncio.sleep(0.05)
 
 
+@dataclass(frozen=True)
+class Started:
+    process: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
 @pytest.fixture
-def start_process(tmp_path: Path) -> Iterator[object]:
+def start_process(tmp_path: Path) -> Iterator[Callable[[list[str], dict[str, str]], Started]]:
     """Start `python -m ...` processes in the background; all are stopped after the test."""
     processes: list[subprocess.Popen[str]] = []
 
-    def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-        with (tmp_path / f"{args[0]}-{len(processes)}.log").open("w") as log:
+    def start(args: list[str], env: dict[str, str]) -> Started:
+        path = tmp_path / f"{args[0]}-{len(processes)}.log"
+        with path.open("w") as log:
             process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env={**os.environ, **env},
                                        stdout=log, stderr=subprocess.STDOUT, text=True)
         processes.append(process)
-        return process
+        return Started(process, path)
 
     yield start
     for process in processes:

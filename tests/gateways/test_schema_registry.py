@@ -8,11 +8,11 @@ import urllib.request
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import end_offsets, wait_http
+from conftest import wait_http
 
 from streams.codec import Codec
 from streams.embedded.ports import free_port
@@ -32,7 +32,6 @@ def api_url(bootstrap: str, database_url: str, start_process) -> str:  # type: i
 
 
 def test_stock_avro_deserializer_via_our_api_reads_trades_topic(bootstrap: str, codec: Codec, api_url: str) -> None:
-    start = end_offsets(bootstrap, TRADES)
     batch = TradeBatch(
         source="test", instruments=("AAPL", "ES=F"), instrument_index=np.array([0, 1, 0], np.int32),
         ts_event_us=np.array([1_767_225_600_000_001, 1_767_225_600_000_002, 1_767_225_600_000_003]),
@@ -44,7 +43,7 @@ def test_stock_avro_deserializer_via_our_api_reads_trades_topic(bootstrap: str, 
     publisher.flush()
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "stock-reader", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(TRADES, 0, start[0])])
+    consumer.assign([TopicPartition(TRADES, 0, OFFSET_BEGINNING)])
     msg = consumer.poll(20)
     consumer.close()
     assert msg is not None and msg.error() is None

@@ -1,0 +1,42 @@
+"""`make up` in detached mode brings the whole pipeline up; a second `up` reuses it; `down` stops it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+from conftest import run_module, wait_http
+
+from streams.embedded.ports import free_port, is_listening
+
+
+def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("KAFKA", "POSTGRES", "API", "WORKER", "CONNECTOR")}
+    env = {f"MS_STACK_{name}_PORT": str(port) for name, port in ports.items()}
+    env |= {"MS_STACK_RUN_DIR": str(tmp_path / "run"), "MS_STACK_SIMULATOR_RATE": "5000"}
+
+    up = run_module(["streams", "stack", "up", "--detach"], env, timeout_s=300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"http://127.0.0.1:{ports['WORKER']}/stats" in up.stdout
+        worker = f"http://127.0.0.1:{ports['WORKER']}"
+        deadline = time.monotonic() + 60
+        while orjson.loads(wait_http(f"{worker}/stats"))["trades"] < 1000:
+            assert time.monotonic() < deadline, "worker saw no trades within 60 s"
+            time.sleep(0.2)
+        api_health = orjson.loads(wait_http(f"http://127.0.0.1:{ports['API']}/health"))
+        assert api_health["status"] == "ok"
+        tail = run_module(["streams", "trades", "tail", "--count", "3", "--bootstrap",
+                           f"127.0.0.1:{ports['KAFKA']}"], {}, timeout_s=60)
+        assert tail.returncode == 0 and len(tail.stdout.splitlines()) == 3
+
+        again = run_module(["streams", "stack", "up", "--detach"], env, timeout_s=60)
+        assert again.returncode == 0 and "already running" in again.stdout
+    finally:
+        down = run_module(["streams", "stack", "down"], env, timeout_s=120)
+
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not any(is_listening(port) for port in ports.values())
+    log = (tmp_path / "run/logs/simulator.log").read_text()
+    assert '"published":' in log, "the simulator flushed and reported on shutdown"
