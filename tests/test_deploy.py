@@ -1,0 +1,50 @@
+"""Deploy files keep the promises operators rely on: probes, limits, secrets, shared variable names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from conftest import ROOT
+
+K8S = ROOT / "deploy/k8s"
+
+
+def documents(path: Path) -> list[dict[str, object]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def deployments() -> list[dict]:  # type: ignore[type-arg]
+    return [d for f in sorted(K8S.glob("*.yaml")) for d in documents(f) if d["kind"] == "Deployment"]
+
+
+def test_k8s_deployments_use_apps_v1_with_health_probes_and_limits() -> None:
+    found = deployments()
+
+    assert {d["metadata"]["name"] for d in found} >= {"marketstream-api", "marketstream-worker",
+                                                       "marketstream-simulator"}
+    for deployment in found:
+        assert deployment["apiVersion"] == "apps/v1"
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert container["resources"]["limits"]["memory"]
+
+
+def test_k8s_database_url_comes_from_a_secret_never_a_configmap() -> None:
+    config = next(d for d in documents(K8S / "configmap.yaml") if d["kind"] == "ConfigMap")
+
+    assert "MS_DATABASE_URL" not in config["data"]
+    for deployment in deployments():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        if deployment["metadata"]["name"] != "marketstream-simulator":
+            assert {"secretRef": {"name": "marketstream"}} in container["envFrom"]
+
+
+def test_compose_sets_the_same_variable_names_as_the_code() -> None:
+    compose = yaml.safe_load((ROOT / "deploy/compose/docker-compose.yml").read_text())
+    names = set(compose["x-marketstream"]["environment"])
+    names |= set(documents(K8S / "configmap.yaml")[0]["data"])
+
+    assert names >= {"MS_KAFKA_BOOTSTRAP", "MS_KAFKA_TRADES_PARTITIONS", "MS_DATABASE_URL"}
+    assert all(name.startswith("MS_") for name in names)
