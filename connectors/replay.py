@@ -56,9 +56,11 @@ def parse_timestamp_us(text: str) -> int:
 
 
 def _positive(text: object, what: str) -> float | str:
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        return f"{what} {text!r} is not a number"
     try:
-        value = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        value = float(text)
+    except ValueError:
         return f"{what} {text!r} is not a number"
     if not math.isfinite(value) or value <= 0:
         return f"{what} {text!r} must be a finite number > 0"
@@ -70,7 +72,9 @@ def parse_fields(fields: dict[str, object], raw: bytes, line: int) -> Trade | Re
     missing = [k for k in REQUIRED if fields.get(k) in (None, "")]
     if missing and missing != ["symbol"]:
         return Rejected("malformed_row", f"missing {', '.join(missing)}", raw, line)
-    symbol = str(fields.get("symbol") or "")
+    symbol = fields.get("symbol") or ""
+    if not isinstance(symbol, str):
+        return Rejected("bad_symbol", f"symbol {symbol!r} is not a string", raw, line)
     if problem := symbol_problem(symbol):
         return Rejected("bad_symbol", problem, raw, line)
     try:
@@ -147,7 +151,7 @@ class ReplayConnector(Connector):
 
     async def stream(self) -> AsyncIterator[Record | Rejected]:
         try:
-            handle = self.cfg.path.open(encoding="utf-8", errors="replace", newline="")
+            handle = self.cfg.path.open(encoding="utf-8-sig", errors="replace", newline="")
         except OSError as exc:
             raise FatalError(f"cannot open {self.cfg.path}: {exc}") from exc
         parse = parse_jsonl if self._format() == "jsonl" else parse_csv

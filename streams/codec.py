@@ -93,6 +93,12 @@ def encode_trade_batch_body(batch: TradeBatch) -> bytes:
     return b"".join(parts)
 
 
+def _joined(blocks: list[NDArray[Any]], dtype: type) -> NDArray[Any]:
+    if not blocks:
+        return np.empty(0, dtype=dtype)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
 class _Reader:
     """Cursor over an Avro body; every read raises DecodeError past the end."""
 
@@ -150,13 +156,13 @@ class _Reader:
                 raise DecodeError(f"truncated long array at byte {self.pos}")
             self.pos = end
             blocks.append(out)
-        return np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
+        return _joined(blocks, np.int64)
 
     def doubles(self) -> NDArray[np.float64]:
         blocks: list[NDArray[np.float64]] = []
         while count := self.block_count():
             blocks.append(np.frombuffer(self.take(8 * count), dtype="<f8").astype(np.float64))
-        return np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
+        return _joined(blocks, np.float64)
 
     def union_branch(self, branches: int) -> int:
         branch = self.long()
@@ -251,12 +257,13 @@ class Codec:
         return self._plain_schemas[key]
 
     def _fastavro_read(self, name: str, schema_id: int, body: memoryview) -> dict[str, Any]:
+        stream = io.BytesIO(body)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(
-                io.BytesIO(body), self._plain(schema_id), self._plain(name)
-            )
+            record: dict[str, Any] = fastavro.schemaless_reader(stream, self._plain(schema_id), self._plain(name))
         except (EOFError, ValueError, IndexError, UnicodeDecodeError, StopIteration) as exc:
             raise DecodeError(f"malformed {name} body: {exc!r}") from exc
+        if stream.tell() != len(body):
+            raise DecodeError(f"{len(body) - stream.tell()} unexpected bytes after the {name}")
         return record
 
     def _fastavro_write(self, name: str, record: dict[str, Any]) -> bytes:

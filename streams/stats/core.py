@@ -18,7 +18,7 @@ class InstrumentTally:
     trades: int = 0
     volume: float = 0.0
     last_price: float = 0.0
-    last_ts_event_us: int = 0
+    last_ts_event_us: int = -(2**63)  # before any representable trade, pre-1970 ones included
     source: str = ""
 
 
