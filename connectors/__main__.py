@@ -40,6 +40,7 @@ class ConnectorProcessSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(9101, ge=0, le=65535)
+    heartbeat_ms: float = Field(250.0, gt=0, description="quiet partitions get a heartbeat this often")
     log_level: str = "INFO"
 
 
@@ -61,7 +62,8 @@ async def run(name: str, argv: list[str]) -> int:
     except DeliveryError as exc:
         raise ConfigError(f"MS_KAFKA_BOOTSTRAP={kafka.bootstrap}: {exc}") from exc
     runner = ConnectorRunner(cls(config), publisher, codec, partitions=partitions,
-                             batch_max_trades=kafka.batch_max_trades, linger_ms=kafka.linger_ms)
+                             batch_max_trades=kafka.batch_max_trades, linger_ms=kafka.linger_ms,
+                             heartbeat_ms=process.heartbeat_ms)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.stop)

@@ -66,6 +66,11 @@ class Connector(abc.ABC):
         """Where the input comes from, as named in dead letters."""
         return self.name
 
+    @property
+    def live(self) -> bool:
+        """True if event time follows the wall clock (see connectors.event_clock)."""
+        return True
+
     @abc.abstractmethod
     def stream(self) -> AsyncIterator[Record | Rejected]:
         """Yield records until the feed ends; raise TransientError to be reconnected."""

@@ -47,6 +47,7 @@ def _merge(chunks: list[TradeBatch]) -> TradeBatch:
         if has_side
         else None,
         trade_id=tuple(t for c in chunks for t in (c.trade_id or ("",) * len(c))) if has_id else None,
+        watermark_us=max(c.watermark_us for c in chunks),
     )
 
 
@@ -61,6 +62,7 @@ def _select(chunk: TradeBatch, rows: NDArray[np.intp]) -> TradeBatch:
         size=chunk.size[rows],
         side=chunk.side[rows] if chunk.side is not None else None,
         trade_id=tuple(chunk.trade_id[i] for i in rows.tolist()) if chunk.trade_id is not None else None,
+        watermark_us=chunk.watermark_us,
     )
 
 

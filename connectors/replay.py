@@ -144,6 +144,10 @@ class ReplayConnector(Connector):
     def source(self) -> str:
         return str(self.cfg.path)
 
+    @property
+    def live(self) -> bool:
+        return False
+
     def _format(self) -> Literal["csv", "jsonl"]:
         if self.cfg.format != "auto":
             return self.cfg.format

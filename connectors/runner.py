@@ -2,20 +2,24 @@
 
 What every connector shares lives here: the producer (acks=all, idempotent), batching with a
 linger, reconnect with jittered exponential backoff on TransientError, stop on FatalError,
-dead letters for Rejected, metrics, and a flush on shutdown so nothing acknowledged is lost.
+dead letters for Rejected, metrics, the source's event clock stamped on every batch with
+heartbeats to quiet partitions, and a flush on shutdown so nothing acknowledged is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from connectors.base import Connector, Rejected
 from connectors.batching import PartitionBatcher
+from connectors.event_clock import EventClock
 from streams.codec import Codec
 from streams.dlq import DeadLetterPublisher
 from streams.errors import FatalError, TransientError
@@ -56,6 +60,7 @@ class ConnectorRunner:
         partitions: int,
         batch_max_trades: int,
         linger_ms: float,
+        heartbeat_ms: float = 250.0,
     ) -> None:
         self.connector = connector
         self.publisher = publisher
@@ -63,6 +68,9 @@ class ConnectorRunner:
         self.batcher = PartitionBatcher(partitions, batch_max_trades, linger_ms / 1000)
         self.dead_letters = DeadLetterPublisher(publisher, codec, f"connector.{connector.name}")
         self.summary = RunSummary()
+        self.clock = EventClock(live=connector.live)
+        self.heartbeat_s = heartbeat_ms / 1000
+        self._last_sent_s = [0.0] * partitions
         self._pending_trades: list[Trade] = []
         self._stopping = asyncio.Event()
 
@@ -84,10 +92,17 @@ class ConnectorRunner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._publish(self.batcher.drain())
+            if self._finished(feed) and not self.clock.live:
+                self._heartbeat(range(self.batcher.partitions), self.clock.end_of_stream_us())
             await asyncio.to_thread(self.publisher.flush)
         if feed.done() and not feed.cancelled() and (exc := feed.exception()) is not None:
             raise exc
         return self.summary
+
+    @staticmethod
+    def _finished(feed: asyncio.Task[None]) -> bool:
+        """True if the feed ended by itself (not stopped, not failed)."""
+        return feed.done() and not feed.cancelled() and feed.exception() is None
 
     async def _consume_with_reconnect(self) -> None:
         rng = random.Random()
@@ -118,6 +133,8 @@ class ConnectorRunner:
             return
         self._handle_trades()
         if isinstance(item, TradeBatch):
+            if len(item):
+                self.clock.observe(int(item.ts_event_us.max()))
             self._publish(self.batcher.add(item))
         else:
             self.summary.rejected += 1
@@ -133,20 +150,34 @@ class ConnectorRunner:
         if self._pending_trades:
             chunk = TradeBatch.from_trades(self.connector.name, self._pending_trades, time.time_ns() // 1000)
             self._pending_trades = []
+            self.clock.observe(int(chunk.ts_event_us.max()))
             self._publish(self.batcher.add(chunk))
 
     async def _flush_lingering(self) -> None:
-        interval = max(self.batcher.linger_s / 2, 0.001)
+        """Publish batches that waited out the linger, and heartbeats to quiet partitions."""
+        interval = max(min(self.batcher.linger_s, self.heartbeat_s) / 2, 0.001)
         while True:
             await asyncio.sleep(interval)
             self._handle_trades()
             self._publish(self.batcher.due())
+            if self.clock.live or self.clock.latest_event_us is not None:
+                quiet_since = time.monotonic() - self.heartbeat_s
+                self._heartbeat([p for p, sent in enumerate(self._last_sent_s) if sent < quiet_since],
+                                self.clock.now_us())
             self.publisher.poll(0)
 
+    def _heartbeat(self, partitions: Iterable[int], watermark_us: int) -> None:
+        """Send each partition an empty batch that advances this source's event clock."""
+        self._publish([(p, TradeBatch.heartbeat(self.connector.name, watermark_us)) for p in partitions])
+
     def _publish(self, batches: list[tuple[int, TradeBatch]]) -> None:
-        for partition, batch in batches:
+        now_s = time.monotonic()
+        for partition, chunk in batches:
+            batch = dataclasses.replace(chunk, watermark_us=max(chunk.watermark_us, self.clock.now_us()))
+            self._last_sent_s[partition] = now_s
             n = len(batch)
-            BATCH_SIZE.labels(batch.source).observe(n)
+            if n:
+                BATCH_SIZE.labels(batch.source).observe(n)
             self.publisher.produce(
                 TRADES,
                 self.codec.encode_trade_batch(batch),
@@ -155,6 +186,8 @@ class ConnectorRunner:
             )
 
     def _acked(self, trades: int, source: str) -> None:
+        if not trades:
+            return
         self.summary.published += trades
         self.summary.batches += 1
         TRADES_PUBLISHED.labels(source).inc(trades)

@@ -58,6 +58,10 @@ class SimulatorConnector(Connector):
         self.quiet_until_s = np.zeros(n)
         self.emitted = 0
 
+    @property
+    def live(self) -> bool:
+        return self.cfg.clock == "wall"
+
     def chunk(self, size: int, step_start_s: float, step_s: float) -> TradeBatch:
         """Generate the next `size` trades, spread over [step_start_s, step_start_s + step_s)."""
         rng, n = self.rng, len(self.symbols)

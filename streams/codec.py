@@ -89,6 +89,7 @@ def encode_trade_batch_body(batch: TradeBatch) -> bytes:
         _encode_doubles(batch.size),
         b"\x00" if batch.side is None else b"\x02" + _encode_longs(batch.side),
         b"\x00" if batch.trade_id is None else b"\x02" + _encode_strings(batch.trade_id),
+        _encode_long(batch.watermark_us),
     ]
     return b"".join(parts)
 
@@ -183,9 +184,10 @@ def decode_trade_batch_body(body: memoryview) -> TradeBatch:
     size = r.doubles()
     side = r.longs() if r.union_branch(2) else None
     trade_id = r.strings() if r.union_branch(2) else None
+    watermark = r.long()
     if r.pos != len(r.buf):
         raise DecodeError(f"{len(r.buf) - r.pos} unexpected bytes after the TradeBatch")
-    return _checked_batch(source, instruments, index, ts_event, ts_recv, price, size, side, trade_id)
+    return _checked_batch(source, instruments, index, ts_event, ts_recv, price, size, side, trade_id, watermark)
 
 
 def _checked_batch(
@@ -198,6 +200,7 @@ def _checked_batch(
     size: NDArray[np.float64],
     side: NDArray[np.int64] | None,
     trade_id: tuple[str, ...] | None,
+    watermark_us: int,
 ) -> TradeBatch:
     n = len(price)
     lengths = {len(index), len(ts_event), len(ts_recv), len(size)}
@@ -219,6 +222,7 @@ def _checked_batch(
         size=size,
         side=side.astype(np.int8) if side is not None else None,
         trade_id=trade_id,
+        watermark_us=watermark_us,
     )
 
 
@@ -292,6 +296,7 @@ class Codec:
             np.asarray(rec["size"], dtype=np.float64),
             None if rec["side"] is None else np.asarray(rec["side"], dtype=np.int64),
             None if rec["trade_id"] is None else tuple(rec["trade_id"]),
+            rec["watermark"],
         )
 
     def encode_dead_letter(self, letter: DeadLetter) -> bytes:

@@ -38,7 +38,8 @@ class TradeBatch:
     """Trades as numpy columns; the instrument column is dictionary-encoded.
 
     Trade i is `instruments[instrument_index[i]]` at `ts_event_us[i]`, and so on. `side` and
-    `trade_id` are None when no trade in the batch carries one.
+    `trade_id` are None when no trade in the batch carries one. `watermark_us` is the source's
+    event-time clock when the batch was sent; a batch without trades only advances it.
     """
 
     source: str
@@ -50,6 +51,7 @@ class TradeBatch:
     size: NDArray[np.float64]
     side: NDArray[np.int8] | None = None
     trade_id: tuple[str, ...] | None = None
+    watermark_us: int = 0
 
     def __len__(self) -> int:
         return len(self.price)
@@ -58,6 +60,14 @@ class TradeBatch:
         """Return the instrument of every trade; a per-trade Python list, for tests and tools."""
         names = self.instruments
         return [names[i] for i in self.instrument_index.tolist()]
+
+    @classmethod
+    def heartbeat(cls, source: str, watermark_us: int) -> TradeBatch:
+        """Return a batch with no trades that advances the source's event-time clock."""
+        empty_i64 = np.empty(0, dtype=np.int64)
+        empty_f64 = np.empty(0, dtype=np.float64)
+        return cls(source, (), np.empty(0, dtype=np.int32), empty_i64, empty_i64, empty_f64, empty_f64,
+                   watermark_us=watermark_us)
 
     @classmethod
     def from_trades(cls, source: str, trades: Sequence[Trade], ts_recv_us: int) -> TradeBatch:

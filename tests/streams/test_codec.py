@@ -71,6 +71,7 @@ def _record(batch: TradeBatch) -> dict[str, Any]:
         "size": batch.size.tolist(),
         "side": None if batch.side is None else batch.side.tolist(),
         "trade_id": None if batch.trade_id is None else list(batch.trade_id),
+        "watermark": batch.watermark_us,
     }
 
 
@@ -367,6 +368,7 @@ def test_decode_trade_batch_body_multiple_array_blocks_equals_columns() -> None:
             _array("double", [[1.0, 2.0, 3.0, 4.0], [5.0]]),
             _primitive("long", 1) + _array("int", [[1, -1, 0], [1], [-1]]),
             _primitive("long", 1) + _array("string", [["a", ""], ["c", "d", "e"]]),
+            _primitive("long", 1_767_623_400_000_000),
         ]
     )
     as_fastavro_reads_it = _fastavro_read(body)
@@ -380,6 +382,7 @@ def test_decode_trade_batch_body_multiple_array_blocks_equals_columns() -> None:
         size=np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
         side=np.array([1, -1, 0, 1, -1], dtype=np.int8),
         trade_id=("a", "", "c", "d", "e"),
+        watermark_us=1_767_623_400_000_000,
     )
     assert as_fastavro_reads_it == _record(expected)  # the hand-made body is valid Avro
 
@@ -811,3 +814,12 @@ def test_decode_trade_batch_body_random_corruptions_raise_only_decode_error() ->
     assert other_exceptions == [], (
         f"{len(other_exceptions)} corruptions raised another exception, e.g. {other_exceptions[:3]}"
     )
+
+
+def test_codec_heartbeat_round_trip_keeps_watermark_and_no_trades(codec: Codec) -> None:
+    heartbeat = TradeBatch.heartbeat("simulator", 1_767_623_400_123_456)
+
+    decoded = codec.decode_trade_batch(codec.encode_trade_batch(heartbeat))
+
+    assert len(decoded) == 0 and decoded.instruments == ()
+    assert (decoded.source, decoded.watermark_us) == ("simulator", 1_767_623_400_123_456)
