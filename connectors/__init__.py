@@ -19,7 +19,9 @@ def connector_class(name: str) -> type[Connector]:
     try:
         path = REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown connector {name!r}; valid names: {', '.join(sorted(REGISTRY))}") from None
+        raise KeyError(
+            f"unknown connector {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
+        ) from None
     module, _, attr = path.partition(":")
     cls: type[Connector] = getattr(importlib.import_module(module), attr)
     return cls

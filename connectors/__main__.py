@@ -40,15 +40,21 @@ class ConnectorProcessSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(9101, ge=0, le=65535)
-    heartbeat_ms: float = Field(250.0, gt=0, description="quiet partitions get a heartbeat this often")
+    heartbeat_ms: float = Field(
+        250.0, gt=0, description="quiet partitions get a heartbeat this often"
+    )
     log_level: str = "INFO"
 
 
 async def run(name: str, argv: list[str]) -> int:
     cls = connector_class(name)
     try:
-        config = cls.Config(_cli_parse_args=argv, _cli_prog_name=f"python -m connectors run {name}",
-                            _cli_kebab_case=True, _cli_exit_on_error=False)
+        config = cls.Config(
+            _cli_parse_args=argv,
+            _cli_prog_name=f"python -m connectors run {name}",
+            _cli_kebab_case=True,
+            _cli_exit_on_error=False,
+        )
     except (ValidationError, SystemExit, Exception) as exc:
         if isinstance(exc, SystemExit):
             return int(exc.code or 0)
@@ -61,27 +67,48 @@ async def run(name: str, argv: list[str]) -> int:
         partitions = publisher.partitions(TRADES)
     except DeliveryError as exc:
         raise ConfigError(f"MS_KAFKA_BOOTSTRAP={kafka.bootstrap}: {exc}") from exc
-    runner = ConnectorRunner(cls(config), publisher, codec, partitions=partitions,
-                             batch_max_trades=kafka.batch_max_trades, linger_ms=kafka.linger_ms,
-                             heartbeat_ms=process.heartbeat_ms)
+    runner = ConnectorRunner(
+        cls(config),
+        publisher,
+        codec,
+        partitions=partitions,
+        batch_max_trades=kafka.batch_max_trades,
+        linger_ms=kafka.linger_ms,
+        heartbeat_ms=process.heartbeat_ms,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.stop)
-    status = await serve(status_app(f"connector.{name}", {"kafka": kafka_check(kafka.bootstrap)}),
-                         process.http_host, process.http_port)
+    status = await serve(
+        status_app(f"connector.{name}", {"kafka": kafka_check(kafka.bootstrap)}),
+        process.http_host,
+        process.http_port,
+    )
     UP.labels(f"connector.{name}").set(1)
     try:
         summary = await runner.run()
     finally:
         await status.cleanup()
-    print(orjson.dumps({"connector": name, "published": summary.published, "rejected": summary.rejected,
-                        "batches": summary.batches}).decode(), flush=True)
+    print(
+        orjson.dumps(
+            {
+                "connector": name,
+                "published": summary.published,
+                "rejected": summary.rejected,
+                "batches": summary.batches,
+            }
+        ).decode(),
+        flush=True,
+    )
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m connectors", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the connectors")
     run_parser = commands.add_parser("run", help="run one connector", add_help=False)

@@ -16,7 +16,7 @@ from streams.models import Trade, TradeBatch
 __all__ = ["Connector", "ConnectorConfig", "FatalError", "Record", "Rejected", "TransientError"]
 
 MAX_SYMBOL_LENGTH: Final = 64
-_SYMBOL: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,%d}" % MAX_SYMBOL_LENGTH)
+_SYMBOL: Final = re.compile(rf"[^\s\x00-\x1f\x7f]{{1,{MAX_SYMBOL_LENGTH}}}")
 
 Record = Trade | TradeBatch
 

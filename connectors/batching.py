@@ -28,8 +28,12 @@ def _merge(chunks: list[TradeBatch]) -> TradeBatch:
     names: dict[str, int] = {}
     remapped = []
     for chunk in chunks:
-        local = np.array([names.setdefault(s, len(names)) for s in chunk.instruments], dtype=np.int32)
-        remapped.append(local[chunk.instrument_index] if len(chunk.instruments) else chunk.instrument_index)
+        local = np.array(
+            [names.setdefault(s, len(names)) for s in chunk.instruments], dtype=np.int32
+        )
+        remapped.append(
+            local[chunk.instrument_index] if len(chunk.instruments) else chunk.instrument_index
+        )
     index = np.concatenate(remapped)
     used, compact = np.unique(index, return_inverse=True)
     all_names = tuple(names)
@@ -43,10 +47,14 @@ def _merge(chunks: list[TradeBatch]) -> TradeBatch:
         ts_recv_us=np.concatenate([c.ts_recv_us for c in chunks]),
         price=np.concatenate([c.price for c in chunks]),
         size=np.concatenate([c.size for c in chunks]),
-        side=np.concatenate([c.side if c.side is not None else np.zeros(len(c), np.int8) for c in chunks])
+        side=np.concatenate(
+            [c.side if c.side is not None else np.zeros(len(c), np.int8) for c in chunks]
+        )
         if has_side
         else None,
-        trade_id=tuple(t for c in chunks for t in (c.trade_id or ("",) * len(c))) if has_id else None,
+        trade_id=tuple(t for c in chunks for t in (c.trade_id or ("",) * len(c)))
+        if has_id
+        else None,
         watermark_us=max(c.watermark_us for c in chunks),
     )
 
@@ -61,7 +69,9 @@ def _select(chunk: TradeBatch, rows: NDArray[np.intp]) -> TradeBatch:
         price=chunk.price[rows],
         size=chunk.size[rows],
         side=chunk.side[rows] if chunk.side is not None else None,
-        trade_id=tuple(chunk.trade_id[i] for i in rows.tolist()) if chunk.trade_id is not None else None,
+        trade_id=tuple(chunk.trade_id[i] for i in rows.tolist())
+        if chunk.trade_id is not None
+        else None,
         watermark_us=chunk.watermark_us,
     )
 

@@ -25,8 +25,15 @@ from connectors.base import Connector, ConnectorConfig, FatalError, Record, Reje
 from streams.models import Side, Trade
 
 REQUIRED: Final = ("ts", "symbol", "price", "size")
-SIDES: Final = {"": Side.UNKNOWN, "buy": Side.BUY, "b": Side.BUY, "1": Side.BUY,
-                "sell": Side.SELL, "s": Side.SELL, "-1": Side.SELL}
+SIDES: Final = {
+    "": Side.UNKNOWN,
+    "buy": Side.BUY,
+    "b": Side.BUY,
+    "1": Side.BUY,
+    "sell": Side.SELL,
+    "s": Side.SELL,
+    "-1": Side.SELL,
+}
 CHUNK_ROWS: Final = 4096
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -35,7 +42,9 @@ class ReplayConfig(ConnectorConfig):
     model_config = SettingsConfigDict(env_prefix="MS_REPLAY_", extra="forbid")
 
     path: CliPositionalArg[Path]
-    speed: float | Literal["max"] = Field("max", description="1 = real time, 10 = ten times faster, max = no waiting")
+    speed: float | Literal["max"] = Field(
+        "max", description="1 = real time, 10 = ten times faster, max = no waiting"
+    )
     format: Literal["auto", "csv", "jsonl"] = "auto"
 
     @field_validator("speed")
@@ -109,7 +118,9 @@ def parse_csv(lines: Iterator[str]) -> Iterator[Trade | Rejected]:
             yield Rejected("malformed_row", f"CSV error: {exc}", raw, number)
             continue
         if len(row) != len(header):
-            yield Rejected("malformed_row", f"{len(row)} fields, header has {len(header)}", raw, number)
+            yield Rejected(
+                "malformed_row", f"{len(row)} fields, header has {len(header)}", raw, number
+            )
             continue
         yield parse_fields(dict(zip(header, row, strict=True)), raw, number)
 

@@ -61,8 +61,10 @@ class ConnectorRunner:
         batch_max_trades: int,
         linger_ms: float,
         heartbeat_ms: float = 250.0,
+        topic: str = TRADES,
     ) -> None:
         self.connector = connector
+        self.topic = topic
         self.publisher = publisher
         self.codec = codec
         self.batcher = PartitionBatcher(partitions, batch_max_trades, linger_ms / 1000)
@@ -119,7 +121,9 @@ class ConnectorRunner:
                 RECONNECTS.labels(self.connector.name).inc()
                 delay = backoff_s(attempt, rng)
                 attempt += 1
-                log.warning("%s feed failed (%s); reconnecting in %.2f s", self.connector.name, exc, delay)
+                log.warning(
+                    "%s feed failed (%s); reconnecting in %.2f s", self.connector.name, exc, delay
+                )
                 await asyncio.sleep(delay)
             except FatalError:
                 self._handle_trades()
@@ -148,7 +152,9 @@ class ConnectorRunner:
 
     def _handle_trades(self) -> None:
         if self._pending_trades:
-            chunk = TradeBatch.from_trades(self.connector.name, self._pending_trades, time.time_ns() // 1000)
+            chunk = TradeBatch.from_trades(
+                self.connector.name, self._pending_trades, time.time_ns() // 1000
+            )
             self._pending_trades = []
             self.clock.observe(int(chunk.ts_event_us.max()))
             self._publish(self.batcher.add(chunk))
@@ -162,24 +168,30 @@ class ConnectorRunner:
             self._publish(self.batcher.due())
             if self.clock.live or self.clock.latest_event_us is not None:
                 quiet_since = time.monotonic() - self.heartbeat_s
-                self._heartbeat([p for p, sent in enumerate(self._last_sent_s) if sent < quiet_since],
-                                self.clock.now_us())
+                self._heartbeat(
+                    [p for p, sent in enumerate(self._last_sent_s) if sent < quiet_since],
+                    self.clock.now_us(),
+                )
             self.publisher.poll(0)
 
     def _heartbeat(self, partitions: Iterable[int], watermark_us: int) -> None:
         """Send each partition an empty batch that advances this source's event clock."""
-        self._publish([(p, TradeBatch.heartbeat(self.connector.name, watermark_us)) for p in partitions])
+        self._publish(
+            [(p, TradeBatch.heartbeat(self.connector.name, watermark_us)) for p in partitions]
+        )
 
     def _publish(self, batches: list[tuple[int, TradeBatch]]) -> None:
         now_s = time.monotonic()
         for partition, chunk in batches:
-            batch = dataclasses.replace(chunk, watermark_us=max(chunk.watermark_us, self.clock.now_us()))
+            batch = dataclasses.replace(
+                chunk, watermark_us=max(chunk.watermark_us, self.clock.now_us())
+            )
             self._last_sent_s[partition] = now_s
             n = len(batch)
             if n:
                 BATCH_SIZE.labels(batch.source).observe(n)
             self.publisher.produce(
-                TRADES,
+                self.topic,
                 self.codec.encode_trade_batch(batch),
                 partition=partition,
                 on_ack=lambda n=n, source=batch.source: self._acked(n, source),

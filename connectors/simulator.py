@@ -33,9 +33,13 @@ class SimulatorConfig(ConnectorConfig):
     count: int = Field(0, ge=0, description="stop after this many trades; 0 runs forever")
     seed: int = Field(42, description="random seed; the same seed gives the same trades")
     clock: Literal["wall", "simulated"] = "wall"
-    start_us: int = Field(1_767_225_600_000_000, description="first event time with clock=simulated")
+    start_us: int = Field(
+        1_767_225_600_000_000, description="first event time with clock=simulated"
+    )
     volatility: float = Field(2e-4, ge=0, description="standard deviation of a trade's log return")
-    silence_per_hour: float = Field(2.0, ge=0, description="times per hour an instrument goes quiet")
+    silence_per_hour: float = Field(
+        2.0, ge=0, description="times per hour an instrument goes quiet"
+    )
     silence_mean_s: float = Field(30.0, gt=0, description="mean length of a quiet stretch, seconds")
     prefix: str = Field("SIM", min_length=1, max_length=32)
 
@@ -66,7 +70,9 @@ class SimulatorConnector(Connector):
         """Generate the next `size` trades, spread over [step_start_s, step_start_s + step_s)."""
         rng, n = self.rng, len(self.symbols)
         going_quiet = rng.random(n) < self.cfg.silence_per_hour * step_s / 3600
-        self.quiet_until_s[going_quiet] = step_start_s + rng.exponential(self.cfg.silence_mean_s, going_quiet.sum())
+        self.quiet_until_s[going_quiet] = step_start_s + rng.exponential(
+            self.cfg.silence_mean_s, going_quiet.sum()
+        )
         weights = np.where(self.quiet_until_s > step_start_s, 0.0, self.activity)
         if weights.sum() == 0:
             weights = self.activity
@@ -76,14 +82,16 @@ class SimulatorConnector(Connector):
         sizes = np.maximum(1.0, np.round(rng.lognormal(3.0, 1.2, size)))
         sides = np.where(rng.random(size) < 0.5, 1, -1).astype(np.int8)
         offsets = np.sort(rng.random(size)) * step_s
-        ts_event = (np.int64(round(step_start_s * 1e6)) + (offsets * 1e6).astype(np.int64))
+        ts_event = np.int64(round(step_start_s * 1e6)) + (offsets * 1e6).astype(np.int64)
         self.emitted += size
         return TradeBatch(
             source=self.name,
             instruments=self.symbols,
             instrument_index=index,
             ts_event_us=ts_event,
-            ts_recv_us=ts_event.copy() if self.cfg.clock == "simulated" else np.full(size, time.time_ns() // 1000),
+            ts_recv_us=ts_event.copy()
+            if self.cfg.clock == "simulated"
+            else np.full(size, time.time_ns() // 1000),
             price=prices,
             size=sizes,
             side=sides,
@@ -116,7 +124,9 @@ class SimulatorConnector(Connector):
                 yield self.chunk(size, last_step, now - last_step)
 
 
-def _walk(price: NDArray[np.float64], index: NDArray[np.int32], returns: NDArray[np.float64]) -> NDArray[np.float64]:
+def _walk(
+    price: NDArray[np.float64], index: NDArray[np.int32], returns: NDArray[np.float64]
+) -> NDArray[np.float64]:
     """Apply each trade's log return to its instrument's price in order; update `price` in place.
 
     Prices are rounded to a cent and never fall below one.

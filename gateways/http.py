@@ -32,9 +32,14 @@ class ApiSettings(BaseSettings):
     log_level: str = "INFO"
 
 
-def build_app(kafka: KafkaSettings, database: DatabaseSettings, registry: RegistrySettings) -> web.Application:
+def build_app(
+    kafka: KafkaSettings, database: DatabaseSettings, registry: RegistrySettings
+) -> web.Application:
     """Build the API; the registry routes are served only when no external registry is configured."""
-    checks = {"kafka": kafka_check(kafka.bootstrap), "database": database_check(database.url.get_secret_value())}
+    checks = {
+        "kafka": kafka_check(kafka.bootstrap),
+        "database": database_check(database.url.get_secret_value()),
+    }
     app = status_app("api", checks)
     if registry.registry_url is None:
         add_registry_routes(app, CommittedSchemas())
@@ -65,7 +70,11 @@ def main() -> int:
 
     try:
         settings = load_settings(ApiSettings)
-        app = build_app(load_settings(KafkaSettings), load_settings(DatabaseSettings), load_settings(RegistrySettings))
+        app = build_app(
+            load_settings(KafkaSettings),
+            load_settings(DatabaseSettings),
+            load_settings(RegistrySettings),
+        )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,8 +29,13 @@ def add_registry_routes(app: web.Application, registry: CommittedSchemas) -> Non
     subject_of = {name: subject for subject, name in subject_schema.items()}
 
     def version_body(subject: str, schema: RegisteredSchema) -> dict[str, object]:
-        return {"subject": subject, "version": schema.version, "id": schema.schema_id,
-                "schemaType": "AVRO", "schema": schema.text}
+        return {
+            "subject": subject,
+            "version": schema.version,
+            "id": schema.schema_id,
+            "schemaType": "AVRO",
+            "schema": schema.text,
+        }
 
     def versions_of(request: web.Request) -> tuple[str, list[RegisteredSchema]] | web.Response:
         subject = request.match_info["subject"]
@@ -66,7 +71,11 @@ def add_registry_routes(app: web.Application, registry: CommittedSchemas) -> Non
             return found
         subject, versions = found
         wanted = request.match_info["version"]
-        matches = versions[-1:] if wanted in ("latest", "-1") else [s for s in versions if str(s.version) == wanted]
+        matches = (
+            versions[-1:]
+            if wanted in ("latest", "-1")
+            else [s for s in versions if str(s.version) == wanted]
+        )
         if not matches:
             return _error(VERSION_NOT_FOUND, f"Version {wanted} not found.")
         return json_response(version_body(subject, matches[0]))

@@ -1,10 +1,10 @@
 """`python -m streams`: the worker, topic and table set-up, the embedded stack, and tools.
 
-  worker                      run the Faust worker (agents of streams.app.AGENT_MODULES)
-  topics create|describe      create our topics (idempotent) or show them
-  db migrate                  create our tables (TimescaleDB hypertables when available)
-  stack up [--detach]|down|status   the embedded stack behind `make up` / `make down`
-  trades tail [--count N]     print trades as they arrive
+worker                      run the Faust worker (agents of streams.app.AGENT_MODULES)
+topics create|describe      create our topics (idempotent) or show them
+db migrate                  create our tables (TimescaleDB hypertables when available)
+stack up [--detach]|down|status   the embedded stack behind `make up` / `make down`
+trades tail [--count N]     print trades as they arrive
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ def run_worker(extra: list[str]) -> int:
     settings = load_settings(WorkerSettings)
     kafka = load_settings(KafkaSettings)
     worker = create_app(settings, kafka, Codec(schema_registry(load_settings(RegistrySettings))))
-    sys.argv = [sys.argv[0], "worker", "--loglevel", settings.log_level.lower(), "--without-web", *extra]
+    sys.argv = [
+        sys.argv[0],
+        "worker",
+        "--loglevel",
+        settings.log_level.lower(),
+        "--without-web",
+        *extra,
+    ]
     worker.app.main()
     return 0
 
@@ -45,7 +52,11 @@ def topics_command(action: str) -> int:
         print(f"created: {', '.join(created) or 'none (all exist)'}")
     states = admin.describe_topics(kafka.bootstrap, [s.name for s in specs])
     for state in states:
-        print(orjson.dumps({"topic": state.name, "partitions": state.partitions, "configs": state.configs}).decode())
+        print(
+            orjson.dumps(
+                {"topic": state.name, "partitions": state.partitions, "configs": state.configs}
+            ).decode()
+        )
     missing = {s.name for s in specs} - {s.name for s in states}
     if missing:
         print(f"missing: {', '.join(sorted(missing))}", file=sys.stderr)
@@ -67,20 +78,29 @@ def stack_command(action: str, detach: bool) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m streams",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run the Faust worker")
     sub.add_parser("topics").add_argument("action", choices=["create", "describe"])
     sub.add_parser("db").add_argument("action", choices=["migrate"])
     stack = sub.add_parser("stack")
     stack.add_argument("action", choices=["up", "down", "status"])
-    stack.add_argument("--detach", action="store_true", help="run in the background; `make down` stops it")
+    stack.add_argument(
+        "--detach", action="store_true", help="run in the background; `make down` stops it"
+    )
     trades = sub.add_parser("trades")
     trades.add_argument("action", choices=["tail"])
-    trades.add_argument("--count", type=int, default=0, help="stop after this many trades (0: never)")
+    trades.add_argument(
+        "--count", type=int, default=0, help="stop after this many trades (0: never)"
+    )
     trades.add_argument("--bootstrap", help="broker address (default: MS_KAFKA_BOOTSTRAP)")
-    trades.add_argument("--idle-timeout", type=float, default=30.0, help="stop after this many idle seconds")
+    trades.add_argument(
+        "--idle-timeout", type=float, default=30.0, help="stop after this many idle seconds"
+    )
     args, extra = parser.parse_known_args()
     if args.command != "worker":
         configure_logging()

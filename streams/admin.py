@@ -27,7 +27,9 @@ def _admin(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "client.id": "marketstream-admin"})
 
 
-def create_topics(bootstrap: str, specs: tuple[TopicSpec, ...], timeout_s: float = 30.0) -> list[str]:
+def create_topics(
+    bootstrap: str, specs: tuple[TopicSpec, ...], timeout_s: float = 30.0
+) -> list[str]:
     """Create the topics that do not exist yet; return their names. Existing topics are kept."""
     admin = _admin(bootstrap)
     futures = admin.create_topics(
@@ -56,7 +58,9 @@ def describe_topics(bootstrap: str, names: list[str], timeout_s: float = 10.0) -
         raise TransientError(f"broker {bootstrap} unreachable: {exc}") from exc
     present = [n for n in names if n in metadata.topics]
     futures = admin.describe_configs([ConfigResource("topic", n) for n in present])
-    configs = {res.name: {c.name: c.value for c in f.result().values()} for res, f in futures.items()}
+    configs = {
+        res.name: {c.name: c.value for c in f.result().values()} for res, f in futures.items()
+    }
     return [TopicState(n, len(metadata.topics[n].partitions), configs.get(n, {})) for n in present]
 
 

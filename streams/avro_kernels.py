@@ -33,7 +33,9 @@ def encode_varints(values: NDArray[np.int64], out: NDArray[np.uint8], pos: int) 
 
 
 @numba.njit(cache=True, nogil=True)
-def decode_varints(buf: NDArray[np.uint8], pos: int, out: NDArray[np.int64], start: int, count: int) -> int:
+def decode_varints(
+    buf: NDArray[np.uint8], pos: int, out: NDArray[np.int64], start: int, count: int
+) -> int:
     """Read `count` zigzag varints from `buf` at `pos` into `out[start:]`; return the end position.
 
     Return -1 if the buffer ends early or a varint is longer than 10 bytes.

@@ -37,7 +37,9 @@ def frame(schema_id: int, body: bytes) -> bytes:
 def unframe(data: bytes) -> tuple[int, memoryview]:
     """Split a Confluent-framed message into schema id and body; raise DecodeError if not framed."""
     if len(data) < HEADER.size or data[0] != MAGIC:
-        raise DecodeError("not a Confluent-framed Avro message (magic byte 0 and schema id missing)")
+        raise DecodeError(
+            "not a Confluent-framed Avro message (magic byte 0 and schema id missing)"
+        )
     _, schema_id = HEADER.unpack_from(data)
     return schema_id, memoryview(data)[HEADER.size :]
 
@@ -187,7 +189,9 @@ def decode_trade_batch_body(body: memoryview) -> TradeBatch:
     watermark = r.long()
     if r.pos != len(r.buf):
         raise DecodeError(f"{len(r.buf) - r.pos} unexpected bytes after the TradeBatch")
-    return _checked_batch(source, instruments, index, ts_event, ts_recv, price, size, side, trade_id, watermark)
+    return _checked_batch(
+        source, instruments, index, ts_event, ts_recv, price, size, side, trade_id, watermark
+    )
 
 
 def _checked_batch(
@@ -256,14 +260,18 @@ class Codec:
         import schemas
 
         if key not in self._plain_schemas:
-            parsed = schemas.load(key) if isinstance(key, str) else self.registry.schema_for(key).parsed
+            parsed = (
+                schemas.load(key) if isinstance(key, str) else self.registry.schema_for(key).parsed
+            )
             self._plain_schemas[key] = fastavro.parse_schema(_without_logical_types(parsed))
         return self._plain_schemas[key]
 
     def _fastavro_read(self, name: str, schema_id: int, body: memoryview) -> dict[str, Any]:
         stream = io.BytesIO(body)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(stream, self._plain(schema_id), self._plain(name))
+            record: dict[str, Any] = fastavro.schemaless_reader(
+                stream, self._plain(schema_id), self._plain(name)
+            )
         except (EOFError, ValueError, IndexError, UnicodeDecodeError, StopIteration) as exc:
             raise DecodeError(f"malformed {name} body: {exc!r}") from exc
         if stream.tell() != len(body):

@@ -76,5 +76,11 @@ class DeadLetterPublisher:
         DEAD_LETTERS.labels(self.component, reason).inc()
         log.warning(
             "dead letter from %s: %s (%s) source=%s line=%s partition=%s offset=%s",
-            self.component, reason, detail, source, line_number, source_partition, source_offset,
+            self.component,
+            reason,
+            detail,
+            source,
+            line_number,
+            source_partition,
+            source_offset,
         )

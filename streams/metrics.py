@@ -22,10 +22,14 @@ TRADES_PROCESSED: Final = Counter(
     "trades_processed", "Trades decoded by a worker agent.", ["agent"]
 )
 BATCH_SIZE: Final = Histogram(
-    "trade_batch_size", "Trades per TradeBatch message produced.", ["source"],
+    "trade_batch_size",
+    "Trades per TradeBatch message produced.",
+    ["source"],
     buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
 )
 RECONNECTS: Final = Counter(
-    "connector_reconnects", "Times a connector was restarted after a transient error.", ["connector"]
+    "connector_reconnects",
+    "Times a connector was restarted after a transient error.",
+    ["connector"],
 )
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])

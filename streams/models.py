@@ -66,8 +66,16 @@ class TradeBatch:
         """Return a batch with no trades that advances the source's event-time clock."""
         empty_i64 = np.empty(0, dtype=np.int64)
         empty_f64 = np.empty(0, dtype=np.float64)
-        return cls(source, (), np.empty(0, dtype=np.int32), empty_i64, empty_i64, empty_f64, empty_f64,
-                   watermark_us=watermark_us)
+        return cls(
+            source,
+            (),
+            np.empty(0, dtype=np.int32),
+            empty_i64,
+            empty_i64,
+            empty_f64,
+            empty_f64,
+            watermark_us=watermark_us,
+        )
 
     @classmethod
     def from_trades(cls, source: str, trades: Sequence[Trade], ts_recv_us: int) -> TradeBatch:

@@ -64,7 +64,9 @@ class Publisher:
         """Wait until every queued message is acknowledged or failed; raise DeliveryError on loss."""
         remaining = self._producer.flush(timeout_s)
         if remaining:
-            raise DeliveryError(f"{remaining} messages still unacknowledged after {timeout_s:.0f} s")
+            raise DeliveryError(
+                f"{remaining} messages still unacknowledged after {timeout_s:.0f} s"
+            )
         if sum(self.failed.values()):
             raise DeliveryError(f"Kafka refused messages: {dict(self.failed)}")
 

@@ -67,8 +67,10 @@ class CommittedSchemas:
         for name, versions in listing.items():
             for i, entry in enumerate(versions):
                 is_latest = i == len(versions) - 1
-                path = schemas.AVRO_DIR / f"{name}.avsc" if is_latest else (
-                    ARCHIVE_DIR / f"{name}.v{entry['version']}.avsc"
+                path = (
+                    schemas.AVRO_DIR / f"{name}.avsc"
+                    if is_latest
+                    else (ARCHIVE_DIR / f"{name}.v{entry['version']}.avsc")
                 )
                 registered = RegisteredSchema(entry["id"], name, entry["version"], path.read_text())
                 self.by_id[registered.schema_id] = registered
@@ -102,10 +104,14 @@ class RemoteSchemas:
         self._names = {json.loads(schemas.source(n))["name"]: n for n in subjects.values()}
         try:
             for subject, name in subjects.items():
-                schema_id = self._client.register_schema(subject, Schema(schemas.source(name), "AVRO"))
+                schema_id = self._client.register_schema(
+                    subject, Schema(schemas.source(name), "AVRO")
+                )
                 self._ids[name] = schema_id
         except (SchemaRegistryError, OSError) as exc:
-            raise ConfigError(f"MS_SCHEMA_REGISTRY_URL={url}: cannot register schemas: {exc}") from exc
+            raise ConfigError(
+                f"MS_SCHEMA_REGISTRY_URL={url}: cannot register schemas: {exc}"
+            ) from exc
 
     def id_for(self, name: str) -> int:
         return self._ids[name]

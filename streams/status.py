@@ -37,7 +37,9 @@ def database_check(url: str) -> Check:
     import psycopg
 
     async def check() -> None:
-        async with await psycopg.AsyncConnection.connect(url, connect_timeout=CHECK_TIMEOUT_S) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            url, connect_timeout=CHECK_TIMEOUT_S
+        ) as conn:
             await conn.execute("select 1")
 
     return check
@@ -67,7 +69,11 @@ def status_app(component: str, checks: Mapping[str, Check]) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         results = await run_checks(checks)
         healthy = all(r["ok"] for r in results.values())
-        body = {"status": "ok" if healthy else "unavailable", "component": component, "checks": results}
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "component": component,
+            "checks": results,
+        }
         return json_response(body, 200 if healthy else 503)
 
     async def live(_: web.Request) -> web.Response:

@@ -14,11 +14,18 @@ from streams.topics import TRADES
 
 def tail_trades(bootstrap: str, codec: Codec, count: int, timeout_s: float) -> int:
     """Print up to `count` new trades (0 = until interrupted); return how many were printed."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"tail-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"tail-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         metadata = consumer.list_topics(TRADES, timeout=10)
-        consumer.assign([TopicPartition(TRADES, p, OFFSET_END) for p in metadata.topics[TRADES].partitions])
+        consumer.assign(
+            [TopicPartition(TRADES, p, OFFSET_END) for p in metadata.topics[TRADES].partitions]
+        )
         printed = 0
         idle = 0.0
         while (not count or printed < count) and idle < timeout_s:
@@ -30,10 +37,17 @@ def tail_trades(bootstrap: str, codec: Codec, count: int, timeout_s: float) -> i
                 except DecodeError as exc:
                     print(f"partition {msg.partition()} offset {msg.offset()}: undecodable ({exc})")
                     continue
-                for symbol, ts, price, size in zip(batch.instrument_column(), batch.ts_event_us.tolist(),
-                                                   batch.price.tolist(), batch.size.tolist(), strict=True):
+                for symbol, ts, price, size in zip(
+                    batch.instrument_column(),
+                    batch.ts_event_us.tolist(),
+                    batch.price.tolist(),
+                    batch.size.tolist(),
+                    strict=True,
+                ):
                     when = dt.datetime.fromtimestamp(ts / 1e6, dt.UTC).isoformat()
-                    print(f"{when}  {symbol:<12} {price:>12.4f} x {size:g}  (partition {msg.partition()})")
+                    print(
+                        f"{when}  {symbol:<12} {price:>12.4f} x {size:g}  (partition {msg.partition()})"
+                    )
                     printed += 1
                     if count and printed >= count:
                         return printed

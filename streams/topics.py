@@ -41,12 +41,30 @@ class TopicSpec:
 def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
     """Return the specs of every topic; trades and bars share a partition count (co-partitioned)."""
     return (
-        TopicSpec(TRADES, trades_partitions, 7 * DAY_MS, "delete", codec.TRADE_BATCH,
-                  "Trade batches from every connector, partitioned by instrument (murmur2)."),
-        TopicSpec(BARS, trades_partitions, 30 * DAY_MS, "delete", codec.BAR,
-                  "OHLCV bars and their revisions, keyed by instrument."),
-        TopicSpec(DLQ, 1, 30 * DAY_MS, "delete", codec.DEAD_LETTER,
-                  "Dead letters: input any component rejected, with the reason."),
+        TopicSpec(
+            TRADES,
+            trades_partitions,
+            7 * DAY_MS,
+            "delete",
+            codec.TRADE_BATCH,
+            "Trade batches from every connector, partitioned by instrument (murmur2).",
+        ),
+        TopicSpec(
+            BARS,
+            trades_partitions,
+            30 * DAY_MS,
+            "delete",
+            codec.BAR,
+            "OHLCV bars and their revisions, keyed by instrument.",
+        ),
+        TopicSpec(
+            DLQ,
+            1,
+            30 * DAY_MS,
+            "delete",
+            codec.DEAD_LETTER,
+            "Dead letters: input any component rejected, with the reason.",
+        ),
     )
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,11 +67,18 @@ def codec() -> Codec:
     return Codec(CommittedSchemas())
 
 
-def read_topic(bootstrap: str, topic: str, done: Callable[[list[Message]], bool],
-               timeout_s: float = 20, quiet_s: float = 0.5) -> list[Message]:
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[Message]], bool],
+    timeout_s: float = 20,
+    quiet_s: float = 0.5,
+) -> list[Message]:
     """Read `topic` from the beginning until `done(messages)`, then until `quiet_s` pass with no
     further message (so that extra, duplicate messages are seen too); fail after `timeout_s`."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False}
+    )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     messages: list[Message] = []
@@ -79,7 +86,9 @@ def read_topic(bootstrap: str, topic: str, done: Callable[[list[Message]], bool]
     try:
         while not done(messages):
             if time.monotonic() > deadline:
-                raise AssertionError(f"only {len(messages)} messages on {topic} after {timeout_s} s")
+                raise AssertionError(
+                    f"only {len(messages)} messages on {topic} after {timeout_s} s"
+                )
             for msg in consumer.consume(1000, 0.2):
                 assert msg.error() is None, msg.error()
                 messages.append(msg)
@@ -94,22 +103,36 @@ def at_least(count: int) -> Callable[[list[Message]], bool]:
     return lambda messages: len(messages) >= count
 
 
-def decoded_trades(codec: Codec, messages: list[Message]) -> list[tuple[str, int, float, float, int]]:
+def decoded_trades(
+    codec: Codec, messages: list[Message]
+) -> list[tuple[str, int, float, float, int]]:
     """Flatten TradeBatch messages into (symbol, ts_event_us, price, size, side) tuples."""
     trades = []
     for msg in messages:
         batch = codec.decode_trade_batch(msg.value())
         sides = batch.side.tolist() if batch.side is not None else [0] * len(batch)
-        trades += zip(batch.instrument_column(), batch.ts_event_us.tolist(), batch.price.tolist(),
-                      batch.size.tolist(), sides, strict=True)
+        trades += zip(
+            batch.instrument_column(),
+            batch.ts_event_us.tolist(),
+            batch.price.tolist(),
+            batch.size.tolist(),
+            sides,
+            strict=True,
+        )
     return trades
 
 
-def run_module(args: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def run_module(
+    args: list[str], env: dict[str, str], timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m ...` from the repository root with extra environment variables."""
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
-        text=True, timeout=timeout_s,
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
 
 
@@ -139,8 +162,14 @@ def start_process(tmp_path: Path) -> Iterator[Callable[[list[str], dict[str, str
     def start(args: list[str], env: dict[str, str]) -> Started:
         path = tmp_path / f"{args[0]}-{len(processes)}.log"
         with path.open("w") as log:
-            process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env={**os.environ, **env},
-                                       stdout=log, stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         processes.append(process)
         return Started(process, path)
 

@@ -15,14 +15,19 @@ def documents(path: Path) -> list[dict[str, object]]:
 
 
 def deployments() -> list[dict]:  # type: ignore[type-arg]
-    return [d for f in sorted(K8S.glob("*.yaml")) for d in documents(f) if d["kind"] == "Deployment"]
+    return [
+        d for f in sorted(K8S.glob("*.yaml")) for d in documents(f) if d["kind"] == "Deployment"
+    ]
 
 
 def test_k8s_deployments_use_apps_v1_with_health_probes_and_limits() -> None:
     found = deployments()
 
-    assert {d["metadata"]["name"] for d in found} >= {"marketstream-api", "marketstream-worker",
-                                                       "marketstream-simulator"}
+    assert {d["metadata"]["name"] for d in found} >= {
+        "marketstream-api",
+        "marketstream-worker",
+        "marketstream-simulator",
+    }
     for deployment in found:
         assert deployment["apiVersion"] == "apps/v1"
         (container,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -34,7 +34,9 @@ def test_replay_without_file_argument_fails_with_usage() -> None:
 
 
 def test_connector_with_unreachable_broker_exits_2_naming_bootstrap() -> None:
-    result = run_module(["connectors", "run", "simulator"], {"MS_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, timeout_s=60)
+    result = run_module(
+        ["connectors", "run", "simulator"], {"MS_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, timeout_s=60
+    )
 
     assert result.returncode == 2
     assert "MS_KAFKA_BOOTSTRAP" in result.stderr

@@ -59,15 +59,37 @@ def start_postgres(data_dir: Path, port: int, *, binaries: Path | None = None) -
     _grant(data_dir)
     if not (data_dir / "PG_VERSION").exists():
         subprocess.run(
-            [str(binaries / "initdb"), "-D", str(data_dir), "--auth=trust", "--encoding=UTF8",
-             "--username=postgres", "--no-sync"],
-            check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(data_dir),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--username=postgres",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            **run_as,  # type: ignore[call-overload]
         )
     options = f"-h 127.0.0.1 -p {port} -k '' -c fsync=on -c max_connections=200"
     subprocess.run(
-        [str(binaries / "pg_ctl"), "-D", str(data_dir), "-l", str(data_dir / "server.log"),
-         "-o", options, "-w", "-t", "60", "start"],
-        check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
+        [
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-l",
+            str(data_dir / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        **run_as,  # type: ignore[call-overload]
     )
     wait_listening(port, 30, "PostgreSQL")
 
@@ -78,7 +100,9 @@ def stop_postgres(data_dir: Path, *, binaries: Path | None = None) -> None:
     if (data_dir / "postmaster.pid").exists():
         subprocess.run(
             [str(binaries / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
-            check=False, capture_output=True, **_run_as(),  # type: ignore[call-overload]
+            check=False,
+            capture_output=True,
+            **_run_as(),  # type: ignore[call-overload]
         )
 
 

@@ -95,18 +95,20 @@ class Stack:
 
     def urls(self) -> str:
         s, py = self.s, sys.executable
-        return "\n".join([
-            "marketstream is up:",
-            f"  API health        http://127.0.0.1:{s.api_port}/health",
-            f"  API metrics       http://127.0.0.1:{s.api_port}/metrics",
-            f"  schema registry   http://127.0.0.1:{s.api_port}/subjects",
-            f"  worker stats      http://127.0.0.1:{s.worker_port}/stats   (trades per instrument, live)",
-            f"  simulator metrics http://127.0.0.1:{s.connector_port}/metrics   (trades_published_total)",
-            f"  Kafka             {self.bootstrap}   topics: md.trades.v1 md.bars.v1 md.dlq.v1",
-            f"  PostgreSQL        postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream",
-            f"  watch trades      {py} -m streams trades tail --bootstrap {self.bootstrap}",
-            f"  logs              {self.logs}/",
-        ])
+        return "\n".join(
+            [
+                "marketstream is up:",
+                f"  API health        http://127.0.0.1:{s.api_port}/health",
+                f"  API metrics       http://127.0.0.1:{s.api_port}/metrics",
+                f"  schema registry   http://127.0.0.1:{s.api_port}/subjects",
+                f"  worker stats      http://127.0.0.1:{s.worker_port}/stats   (trades per instrument, live)",
+                f"  simulator metrics http://127.0.0.1:{s.connector_port}/metrics   (trades_published_total)",
+                f"  Kafka             {self.bootstrap}   topics: md.trades.v1 md.bars.v1 md.dlq.v1",
+                f"  PostgreSQL        postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream",
+                f"  watch trades      {py} -m streams trades tail --bootstrap {self.bootstrap}",
+                f"  logs              {self.logs}/",
+            ]
+        )
 
     def supervise(self) -> int:
         """Run the stack in the foreground until SIGINT/SIGTERM; return the exit status."""
@@ -132,31 +134,48 @@ class Stack:
             else:
                 broker = start_broker(self.s.kafka_port, self.logs / "broker.log")
             if is_listening(self.s.postgres_port):
-                print(f"reusing the PostgreSQL server already on port {self.s.postgres_port}", flush=True)
+                print(
+                    f"reusing the PostgreSQL server already on port {self.s.postgres_port}",
+                    flush=True,
+                )
             else:
                 start_postgres(self.pg_data, self.s.postgres_port)
                 started_postgres = True
             database_url = ensure_database(self.s.postgres_port, "marketstream")
             admin.create_topics(self.bootstrap, all_topics(self.s.trades_partitions))
-            subprocess.run([sys.executable, "-m", "streams", "db", "migrate"], check=True,
-                           env=self.child_env(database_url))
+            subprocess.run(
+                [sys.executable, "-m", "streams", "db", "migrate"],
+                check=True,
+                env=self.child_env(database_url),
+            )
             env = self.child_env(database_url)
             for child in self.children():
                 with (self.logs / f"{child.name}.log").open("ab") as out:
                     children[child.name] = subprocess.Popen(
-                        [sys.executable, "-m", *child.module], env=env, stdout=out, stderr=subprocess.STDOUT,
+                        [sys.executable, "-m", *child.module],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
                     )
             for child in self.children():
                 wait_listening(child.port, 120, child.name)
-            self.state_file.write_bytes(orjson.dumps({
-                "supervisor": os.getpid(), "children": {n: p.pid for n, p in children.items()},
-                "ready": True,
-            }))
+            self.state_file.write_bytes(
+                orjson.dumps(
+                    {
+                        "supervisor": os.getpid(),
+                        "children": {n: p.pid for n, p in children.items()},
+                        "ready": True,
+                    }
+                )
+            )
             print(self.urls(), "\nCtrl-C (or `make down`) stops everything.", flush=True)
             while not stopping:
                 if dead := [n for n, p in children.items() if p.poll() is not None]:
-                    print(f"{', '.join(dead)} exited; see {self.logs}/; stopping the stack", flush=True)
+                    print(
+                        f"{', '.join(dead)} exited; see {self.logs}/; stopping the stack",
+                        flush=True,
+                    )
                     status = 1
                     break
                 time.sleep(0.2)
@@ -164,8 +183,12 @@ class Stack:
             self._stop(children, broker, started_postgres)
         return status
 
-    def _stop(self, children: dict[str, subprocess.Popen[bytes]], broker: subprocess.Popen[bytes] | None,
-              started_postgres: bool) -> None:
+    def _stop(
+        self,
+        children: dict[str, subprocess.Popen[bytes]],
+        broker: subprocess.Popen[bytes] | None,
+        started_postgres: bool,
+    ) -> None:
         print("stopping: connectors and workers flush first", flush=True)
         for name in ("simulator", "worker", "api"):
             if (p := children.get(name)) and p.poll() is None:
@@ -189,9 +212,13 @@ class Stack:
             return 0
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / "stack.log").open("ab") as out:
-            process = subprocess.Popen([sys.executable, "-m", "streams", "stack", "up"], stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams", "stack", "up"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if process.poll() is not None:

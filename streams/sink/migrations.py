@@ -30,14 +30,14 @@ create table if not exists bars (
     primary key (instrument, interval, ts)
 )
 """
-PLAIN_INDEXES: Final = (
-    "create index if not exists bars_interval_ts on bars (interval, ts desc)",
-)
+PLAIN_INDEXES: Final = ("create index if not exists bars_interval_ts on bars (interval, ts desc)",)
 
 
 def timescale_available(conn: psycopg.Connection) -> bool:
     """Return True if the TimescaleDB extension is installed or can be created in this database."""
-    row = conn.execute("select 1 from pg_available_extensions where name = 'timescaledb'").fetchone()
+    row = conn.execute(
+        "select 1 from pg_available_extensions where name = 'timescaledb'"
+    ).fetchone()
     return row is not None
 
 

@@ -35,8 +35,13 @@ def install(worker: Worker) -> None:
                 letter = dead_letter_from_event(COMPONENT, "undecodable", str(exc), message)
                 await worker.dlq.send(key=message.key, value=codec.encode_dead_letter(letter))
                 DEAD_LETTERS.labels(COMPONENT, "undecodable").inc()
-                log.warning("undecodable message on %s partition %d offset %d: %s",
-                            message.topic, message.partition, message.offset, exc)
+                log.warning(
+                    "undecodable message on %s partition %d offset %d: %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    exc,
+                )
                 continue
             tally.fold(batch)
             TRADES_PROCESSED.labels("tally_trades").inc(len(batch))

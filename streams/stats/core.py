@@ -38,7 +38,9 @@ class TradeTally:
         counts = np.bincount(batch.instrument_index, minlength=n_symbols)
         volumes = np.bincount(batch.instrument_index, weights=batch.size, minlength=n_symbols)
         order = np.lexsort((np.arange(len(batch)), batch.ts_event_us, batch.instrument_index))
-        last_rows = order[np.r_[batch.instrument_index[order][1:] != batch.instrument_index[order][:-1], True]]
+        last_rows = order[
+            np.r_[batch.instrument_index[order][1:] != batch.instrument_index[order][:-1], True]
+        ]
         for row in last_rows.tolist():
             i = int(batch.instrument_index[row])
             tally = self.instruments.setdefault(batch.instruments[i], InstrumentTally())
@@ -57,8 +59,13 @@ class TradeTally:
             "trades": self.trades,
             "batches": self.batches,
             "instruments": {
-                name: {"trades": t.trades, "volume": t.volume, "last_price": t.last_price,
-                       "last_ts_event_us": t.last_ts_event_us, "source": t.source}
+                name: {
+                    "trades": t.trades,
+                    "volume": t.volume,
+                    "last_price": t.last_price,
+                    "last_ts_event_us": t.last_ts_event_us,
+                    "source": t.source,
+                }
                 for name, t in sorted(self.instruments.items())
             },
         }

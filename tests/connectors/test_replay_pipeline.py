@@ -22,22 +22,33 @@ GOOD_ROWS = [
 
 
 def replay(bootstrap: str, path: Path) -> tuple[int, dict[str, object]]:
-    result = run_module(["connectors", "run", "replay", str(path), "--speed", "max"],
-                        {"MS_KAFKA_BOOTSTRAP": bootstrap, "MS_CONNECTOR_HTTP_PORT": "0"})
+    result = run_module(
+        ["connectors", "run", "replay", str(path), "--speed", "max"],
+        {"MS_KAFKA_BOOTSTRAP": bootstrap, "MS_CONNECTOR_HTTP_PORT": "0"},
+    )
     return result.returncode, orjson.loads(result.stdout.splitlines()[-1]) if result.stdout else {}
 
 
-def test_replay_csv_with_3_bad_rows_publishes_good_rows_and_3_dead_letters(bootstrap: str, codec: Codec) -> None:
+def test_replay_csv_with_3_bad_rows_publishes_good_rows_and_3_dead_letters(
+    bootstrap: str, codec: Codec
+) -> None:
     status, summary = replay(bootstrap, CSV_WITH_3_BAD)
 
     assert status == 3
     assert (summary["published"], summary["rejected"]) == (6, 3)
-    trades = decoded_trades(codec, read_topic(bootstrap, TRADES, lambda m: len(decoded_trades(codec, m)) >= 6))
+    trades = decoded_trades(
+        codec, read_topic(bootstrap, TRADES, lambda m: len(decoded_trades(codec, m)) >= 6)
+    )
     assert sorted(trades) == sorted(GOOD_ROWS)
-    assert [t for t in trades if t[0] == "AAPL"] == [t for t in GOOD_ROWS if t[0] == "AAPL"], "file order kept"
+    assert [t for t in trades if t[0] == "AAPL"] == [t for t in GOOD_ROWS if t[0] == "AAPL"], (
+        "file order kept"
+    )
     letters = [codec.decode_dead_letter(m.value()) for m in read_topic(bootstrap, DLQ, at_least(3))]
-    assert sorted((d.line_number, d.reason) for d in letters) == [(5, "bad_size"), (7, "bad_timestamp"),
-                                                                   (8, "bad_symbol")]
+    assert sorted((d.line_number, d.reason) for d in letters) == [
+        (5, "bad_size"),
+        (7, "bad_timestamp"),
+        (8, "bad_symbol"),
+    ]
     assert {d.component for d in letters} == {"connector.replay"}
     assert {d.source for d in letters} == {str(CSV_WITH_3_BAD)}
     lines = CSV_WITH_3_BAD.read_text().splitlines()
@@ -48,16 +59,32 @@ def test_replay_jsonl_publishes_rows_in_file_order_and_dead_letters_bad_json(
     bootstrap: str, codec: Codec, tmp_path: Path
 ) -> None:
     path = tmp_path / "trades.jsonl"
-    rows = [orjson.dumps({"ts": f"2026-01-05T14:30:0{i}.000001Z", "symbol": "EUR/USD", "price": 1.1 + i / 100,
-                          "size": 1000 + i, "venue": "extra-field"}).decode() for i in range(5)]
+    rows = [
+        orjson.dumps(
+            {
+                "ts": f"2026-01-05T14:30:0{i}.000001Z",
+                "symbol": "EUR/USD",
+                "price": 1.1 + i / 100,
+                "size": 1000 + i,
+                "venue": "extra-field",
+            }
+        ).decode()
+        for i in range(5)
+    ]
     path.write_text("\n".join([rows[3], rows[0], "{not json", rows[4], rows[1], rows[2]]) + "\n")
 
     status, summary = replay(bootstrap, path)
 
     assert status == 3 and (summary["published"], summary["rejected"]) == (5, 1)
-    trades = decoded_trades(codec, read_topic(bootstrap, TRADES, lambda m: len(decoded_trades(codec, m)) >= 5))
-    assert [t[3] for t in trades] == [1003.0, 1000.0, 1004.0, 1001.0, 1002.0], "file order, not time order"
-    (letter,) = [codec.decode_dead_letter(m.value()) for m in read_topic(bootstrap, DLQ, at_least(1))]
+    trades = decoded_trades(
+        codec, read_topic(bootstrap, TRADES, lambda m: len(decoded_trades(codec, m)) >= 5)
+    )
+    assert [t[3] for t in trades] == [1003.0, 1000.0, 1004.0, 1001.0, 1002.0], (
+        "file order, not time order"
+    )
+    (letter,) = [
+        codec.decode_dead_letter(m.value()) for m in read_topic(bootstrap, DLQ, at_least(1))
+    ]
     assert (letter.line_number, letter.reason, letter.payload) == (3, "malformed_row", b"{not json")
 
 

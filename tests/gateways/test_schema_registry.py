@@ -24,31 +24,48 @@ from streams.topics import TRADES
 @pytest.fixture
 def api_url(bootstrap: str, database_url: str, start_process) -> str:  # type: ignore[no-untyped-def]
     port = free_port()
-    start_process(["gateways.http"], {"MS_API_HTTP_PORT": str(port), "MS_KAFKA_BOOTSTRAP": bootstrap,
-                                      "MS_DATABASE_URL": database_url})
+    start_process(
+        ["gateways.http"],
+        {
+            "MS_API_HTTP_PORT": str(port),
+            "MS_KAFKA_BOOTSTRAP": bootstrap,
+            "MS_DATABASE_URL": database_url,
+        },
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health/live")
     return url
 
 
-def test_stock_avro_deserializer_via_our_api_reads_trades_topic(bootstrap: str, codec: Codec, api_url: str) -> None:
+def test_stock_avro_deserializer_via_our_api_reads_trades_topic(
+    bootstrap: str, codec: Codec, api_url: str
+) -> None:
     batch = TradeBatch(
-        source="test", instruments=("AAPL", "ES=F"), instrument_index=np.array([0, 1, 0], np.int32),
+        source="test",
+        instruments=("AAPL", "ES=F"),
+        instrument_index=np.array([0, 1, 0], np.int32),
         ts_event_us=np.array([1_767_225_600_000_001, 1_767_225_600_000_002, 1_767_225_600_000_003]),
-        ts_recv_us=np.array([1_767_225_600_000_010] * 3), price=np.array([190.5, 5000.25, 190.75]),
-        size=np.array([100.0, 1.0, 5.0]), side=np.array([1, -1, 0], np.int8), trade_id=None,
+        ts_recv_us=np.array([1_767_225_600_000_010] * 3),
+        price=np.array([190.5, 5000.25, 190.75]),
+        size=np.array([100.0, 1.0, 5.0]),
+        side=np.array([1, -1, 0], np.int8),
+        trade_id=None,
     )
     publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
     publisher.produce(TRADES, codec.encode_trade_batch(batch), partition=0)
     publisher.flush()
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "stock-reader", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "stock-reader", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(TRADES, 0, OFFSET_BEGINNING)])
     msg = consumer.poll(20)
     consumer.close()
     assert msg is not None and msg.error() is None
     with SchemaRegistryClient({"url": api_url}) as client:
-        record = AvroDeserializer(client)(msg.value(), SerializationContext(TRADES, MessageField.VALUE))
+        record = AvroDeserializer(client)(
+            msg.value(), SerializationContext(TRADES, MessageField.VALUE)
+        )
 
     assert record["instruments"] == ["AAPL", "ES=F"]
     assert record["instrument_index"] == [0, 1, 0]

@@ -27,8 +27,19 @@ def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_pa
             time.sleep(0.2)
         api_health = orjson.loads(wait_http(f"http://127.0.0.1:{ports['API']}/health"))
         assert api_health["status"] == "ok"
-        tail = run_module(["streams", "trades", "tail", "--count", "3", "--bootstrap",
-                           f"127.0.0.1:{ports['KAFKA']}"], {}, timeout_s=60)
+        tail = run_module(
+            [
+                "streams",
+                "trades",
+                "tail",
+                "--count",
+                "3",
+                "--bootstrap",
+                f"127.0.0.1:{ports['KAFKA']}",
+            ],
+            {},
+            timeout_s=60,
+        )
         assert tail.returncode == 0 and len(tail.stdout.splitlines()) == 3
 
         again = run_module(["streams", "stack", "up", "--detach"], env, timeout_s=60)

@@ -9,7 +9,9 @@ from streams.embedded.broker import start_broker, stop_broker
 from streams.embedded.ports import free_port
 
 
-def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_retention(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_retention(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     broker = start_broker(port, tmp_path / "tansu.log")
     env = {"MS_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "MS_KAFKA_TRADES_PARTITIONS": "4"}

@@ -24,33 +24,58 @@ def stats(url: str) -> dict[str, object]:
 
 
 async def test_worker_valid_batches_and_garbage_yields_stats_and_dead_letter(
-    bootstrap: str, codec: Codec, start_process, tmp_path: Path  # type: ignore[no-untyped-def]
+    bootstrap: str,
+    codec: Codec,
+    start_process,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     port = free_port()
-    start_process(["streams", "worker"], {
-        "MS_KAFKA_BOOTSTRAP": bootstrap, "MS_WORKER_HTTP_PORT": str(port),
-        "MS_WORKER_DATA_DIR": str(tmp_path / "worker"), "MS_WORKER_APP_ID": "test-worker",
-    })
+    start_process(
+        ["streams", "worker"],
+        {
+            "MS_KAFKA_BOOTSTRAP": bootstrap,
+            "MS_WORKER_HTTP_PORT": str(port),
+            "MS_WORKER_DATA_DIR": str(tmp_path / "worker"),
+            "MS_WORKER_APP_ID": "test-worker",
+        },
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health/live", timeout_s=60)
     batch = TradeBatch(
-        source="test", instruments=("XYZ", "ABC"), instrument_index=np.array([0, 1, 0, 0], np.int32),
-        ts_event_us=np.array([10, 20, 40, 30]), ts_recv_us=np.array([50, 50, 50, 50]),
-        price=np.array([1.5, 2.0, 1.75, 1.25]), size=np.array([10.0, 1.0, 2.0, 3.0]),
+        source="test",
+        instruments=("XYZ", "ABC"),
+        instrument_index=np.array([0, 1, 0, 0], np.int32),
+        ts_event_us=np.array([10, 20, 40, 30]),
+        ts_recv_us=np.array([50, 50, 50, 50]),
+        price=np.array([1.5, 2.0, 1.75, 1.25]),
+        size=np.array([10.0, 1.0, 2.0, 3.0]),
     )
     publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
     publisher.produce(TRADES, codec.encode_trade_batch(batch), partition=0)
     publisher.produce(TRADES, b"\x00\x00\x00\x00\x01garbage", key=b"bad-key", partition=1)
     publisher.flush()
 
-    await eventually(lambda: stats(url)["trades"] == 4, timeout_s=60, what="worker folded the batch")
+    await eventually(
+        lambda: stats(url)["trades"] == 4, timeout_s=60, what="worker folded the batch"
+    )
     instruments = stats(url)["instruments"]
-    assert instruments["XYZ"] == {"trades": 3, "volume": 15.0, "last_price": 1.75,  # type: ignore[index]
-                                  "last_ts_event_us": 40, "source": "test"}
+    assert instruments["XYZ"] == {
+        "trades": 3,
+        "volume": 15.0,
+        "last_price": 1.75,  # type: ignore[index]
+        "last_ts_event_us": 40,
+        "source": "test",
+    }
     (message,) = read_topic(bootstrap, DLQ, at_least(1), timeout_s=30)
     letter = codec.decode_dead_letter(message.value())
-    assert (letter.component, letter.reason, letter.source) == ("worker.tally_trades", "undecodable", TRADES)
+    assert (letter.component, letter.reason, letter.source) == (
+        "worker.tally_trades",
+        "undecodable",
+        TRADES,
+    )
     assert (letter.source_partition, letter.source_offset, letter.key) == (1, 0, b"bad-key")
     assert letter.payload == b"\x00\x00\x00\x00\x01garbage"
-    metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode())
+    metrics = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    )
     assert 'dead_letters_total{component="worker.tally_trades",reason="undecodable"} 1.0' in metrics

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks <scenario>` measures our code against a naive peer."""

@@ -1,0 +1,284 @@
+"""The bar book of one Kafka partition: fold trade batches into bars, snapshot and restore.
+
+Everything a bar depends on is in the partition's log (trades and the sources' watermarks), and
+a message is folded and closed as a unit, so reprocessing the same messages from a snapshot
+emits the same bars with the same revisions: that is what makes the agent crash-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from streams.bars import kernels as k
+from streams.bars.intervals import parse_intervals
+from streams.errors import ConfigError
+from streams.models import Bar, TradeBatch
+
+
+@dataclass(frozen=True)
+class BarsConfig:
+    """Intervals, grace and maximum lateness, and the ring layout they imply."""
+
+    intervals: tuple[tuple[str, int], ...]
+    grace_us: int
+    max_lateness_us: int
+
+    @classmethod
+    def parse(cls, intervals: str, grace_s: float, max_lateness_s: float) -> BarsConfig:
+        """Build from settings; raise ConfigError naming the variable that is wrong."""
+        if not 0 <= grace_s <= max_lateness_s:
+            raise ConfigError(
+                f"MS_BARS_GRACE_S={grace_s} must be between 0 and MS_BARS_MAX_LATENESS_S={max_lateness_s}"
+            )
+        return cls(parse_intervals(intervals), round(grace_s * 1e6), round(max_lateness_s * 1e6))
+
+    @property
+    def lengths_us(self) -> NDArray[np.int64]:
+        return np.array([length for _, length in self.intervals], dtype=np.int64)
+
+    @property
+    def ring_sizes(self) -> NDArray[np.int64]:
+        """Slots per interval: every window from watermark - max_lateness to the watermark."""
+        return np.array(
+            [math.ceil(self.max_lateness_us / n) + 2 for _, n in self.intervals], dtype=np.int64
+        )
+
+    @property
+    def ring_offsets(self) -> NDArray[np.int64]:
+        return np.concatenate([[0], np.cumsum(self.ring_sizes)[:-1]]).astype(np.int64)
+
+    @property
+    def slots_per_instrument(self) -> int:
+        return int(self.ring_sizes.sum())
+
+    def fingerprint(self) -> str:
+        """Identify the layout, so that a snapshot is only restored into the same layout."""
+        text = orjson.dumps([self.intervals, self.grace_us, self.max_lateness_us])
+        return hashlib.sha256(text).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class LateTrade:
+    """A trade older than its source's watermark minus the maximum lateness."""
+
+    instrument: str
+    ts_event_us: int
+    price: float
+    size: float
+    watermark_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    bars: list[Bar]
+    too_late: list[LateTrade]
+
+
+class BarBook:
+    """All bar state of one partition, as numpy arrays folded by the kernels."""
+
+    def __init__(self, config: BarsConfig, capacity: int = 16) -> None:
+        self.config = config
+        self.names: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.sources: list[str] = []
+        self.source_ids: dict[str, int] = {}
+        self.watermarks = np.zeros(0, dtype=np.int64)
+        self._lengths = config.lengths_us
+        self._ring_sizes = config.ring_sizes
+        self._ring_offsets = config.ring_offsets
+        self._per = config.slots_per_instrument
+        self._slot_interval = np.repeat(np.arange(len(config.intervals)), self._ring_sizes)
+        self._allocate(capacity)
+        self._out_rows = 0
+        self._ensure_out(self._per * capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        n = capacity * self._per
+        fstate, istate, state = (
+            np.zeros((n, k.N_FLOAT)),
+            np.zeros((n, k.N_INT), np.int64),
+            np.zeros(n, np.int8),
+        )
+        if hasattr(self, "state"):
+            used = len(self.names) * self._per
+            fstate[:used], istate[:used], state[:used] = (
+                self.fstate[:used],
+                self.istate[:used],
+                self.state[:used],
+            )
+        self.fstate, self.istate, self.state = fstate, istate, state
+        self.capacity = capacity
+
+    def _ensure_out(self, rows: int) -> None:
+        if rows > self._out_rows:
+            self._out_rows = max(rows, 2 * self._out_rows)
+            self._out_slot = np.empty(self._out_rows, np.int64)
+            self._out_f = np.empty((self._out_rows, k.N_FLOAT))
+            self._out_i = np.empty((self._out_rows, k.N_INT), np.int64)
+
+    def _row_of(self, name: str) -> int:
+        row = self.rows.get(name)
+        if row is None:
+            row = self.rows[name] = len(self.names)
+            self.names.append(name)
+            if row >= self.capacity:
+                self._allocate(2 * self.capacity)
+        return row
+
+    def _source_of(self, name: str) -> int:
+        source = self.source_ids.get(name)
+        if source is None:
+            source = self.source_ids[name] = len(self.sources)
+            self.sources.append(name)
+            self.watermarks = np.append(self.watermarks, np.int64(np.iinfo(np.int64).min // 2))
+        return source
+
+    def fold(self, batch: TradeBatch) -> FoldResult:
+        """Fold one message's trades, advance its source's watermark, and emit what is due."""
+        cfg = self.config
+        source = self._source_of(batch.source)
+        rows = np.array([self._row_of(name) for name in batch.instruments], dtype=np.int64)
+        trade_rows = rows[batch.instrument_index] if len(batch) else np.empty(0, np.int64)
+        side = batch.side if batch.side is not None else np.zeros(len(batch), np.int8)
+        too_late = np.zeros(len(batch), dtype=np.bool_)
+        self._ensure_out(len(self.names) * self._per + len(batch) * len(cfg.intervals))
+        n = k.fold_trades(
+            trade_rows,
+            batch.ts_event_us,
+            batch.price,
+            batch.size,
+            side,
+            source,
+            self.watermarks,
+            cfg.max_lateness_us,
+            self._lengths,
+            self._ring_offsets,
+            self._ring_sizes,
+            self._per,
+            self.fstate,
+            self.istate,
+            self.state,
+            too_late,
+            self._out_slot,
+            self._out_f,
+            self._out_i,
+        )
+        self.watermarks[source] = max(int(self.watermarks[source]), batch.watermark_us)
+        n = k.close_due(
+            len(self.names),
+            self.watermarks,
+            cfg.grace_us,
+            self._lengths,
+            self._ring_offsets,
+            self._ring_sizes,
+            self._per,
+            self.fstate,
+            self.istate,
+            self.state,
+            self._out_slot,
+            self._out_f,
+            self._out_i,
+            n,
+        )
+        return FoldResult(self._bars(n), self._late(batch, too_late, source))
+
+    def _bars(self, n: int) -> list[Bar]:
+        now_us = time.time_ns() // 1000
+        names = self.config.intervals
+        bars = []
+        for slot, f, i in zip(
+            self._out_slot[:n].tolist(),
+            self._out_f[:n].tolist(),
+            self._out_i[:n].tolist(),
+            strict=True,
+        ):
+            bars.append(
+                Bar(
+                    instrument=self.names[slot // self._per],
+                    interval=names[self._slot_interval[slot % self._per]][0],
+                    ts_us=i[k.I_START],
+                    revision=i[k.I_REVISION],
+                    open=f[k.F_OPEN],
+                    high=f[k.F_HIGH],
+                    low=f[k.F_LOW],
+                    close=f[k.F_CLOSE],
+                    volume=f[k.F_VOLUME],
+                    vwap=f[k.F_PV] / f[k.F_VOLUME],
+                    trade_count=i[k.I_COUNT],
+                    buy_volume=f[k.F_BUY],
+                    sell_volume=f[k.F_SELL],
+                    source=self.sources[i[k.I_SOURCE]],
+                    ts_event_us=i[k.I_CLOSE_TS],
+                    ts_recv_us=now_us,
+                )
+            )
+        return bars
+
+    def _late(self, batch: TradeBatch, too_late: NDArray[np.bool_], source: int) -> list[LateTrade]:
+        if not too_late.any():
+            return []
+        watermark = int(self.watermarks[source])
+        return [
+            LateTrade(
+                batch.instruments[batch.instrument_index[t]],
+                int(batch.ts_event_us[t]),
+                float(batch.price[t]),
+                float(batch.size[t]),
+                watermark,
+            )
+            for t in np.flatnonzero(too_late).tolist()
+        ]
+
+    def snapshot(self) -> bytes:
+        """Serialise the book (compressed numpy arrays plus names) for a checkpoint."""
+        used = len(self.names) * self._per
+        out = io.BytesIO()
+        np.savez_compressed(
+            out,
+            fstate=self.fstate[:used],
+            istate=self.istate[:used],
+            state=self.state[:used],
+            watermarks=self.watermarks,
+            meta=np.frombuffer(
+                orjson.dumps(
+                    {
+                        "names": self.names,
+                        "sources": self.sources,
+                        "layout": self.config.fingerprint(),
+                    }
+                ),
+                dtype=np.uint8,
+            ),
+        )
+        return out.getvalue()
+
+    @classmethod
+    def restore(cls, config: BarsConfig, data: bytes) -> BarBook:
+        """Rebuild a book from `snapshot()`; raise ValueError if it was taken with another layout."""
+        with np.load(io.BytesIO(data)) as arrays:
+            meta = orjson.loads(arrays["meta"].tobytes())
+            if meta["layout"] != config.fingerprint():
+                raise ValueError("snapshot taken with other intervals, grace or max lateness")
+            book = cls(config, capacity=max(16, len(meta["names"])))
+            used = len(meta["names"]) * book._per
+            book.fstate[:used], book.istate[:used], book.state[:used] = (
+                arrays["fstate"],
+                arrays["istate"],
+                arrays["state"],
+            )
+            book.watermarks = arrays["watermarks"].copy()
+        book.names = list(meta["names"])
+        book.rows = {name: row for row, name in enumerate(book.names)}
+        book.sources = list(meta["sources"])
+        book.source_ids = {name: i for i, name in enumerate(book.sources)}
+        book._ensure_out(used)
+        return book

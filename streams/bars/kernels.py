@@ -1,0 +1,173 @@
+"""Numba kernels that fold trades into bar slots and emit bars; no faust, Kafka or database here.
+
+Layout: every instrument has a ring of slots per interval (ring k has `ring_sizes[k]` slots
+from `ring_offsets[k]`, covering the windows that can still change); slot s of instrument i is
+row i * slots_per_instrument + s in every column array. A ring holds the windows from
+floor(watermark - max_lateness) to the watermark, so a slot is reused only once its window can
+no longer receive trades.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+EMPTY = 0  # slot holds no window
+OPEN = 1  # window receiving trades, never emitted
+EMITTED = 2  # emitted, unchanged since
+DIRTY = 3  # emitted, then changed by a late trade: a revision is due
+
+# Columns of the float and int state matrices (one row per slot).
+F_OPEN, F_HIGH, F_LOW, F_CLOSE, F_VOLUME, F_PV, F_BUY, F_SELL = range(8)
+N_FLOAT = 8
+I_START, I_OPEN_TS, I_CLOSE_TS, I_COUNT, I_REVISION, I_SOURCE = range(6)
+N_INT = 6
+
+
+@numba.njit(cache=True, nogil=True)
+def _emit(
+    slot: int,
+    fstate: NDArray[np.float64],
+    istate: NDArray[np.int64],
+    state: NDArray[np.int8],
+    out_slot: NDArray[np.int64],
+    out_f: NDArray[np.float64],
+    out_i: NDArray[np.int64],
+    n_out: int,
+) -> int:
+    """Copy slot into output row n_out with its next revision; mark it emitted."""
+    if state[slot] == DIRTY:
+        istate[slot, I_REVISION] += 1
+    out_slot[n_out] = slot
+    out_f[n_out, :] = fstate[slot, :]
+    out_i[n_out, :] = istate[slot, :]
+    state[slot] = EMITTED
+    return n_out + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def fold_trades(
+    rows: NDArray[np.int64],
+    ts: NDArray[np.int64],
+    price: NDArray[np.float64],
+    size: NDArray[np.float64],
+    side: NDArray[np.int8],
+    source: int,
+    watermarks: NDArray[np.int64],
+    max_lateness_us: int,
+    intervals_us: NDArray[np.int64],
+    ring_offsets: NDArray[np.int64],
+    ring_sizes: NDArray[np.int64],
+    slots_per_instrument: int,
+    fstate: NDArray[np.float64],
+    istate: NDArray[np.int64],
+    state: NDArray[np.int8],
+    too_late: NDArray[np.bool_],
+    out_slot: NDArray[np.int64],
+    out_f: NDArray[np.float64],
+    out_i: NDArray[np.int64],
+) -> int:
+    """Fold trades in arrival order; return how many bars were emitted into the out arrays.
+
+    A trade older than its source's watermark minus max_lateness is flagged in `too_late` and
+    not folded. A window displaced from its ring slot is emitted first if anything is due.
+    Open/close follow event time, ties by arrival: a later trade with an equal time closes.
+    """
+    n_out = 0
+    wm = watermarks[source]
+    for t in range(ts.shape[0]):
+        when = ts[t]
+        if when < wm - max_lateness_us:
+            too_late[t] = True
+            continue
+        if when > wm:
+            wm = when
+        p = price[t]
+        q = size[t]
+        base = rows[t] * slots_per_instrument
+        for k in range(intervals_us.shape[0]):
+            length = intervals_us[k]
+            start = when - (when % length)
+            slot = base + ring_offsets[k] + (start // length) % ring_sizes[k]
+            st = state[slot]
+            if st != EMPTY and istate[slot, I_START] != start:
+                if istate[slot, I_START] > start:  # cannot happen within max lateness; never fold
+                    too_late[t] = True
+                    break
+                if st == OPEN or st == DIRTY:
+                    n_out = _emit(slot, fstate, istate, state, out_slot, out_f, out_i, n_out)
+                st = EMPTY
+            if st == EMPTY:
+                fstate[slot, F_OPEN] = p
+                fstate[slot, F_HIGH] = p
+                fstate[slot, F_LOW] = p
+                fstate[slot, F_CLOSE] = p
+                fstate[slot, F_VOLUME] = q
+                fstate[slot, F_PV] = p * q
+                fstate[slot, F_BUY] = q if side[t] > 0 else 0.0
+                fstate[slot, F_SELL] = q if side[t] < 0 else 0.0
+                istate[slot, I_START] = start
+                istate[slot, I_OPEN_TS] = when
+                istate[slot, I_CLOSE_TS] = when
+                istate[slot, I_COUNT] = 1
+                istate[slot, I_REVISION] = 0
+                istate[slot, I_SOURCE] = source
+                state[slot] = OPEN
+                continue
+            if when < istate[slot, I_OPEN_TS]:
+                fstate[slot, F_OPEN] = p
+                istate[slot, I_OPEN_TS] = when
+            if when >= istate[slot, I_CLOSE_TS]:
+                fstate[slot, F_CLOSE] = p
+                istate[slot, I_CLOSE_TS] = when
+            if p > fstate[slot, F_HIGH]:
+                fstate[slot, F_HIGH] = p
+            if p < fstate[slot, F_LOW]:
+                fstate[slot, F_LOW] = p
+            fstate[slot, F_VOLUME] += q
+            fstate[slot, F_PV] += p * q
+            if side[t] > 0:
+                fstate[slot, F_BUY] += q
+            elif side[t] < 0:
+                fstate[slot, F_SELL] += q
+            istate[slot, I_COUNT] += 1
+            istate[slot, I_SOURCE] = source
+            if st == EMITTED:
+                state[slot] = DIRTY
+    watermarks[source] = wm
+    return n_out
+
+
+@numba.njit(cache=True, nogil=True)
+def close_due(
+    n_instruments: int,
+    watermarks: NDArray[np.int64],
+    grace_us: int,
+    intervals_us: NDArray[np.int64],
+    ring_offsets: NDArray[np.int64],
+    ring_sizes: NDArray[np.int64],
+    slots_per_instrument: int,
+    fstate: NDArray[np.float64],
+    istate: NDArray[np.int64],
+    state: NDArray[np.int8],
+    out_slot: NDArray[np.int64],
+    out_f: NDArray[np.float64],
+    out_i: NDArray[np.int64],
+    n_out: int,
+) -> int:
+    """Emit open windows whose end plus grace the watermark has passed, and every due revision."""
+    for i in range(n_instruments):
+        base = i * slots_per_instrument
+        for k in range(intervals_us.shape[0]):
+            length = intervals_us[k]
+            first = base + ring_offsets[k]
+            for slot in range(first, first + ring_sizes[k]):
+                st = state[slot]
+                if st == DIRTY or (
+                    st == OPEN
+                    and istate[slot, I_START] + length + grace_us
+                    <= watermarks[istate[slot, I_SOURCE]]
+                ):
+                    n_out = _emit(slot, fstate, istate, state, out_slot, out_f, out_i, n_out)
+    return n_out
