@@ -28,7 +28,8 @@ def run_worker(extra: list[str]) -> int:
 
     settings = load_settings(WorkerSettings)
     kafka = load_settings(KafkaSettings)
-    worker = create_app(settings, kafka, Codec(schema_registry(load_settings(RegistrySettings))))
+    codec = Codec(schema_registry(load_settings(RegistrySettings)))
+    worker = create_app(settings, kafka, load_settings(DatabaseSettings), codec)
     sys.argv = [
         sys.argv[0],
         "worker",
@@ -64,6 +65,41 @@ def topics_command(action: str) -> int:
     return 0
 
 
+def db_command(action: str) -> int:
+    from streams.settings import SinkSettings
+    from streams.sink.migrations import apply_retention, migrate
+
+    url = load_settings(DatabaseSettings).url.get_secret_value()
+    sink = load_settings(SinkSettings)
+    if action == "migrate":
+        timescale = migrate(
+            url, compress_after_days=sink.compress_after_days, retention=sink.retention
+        )
+        print(f"tables ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
+    else:
+        print(orjson.dumps({"deleted": apply_retention(url, sink.retention)}).decode())
+    return 0
+
+
+def bars_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streams.bars.export import export_to_file, parse_time
+    from streams.bars.intervals import parse_interval
+
+    try:
+        parse_interval(args.interval)
+        start = parse_time(args.start) if args.start else None
+        end = parse_time(args.end) if args.end else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    url = load_settings(DatabaseSettings).url.get_secret_value()
+    rows = export_to_file(url, args.interval, Path(args.out), symbols=symbols, start=start, end=end)
+    print(f"wrote {rows} bars to {args.out}")
+    return 0
+
+
 def stack_command(action: str, detach: bool) -> int:
     from streams.embedded.stack import Stack, StackSettings
 
@@ -86,12 +122,19 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run the Faust worker")
     sub.add_parser("topics").add_argument("action", choices=["create", "describe"])
-    sub.add_parser("db").add_argument("action", choices=["migrate"])
+    sub.add_parser("db").add_argument("action", choices=["migrate", "retention"])
     stack = sub.add_parser("stack")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument(
         "--detach", action="store_true", help="run in the background; `make down` stops it"
     )
+    bars = sub.add_parser("bars")
+    bars.add_argument("action", choices=["export"])
+    bars.add_argument("--interval", required=True, help="e.g. 1m")
+    bars.add_argument("--out", required=True, help="CSV file to write")
+    bars.add_argument("--symbols", help="comma-separated symbols (default: all)")
+    bars.add_argument("--start", help="ISO-8601 time, inclusive (UTC if no offset)")
+    bars.add_argument("--end", help="ISO-8601 time, exclusive")
     trades = sub.add_parser("trades")
     trades.add_argument("action", choices=["tail"])
     trades.add_argument(
@@ -110,13 +153,11 @@ def main() -> int:
         if args.command == "topics":
             return topics_command(args.action)
         if args.command == "db":
-            from streams.sink.migrations import migrate
-
-            timescale = migrate(load_settings(DatabaseSettings).url.get_secret_value())
-            print(f"tables ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
-            return 0
+            return db_command(args.action)
         if args.command == "stack":
             return stack_command(args.action, args.detach)
+        if args.command == "bars":
+            return bars_command(args)
         from streams.codec import Codec
         from streams.tail import tail_trades
 

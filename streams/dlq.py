@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from streams.codec import Codec
 from streams.metrics import DEAD_LETTERS
@@ -17,23 +16,6 @@ log = logging.getLogger(__name__)
 
 def now_us() -> int:
     return time.time_ns() // 1000
-
-
-def dead_letter_from_event(component: str, reason: str, detail: str, message: Any) -> DeadLetter:
-    """Build the dead letter for a Kafka message an agent could not process (a faust Message)."""
-    received = now_us()
-    return DeadLetter(
-        component=component,
-        reason=reason,
-        detail=detail,
-        source=message.topic,
-        payload=bytes(message.value or b""),
-        ts_event_us=received,
-        ts_recv_us=received,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        key=message.key,
-    )
 
 
 class DeadLetterPublisher:

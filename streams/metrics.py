@@ -33,3 +33,13 @@ RECONNECTS: Final = Counter(
     ["connector"],
 )
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])
+BARS_EMITTED: Final = Counter(
+    "bars_emitted", "Bars published: first emissions and revisions.", ["interval", "kind"]
+)
+BAR_EMIT_DELAY: Final = Histogram(
+    "bar_emit_delay_seconds",
+    "Wall time from window end + grace to the bar's emission.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)
+BARS_SUNK: Final = Counter("bars_sunk", "Bar rows merged into the database.")
+SINK_RETRIES: Final = Counter("sink_retries", "Database writes retried after a transient error.")

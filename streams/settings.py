@@ -68,3 +68,25 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+class BarsSettings(BaseSettings):
+    """How the aggregate_bars agent cuts and closes bars."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_BARS_", extra="forbid")
+
+    intervals: str = "1s,5s,15s,1m,5m,15m,1h,4h,1d"
+    grace_s: float = Field(2.0, ge=0)
+    max_lateness_s: float = Field(60.0, gt=0, le=86_400)
+    checkpoint_interval_s: float = Field(2.0, gt=0)
+
+
+class SinkSettings(BaseSettings):
+    """How the sink_bars agent writes to the database."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_SINK_", extra="forbid")
+
+    batch_rows: int = Field(5000, ge=1)
+    flush_interval_s: float = Field(0.5, gt=0)
+    compress_after_days: int = Field(14, ge=1)
+    retention: str = Field("1m=365", description="interval=days pairs, e.g. 1s=7,1m=365")

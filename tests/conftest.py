@@ -21,6 +21,7 @@ from streams.embedded.broker import start_broker, stop_broker
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
 from streams.registry import CommittedSchemas
+from streams.sink.migrations import migrate
 from streams.topics import all_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,14 +43,39 @@ def bootstrap(tmp_path: Path) -> Iterator[str]:
     stop_broker(process)
 
 
+@dataclass(frozen=True)
+class PostgresServer:
+    data_dir: Path
+    port: int
+    url: str
+
+    def stop(self) -> None:
+        stop_postgres(self.data_dir)
+
+    def start(self) -> None:
+        start_postgres(self.data_dir, self.port)
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL database for the whole session."""
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session, with our tables."""
     data_dir = tmp_path_factory.mktemp("pg") / "data"
     port = free_port()
     start_postgres(data_dir, port)
-    yield ensure_database(port, "marketstream_test")
+    url = ensure_database(port, "marketstream_test")
+    migrate(url)
+    yield PostgresServer(data_dir, port, url)
     stop_postgres(data_dir)
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> str:
+    """The session database, emptied of bars and checkpoints for this test."""
+    import psycopg
+
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute("truncate bars, bar_checkpoints")
+    return postgres.url
 
 
 @pytest.fixture
@@ -182,6 +208,7 @@ def start_process(tmp_path: Path) -> Iterator[Callable[[list[str], dict[str, str
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait(10)
 
 
 def wait_http(url: str, timeout_s: float = 30) -> bytes:
@@ -199,3 +226,33 @@ def wait_http(url: str, timeout_s: float = 30) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class RunningWorker:
+    url: str
+    started: Started
+    env: dict[str, str]
+
+
+@pytest.fixture
+def start_worker(
+    bootstrap: str, database_url: str, start_process: Callable[[list[str], dict[str, str]], Started],
+    tmp_path: Path,
+) -> Callable[..., RunningWorker]:
+    """Start `python -m streams worker` on the test's broker and database; wait until it serves."""
+
+    def start(app_id: str = "test-worker", **env: str) -> RunningWorker:
+        port = free_port()
+        full_env = {
+            "MS_KAFKA_BOOTSTRAP": bootstrap, "MS_DATABASE_URL": database_url,
+            "MS_WORKER_HTTP_PORT": str(port), "MS_WORKER_DATA_DIR": str(tmp_path / "worker"),
+            "MS_WORKER_APP_ID": app_id, "MS_WORKER_SESSION_TIMEOUT_S": "3",
+            "MS_WORKER_HEARTBEAT_INTERVAL_S": "0.5", **env,
+        }
+        started = start_process(["streams", "worker"], full_env)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health/live", timeout_s=60)
+        return RunningWorker(url, started, full_env)
+
+    return start

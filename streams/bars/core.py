@@ -67,7 +67,7 @@ class BarsConfig:
 
 @dataclass(frozen=True, slots=True)
 class LateTrade:
-    """A trade older than its source's watermark minus the maximum lateness."""
+    """A trade older than its source's latest trade in the partition minus the maximum lateness."""
 
     instrument: str
     ts_event_us: int
@@ -91,6 +91,10 @@ class BarBook:
         self.rows: dict[str, int] = {}
         self.sources: list[str] = []
         self.source_ids: dict[str, int] = {}
+        # Per source: the latest trade time, which decides lateness (a function of this
+        # partition's trades alone, however they were batched) and the watermark, which also
+        # takes the sources' clocks and decides when windows close.
+        self.latest_trade_us = np.zeros(0, dtype=np.int64)
         self.watermarks = np.zeros(0, dtype=np.int64)
         self._lengths = config.lengths_us
         self._ring_sizes = config.ring_sizes
@@ -139,7 +143,9 @@ class BarBook:
         if source is None:
             source = self.source_ids[name] = len(self.sources)
             self.sources.append(name)
-            self.watermarks = np.append(self.watermarks, np.int64(np.iinfo(np.int64).min // 2))
+            never = np.int64(np.iinfo(np.int64).min // 2)
+            self.latest_trade_us = np.append(self.latest_trade_us, never)
+            self.watermarks = np.append(self.watermarks, never)
         return source
 
     def fold(self, batch: TradeBatch) -> FoldResult:
@@ -172,7 +178,9 @@ class BarBook:
             self._out_f,
             self._out_i,
         )
-        self.watermarks[source] = max(int(self.watermarks[source]), batch.watermark_us)
+        self.watermarks[source] = max(
+            int(self.watermarks[source]), int(self.latest_trade_us[source]), batch.watermark_us
+        )
         n = k.close_due(
             len(self.names),
             self.watermarks,
@@ -226,7 +234,7 @@ class BarBook:
     def _late(self, batch: TradeBatch, too_late: NDArray[np.bool_], source: int) -> list[LateTrade]:
         if not too_late.any():
             return []
-        watermark = int(self.watermarks[source])
+        watermark = int(self.latest_trade_us[source])
         return [
             LateTrade(
                 batch.instruments[batch.instrument_index[t]],
@@ -248,6 +256,7 @@ class BarBook:
             istate=self.istate[:used],
             state=self.state[:used],
             watermarks=self.watermarks,
+            latest_trade_us=self.latest_trade_us,
             meta=np.frombuffer(
                 orjson.dumps(
                     {
@@ -276,6 +285,7 @@ class BarBook:
                 arrays["state"],
             )
             book.watermarks = arrays["watermarks"].copy()
+            book.latest_trade_us = arrays["latest_trade_us"].copy()
         book.names = list(meta["names"])
         book.rows = {name: row for row, name in enumerate(book.names)}
         book.sources = list(meta["sources"])

@@ -3,8 +3,8 @@
 Layout: every instrument has a ring of slots per interval (ring k has `ring_sizes[k]` slots
 from `ring_offsets[k]`, covering the windows that can still change); slot s of instrument i is
 row i * slots_per_instrument + s in every column array. A ring holds the windows from
-floor(watermark - max_lateness) to the watermark, so a slot is reused only once its window can
-no longer receive trades.
+floor(latest trade - max_lateness) to the latest trade, so a slot is reused only once its
+window can no longer receive trades.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def fold_trades(
     size: NDArray[np.float64],
     side: NDArray[np.int8],
     source: int,
-    watermarks: NDArray[np.int64],
+    latest_trade_us: NDArray[np.int64],
     max_lateness_us: int,
     intervals_us: NDArray[np.int64],
     ring_offsets: NDArray[np.int64],
@@ -70,12 +70,12 @@ def fold_trades(
 ) -> int:
     """Fold trades in arrival order; return how many bars were emitted into the out arrays.
 
-    A trade older than its source's watermark minus max_lateness is flagged in `too_late` and
-    not folded. A window displaced from its ring slot is emitted first if anything is due.
+    A trade older than its source's latest trade minus max_lateness is flagged in `too_late`
+    and not folded. A window displaced from its ring slot is emitted first if anything is due.
     Open/close follow event time, ties by arrival: a later trade with an equal time closes.
     """
     n_out = 0
-    wm = watermarks[source]
+    wm = latest_trade_us[source]
     for t in range(ts.shape[0]):
         when = ts[t]
         if when < wm - max_lateness_us:
@@ -135,7 +135,7 @@ def fold_trades(
             istate[slot, I_SOURCE] = source
             if st == EMITTED:
                 state[slot] = DIRTY
-    watermarks[source] = wm
+    latest_trade_us[source] = wm
     return n_out
 
 

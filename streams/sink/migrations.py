@@ -1,11 +1,22 @@
-"""Create our tables: TimescaleDB hypertables when the extension is available, plain tables otherwise."""
+"""Create our tables and policies: TimescaleDB when the extension is available, plain PostgreSQL otherwise.
+
+Both paths give the same tables and the same `bars_1w` weekly bars. With TimescaleDB, `bars` is a
+hypertable (1-day chunks) compressed after `compress_after_days`, per-interval retention runs as
+a TimescaleDB job, and `bars_1w` is a continuous aggregate over the 1d bars. On plain PostgreSQL
+`bars_1w` is a view and retention runs with `python -m streams db retention` (from cron).
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Final
 
+import orjson
 import psycopg
+
+from streams.bars.checkpoints import TABLE_SQL as CHECKPOINTS_TABLE
+from streams.bars.intervals import parse_interval
+from streams.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +41,124 @@ create table if not exists bars (
     primary key (instrument, interval, ts)
 )
 """
-PLAIN_INDEXES: Final = ("create index if not exists bars_interval_ts on bars (interval, ts desc)",)
+BARS_BY_TIME: Final = "create index if not exists bars_interval_ts on bars (interval, ts desc)"
+RETENTION_SQL: Final = (
+    "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
+)
+WEEKLY_COLUMNS: Final = """
+    instrument,
+    {bucket} as ts,
+    {first_open} as open,
+    max(high) as high,
+    min(low) as low,
+    {last_close} as close,
+    sum(volume) as volume,
+    sum(vwap * volume) / nullif(sum(volume), 0) as vwap,
+    sum(trade_count) as trade_count
+from bars where interval = '1d'
+group by instrument, {bucket}
+"""
+PLAIN_WEEKLY: Final = "create or replace view bars_1w as select" + WEEKLY_COLUMNS.format(
+    bucket="date_trunc('week', ts)",
+    first_open="(array_agg(open order by ts))[1]",
+    last_close="(array_agg(close order by ts desc))[1]",
+)
+TIMESCALE_WEEKLY: Final = (
+    "create materialized view if not exists bars_1w with (timescaledb.continuous) as select"
+    + WEEKLY_COLUMNS.format(
+        bucket="time_bucket('1 week', ts)",
+        first_open="first(open, ts)",
+        last_close="last(close, ts)",
+    )
+    + " with no data"
+)
+TIMESCALE_RETENTION_PROC: Final = """
+create or replace procedure marketstream_bars_retention(job_id integer, config jsonb)
+language plpgsql as $$
+declare
+    policy record;
+begin
+    for policy in select key, value::integer as days from jsonb_each_text(config) loop
+        delete from bars where interval = policy.key and ts < now() - make_interval(days => policy.days);
+    end loop;
+end
+$$
+"""
+
+
+def parse_retention(text: str) -> dict[str, int]:
+    """Parse `1m=365,1s=7` into {interval: days}; raise ConfigError naming MS_SINK_RETENTION."""
+    policy: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        interval, _, days = item.partition("=")
+        try:
+            parse_interval(interval)
+            policy[interval.strip()] = int(days)
+        except ValueError:
+            raise ConfigError(f"MS_SINK_RETENTION: {item!r} is not <interval>=<days>") from None
+        if policy[interval.strip()] < 1:
+            raise ConfigError(f"MS_SINK_RETENTION: {item!r} must keep at least one day")
+    return policy
 
 
 def timescale_available(conn: psycopg.Connection) -> bool:
-    """Return True if the TimescaleDB extension is installed or can be created in this database."""
+    """Return True if the TimescaleDB extension can be used in this database."""
     row = conn.execute(
         "select 1 from pg_available_extensions where name = 'timescaledb'"
     ).fetchone()
     return row is not None
 
 
-def migrate(url: str) -> bool:
-    """Create the tables (idempotent); return True if they are TimescaleDB hypertables."""
+def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365") -> bool:
+    """Create tables, views and policies (idempotent); return True on the TimescaleDB path."""
+    policy = parse_retention(retention)
     with psycopg.connect(url, autocommit=True) as conn:
         timescale = timescale_available(conn)
-        if timescale:
-            conn.execute("create extension if not exists timescaledb")
         conn.execute(BARS_TABLE)
+        conn.execute(BARS_BY_TIME)
+        conn.execute(CHECKPOINTS_TABLE)
         if timescale:
-            conn.execute(
-                "select create_hypertable('bars', by_range('ts', interval '1 day'), if_not_exists => true)"
-            )
+            _timescale(conn, compress_after_days, policy)
         else:
-            for statement in PLAIN_INDEXES:
-                conn.execute(statement)
+            conn.execute(PLAIN_WEEKLY)
     log.info("tables ready (%s)", "TimescaleDB" if timescale else "plain PostgreSQL")
     return timescale
+
+
+def _timescale(conn: psycopg.Connection, compress_after_days: int, policy: dict[str, int]) -> None:
+    conn.execute("create extension if not exists timescaledb")
+    conn.execute(
+        "select create_hypertable('bars', 'ts', chunk_time_interval => interval '1 day',"
+        " if_not_exists => true, migrate_data => true)"
+    )
+    conn.execute(
+        "alter table bars set (timescaledb.compress,"
+        " timescaledb.compress_segmentby = 'instrument, interval', timescaledb.compress_orderby = 'ts desc')"
+    )
+    conn.execute("select remove_compression_policy('bars', if_exists => true)")
+    conn.execute(
+        "select add_compression_policy('bars', make_interval(days => %s))", (compress_after_days,)
+    )
+    conn.execute(TIMESCALE_RETENTION_PROC)
+    conn.execute(
+        "select delete_job(job_id) from timescaledb_information.jobs"
+        " where proc_name = 'marketstream_bars_retention'"
+    )
+    conn.execute(
+        "select add_job('marketstream_bars_retention', interval '1 day', config => %s::jsonb)",
+        (orjson.dumps(policy).decode(),),
+    )
+    conn.execute(TIMESCALE_WEEKLY)
+    conn.execute(
+        "select add_continuous_aggregate_policy('bars_1w', start_offset => interval '8 weeks',"
+        " end_offset => interval '1 day', schedule_interval => interval '1 hour', if_not_exists => true)"
+    )
+
+
+def apply_retention(url: str, retention: str) -> dict[str, int]:
+    """Delete bars older than their interval's retention; return rows deleted per interval."""
+    deleted = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for interval, days in parse_retention(retention).items():
+            deleted[interval] = conn.execute(RETENTION_SQL, (interval, days)).rowcount
+    return deleted

@@ -8,11 +8,11 @@ import faust
 from aiohttp import web
 
 from streams.app import Worker
-from streams.dlq import dead_letter_from_event
+from streams.dlq import DeadLetterPublisher
 from streams.errors import DecodeError
-from streams.metrics import DEAD_LETTERS, TRADES_PROCESSED
+from streams.metrics import TRADES_PROCESSED
 from streams.stats.core import TradeTally
-from streams.status import json_response, kafka_check, serve, status_app
+from streams.status import database_check, json_response, kafka_check, serve, status_app
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ def install(worker: Worker) -> None:
     """Declare the agent and the worker's status endpoints (with `/stats`) on the app."""
     tally = TradeTally()
     codec = worker.codec
+    dead_letters = DeadLetterPublisher(worker.publisher, codec, COMPONENT)
 
     @worker.app.agent(worker.trades, name="tally_trades")
     async def tally_trades(stream: faust.StreamT[bytes]) -> None:
@@ -32,15 +33,14 @@ def install(worker: Worker) -> None:
                 batch = codec.decode_trade_batch(event.value)
             except DecodeError as exc:
                 message = event.message
-                letter = dead_letter_from_event(COMPONENT, "undecodable", str(exc), message)
-                await worker.dlq.send(key=message.key, value=codec.encode_dead_letter(letter))
-                DEAD_LETTERS.labels(COMPONENT, "undecodable").inc()
-                log.warning(
-                    "undecodable message on %s partition %d offset %d: %s",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    exc,
+                dead_letters.publish(
+                    reason="undecodable",
+                    detail=str(exc),
+                    source=message.topic,
+                    payload=bytes(event.value or b""),
+                    source_partition=message.partition,
+                    source_offset=message.offset,
+                    key=message.key,
                 )
                 continue
             tally.fold(batch)
@@ -49,7 +49,11 @@ def install(worker: Worker) -> None:
     @worker.app.task
     async def serve_status() -> None:
         """Serve /health, /metrics and /stats on the worker's status port."""
-        status = status_app("worker", {"kafka": kafka_check(worker.bootstrap)})
+        checks = {
+            "kafka": kafka_check(worker.kafka.bootstrap),
+            "database": database_check(worker.database_url),
+        }
+        status = status_app("worker", checks)
 
         async def stats(_: web.Request) -> web.Response:
             return json_response(tally.snapshot())

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import orjson
-from conftest import at_least, eventually, read_topic, wait_http
+from conftest import RunningWorker, at_least, eventually, read_topic
 
 from streams.codec import Codec
-from streams.embedded.ports import free_port
 from streams.models import TradeBatch
 from streams.producer import Publisher
 from streams.topics import DLQ, TRADES
@@ -24,23 +23,9 @@ def stats(url: str) -> dict[str, object]:
 
 
 async def test_worker_valid_batches_and_garbage_yields_stats_and_dead_letter(
-    bootstrap: str,
-    codec: Codec,
-    start_process,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    bootstrap: str, codec: Codec, start_worker: Callable[..., RunningWorker]
 ) -> None:
-    port = free_port()
-    start_process(
-        ["streams", "worker"],
-        {
-            "MS_KAFKA_BOOTSTRAP": bootstrap,
-            "MS_WORKER_HTTP_PORT": str(port),
-            "MS_WORKER_DATA_DIR": str(tmp_path / "worker"),
-            "MS_WORKER_APP_ID": "test-worker",
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health/live", timeout_s=60)
+    url = start_worker().url
     batch = TradeBatch(
         source="test",
         instruments=("XYZ", "ABC"),
@@ -66,15 +51,12 @@ async def test_worker_valid_batches_and_garbage_yields_stats_and_dead_letter(
         "last_ts_event_us": 40,
         "source": "test",
     }
-    (message,) = read_topic(bootstrap, DLQ, at_least(1), timeout_s=30)
-    letter = codec.decode_dead_letter(message.value())
-    assert (letter.component, letter.reason, letter.source) == (
-        "worker.tally_trades",
-        "undecodable",
-        TRADES,
-    )
-    assert (letter.source_partition, letter.source_offset, letter.key) == (1, 0, b"bad-key")
-    assert letter.payload == b"\x00\x00\x00\x00\x01garbage"
+    letters = [codec.decode_dead_letter(m.value()) for m in read_topic(bootstrap, DLQ, at_least(2), timeout_s=30)]
+    assert sorted(letter.component for letter in letters) == ["worker.aggregate_bars", "worker.tally_trades"]
+    for letter in letters:
+        assert (letter.reason, letter.source) == ("undecodable", TRADES)
+        assert (letter.source_partition, letter.source_offset, letter.key) == (1, 0, b"bad-key")
+        assert letter.payload == b"\x00\x00\x00\x00\x01garbage"
     metrics = await asyncio.to_thread(
         lambda: urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
     )

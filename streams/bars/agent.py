@@ -1,0 +1,207 @@
+"""The `aggregate_bars` agent: trade batches in, bars and their revisions out, crash-safe.
+
+Crash safety without transactions: each partition's book is checkpointed to PostgreSQL with the
+offset it covers, and input messages are acknowledged to Faust only after a checkpoint that
+includes them, once every bar and dead letter they caused has been acknowledged by Kafka. After
+a crash the worker restores the checkpoint and refolds the messages after it; folding is
+deterministic, so it re-emits exactly the bars (same keys, same revisions) it may already have
+sent: consumers deduplicate by key and revision, and the sink's upsert is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+
+from streams.app import Worker
+from streams.bars.checkpoints import Checkpoint, CheckpointStore
+from streams.bars.core import BarBook, BarsConfig, FoldResult
+from streams.dlq import DeadLetterPublisher
+from streams.errors import DecodeError, TransientError
+from streams.metrics import BAR_EMIT_DELAY, BARS_EMITTED, TRADES_PROCESSED
+from streams.partitioning import partition_for
+from streams.settings import BarsSettings, load_settings
+from streams.topics import BARS, TRADES
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "worker.aggregate_bars"
+MAX_UNCHECKPOINTED = 2000  # messages held unacknowledged while checkpoints fail, then wait
+
+
+@dataclass
+class PartitionBook:
+    """A partition's book, the last offset folded into it, and the events awaiting a checkpoint."""
+
+    book: BarBook
+    offset: int
+    pending: list[Any] = field(default_factory=list)
+    checkpointed_s: float = field(default_factory=time.monotonic)
+
+
+class BarAggregator:
+    """Fold messages into per-partition books; publish bars; checkpoint and acknowledge."""
+
+    def __init__(self, worker: Worker, settings: BarsSettings) -> None:
+        self.worker = worker
+        self.config = BarsConfig.parse(
+            settings.intervals, settings.grace_s, settings.max_lateness_s
+        )
+        self.checkpoint_interval_s = settings.checkpoint_interval_s
+        self.store = CheckpointStore(worker.database_url, worker.settings.app_id, TRADES)
+        self.dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
+        self.books: dict[int, PartitionBook] = {}
+        self.bars_partitions = 0
+        self._lengths_us = dict(self.config.intervals)
+        self._checkpointing = asyncio.Lock()
+
+    async def book_of(self, partition: int) -> PartitionBook:
+        """Return the partition's book, restoring its checkpoint the first time (retrying)."""
+        if partition in self.books:
+            return self.books[partition]
+        attempt = 0
+        while True:
+            try:
+                checkpoint = await self.store.load(partition)
+                break
+            except TransientError as exc:
+                attempt += 1
+                log.warning("partition %d: %s; retrying", partition, exc)
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+        if checkpoint is not None and checkpoint.layout == self.config.fingerprint():
+            book = PartitionBook(BarBook.restore(self.config, checkpoint.state), checkpoint.offset)
+            log.info("partition %d: restored bars as of offset %d", partition, checkpoint.offset)
+        else:
+            if checkpoint is not None:
+                log.warning(
+                    "partition %d: checkpoint has other intervals; starting empty at %d",
+                    partition,
+                    checkpoint.offset,
+                )
+            book = PartitionBook(
+                BarBook(self.config), -1 if checkpoint is None else checkpoint.offset
+            )
+        self.books[partition] = book
+        return book
+
+    async def handle(self, event: faust.EventT[bytes]) -> None:
+        message = event.message
+        state = await self.book_of(message.partition)
+        if message.offset <= state.offset:  # folded before the last checkpoint
+            event.ack()
+            return
+        try:
+            batch = self.worker.codec.decode_trade_batch(event.value)
+        except DecodeError as exc:
+            self.dead_letters.publish(
+                reason="undecodable",
+                detail=str(exc),
+                source=TRADES,
+                payload=bytes(event.value or b""),
+                source_partition=message.partition,
+                source_offset=message.offset,
+                key=message.key,
+            )
+        else:
+            self.publish(state.book.fold(batch), message.partition, message.offset)
+            TRADES_PROCESSED.labels("aggregate_bars").inc(len(batch))
+        state.offset = message.offset
+        state.pending.append(event)
+        if time.monotonic() - state.checkpointed_s >= self.checkpoint_interval_s:
+            await self.checkpoint(message.partition)
+
+    def publish(self, result: FoldResult, partition: int, offset: int) -> None:
+        if not self.bars_partitions:
+            self.bars_partitions = self.worker.publisher.partitions(BARS)
+        codec, publisher = self.worker.codec, self.worker.publisher
+        now_us = time.time_ns() // 1000
+        for bar in result.bars:
+            publisher.produce(
+                BARS,
+                codec.encode_bar(bar),
+                key=bar.instrument.encode(),
+                partition=partition_for(bar.instrument, self.bars_partitions),
+            )
+            BARS_EMITTED.labels(bar.interval, "revision" if bar.revision else "first").inc()
+            if not bar.revision:
+                due_us = bar.ts_us + self._lengths_us[bar.interval] + self.config.grace_us
+                BAR_EMIT_DELAY.observe(max(0, now_us - due_us) / 1e6)
+        for late in result.too_late:
+            self.dead_letters.publish(
+                reason="too_late",
+                detail=f"ts_event {late.ts_event_us} is more than {self.config.max_lateness_us} us "
+                f"behind the watermark {late.watermark_us}",
+                source=TRADES,
+                payload=orjson.dumps(
+                    {
+                        "instrument": late.instrument,
+                        "ts_event": late.ts_event_us,
+                        "price": late.price,
+                        "size": late.size,
+                    }
+                ),
+                ts_event_us=late.ts_event_us,
+                source_partition=partition,
+                source_offset=offset,
+            )
+
+    async def checkpoint(self, partition: int) -> None:
+        """Make the partition's outputs durable, save its book, then acknowledge its input.
+
+        The book, its offset and the events it covers are captured together before the first
+        await, so events folded while the flush and the save run wait for the next checkpoint.
+        """
+        async with self._checkpointing:
+            state = self.books.get(partition)
+            if state is None or not state.pending:
+                return
+            events, state.pending = state.pending, []
+            checkpoint = Checkpoint(state.offset, self.config.fingerprint(), state.book.snapshot())
+            state.checkpointed_s = time.monotonic()
+            await asyncio.to_thread(self.worker.publisher.flush)
+            try:
+                await self.store.save(partition, checkpoint)
+            except TransientError as exc:
+                log.warning("%s; input stays unacknowledged until a checkpoint succeeds", exc)
+                state.pending[:0] = events
+                if len(state.pending) > MAX_UNCHECKPOINTED:
+                    await asyncio.sleep(self.checkpoint_interval_s)  # hold the stream: backpressure
+                return
+            for event in events:
+                event.ack()
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop books of revoked partitions: their next owner restores from the checkpoint."""
+        for partition in partitions:
+            self.books.pop(partition, None)
+
+
+def install(worker: Worker) -> None:
+    """Declare `aggregate_bars`, its checkpoint timer and its rebalance hook on the app."""
+    aggregator = BarAggregator(worker, load_settings(BarsSettings))
+
+    @worker.app.agent(worker.trades, name="aggregate_bars")
+    async def aggregate_bars(stream: faust.StreamT[bytes]) -> None:
+        """Fold trade batches into bars; acknowledge input only once checkpointed."""
+        async for event in stream.noack().events():
+            await aggregator.handle(event)
+
+    @worker.app.timer(interval=aggregator.checkpoint_interval_s)
+    async def checkpoint_quiet_partitions() -> None:
+        for partition in list(aggregator.books):
+            await aggregator.checkpoint(partition)
+
+    @worker.app.on_before_shutdown.connect
+    async def checkpoint_on_shutdown(app: faust.App, **_: Any) -> None:
+        for partition in list(aggregator.books):
+            await aggregator.checkpoint(partition)
+
+    @worker.app.on_partitions_revoked.connect
+    async def forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        aggregator.forget({tp.partition for tp in revoked if tp.topic == TRADES})

@@ -1,0 +1,73 @@
+"""Checkpoints of bar books in PostgreSQL: the book as of an input offset, written atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from streams.errors import TransientError
+
+TABLE_SQL = """
+create table if not exists bar_checkpoints (
+    app_id     text        not null,
+    topic      text        not null,
+    partition  integer     not null,
+    "offset"   bigint      not null,
+    layout     text        not null,
+    state      bytea       not null,
+    updated_at timestamptz not null default now(),
+    primary key (app_id, topic, partition)
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    offset: int
+    layout: str
+    state: bytes
+
+
+class CheckpointStore:
+    """Load and save one checkpoint per (app, topic, partition)."""
+
+    def __init__(self, url: str, app_id: str, topic: str) -> None:
+        self.url = url
+        self.app_id = app_id
+        self.topic = topic
+
+    async def load(self, partition: int) -> Checkpoint | None:
+        """Return the partition's checkpoint, if any; raise TransientError if the database is down."""
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
+                cur = await conn.execute(
+                    'select "offset", layout, state from bar_checkpoints'
+                    " where app_id = %s and topic = %s and partition = %s",
+                    (self.app_id, self.topic, partition),
+                )
+                row = await cur.fetchone()
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"cannot load checkpoint of partition {partition}: {exc}") from exc
+        return None if row is None else Checkpoint(row[0], row[1], bytes(row[2]))
+
+    async def save(self, partition: int, checkpoint: Checkpoint) -> None:
+        """Replace the partition's checkpoint; raise TransientError if the database is down."""
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
+                await conn.execute(
+                    'insert into bar_checkpoints (app_id, topic, partition, "offset", layout, state)'
+                    " values (%s, %s, %s, %s, %s, %s)"
+                    ' on conflict (app_id, topic, partition) do update set "offset" = excluded."offset",'
+                    " layout = excluded.layout, state = excluded.state, updated_at = now()",
+                    (
+                        self.app_id,
+                        self.topic,
+                        partition,
+                        checkpoint.offset,
+                        checkpoint.layout,
+                        checkpoint.state,
+                    ),
+                )
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"cannot save checkpoint of partition {partition}: {exc}") from exc

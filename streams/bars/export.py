@@ -1,0 +1,77 @@
+"""`python -m streams bars export`: bars from the database as CSV, the latest revision of each."""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+from pathlib import Path
+from typing import Final, TextIO
+
+import psycopg
+
+HEADER: Final = (
+    "symbol",
+    "interval",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 time; a time without an offset is taken as UTC."""
+    from connectors.replay import EPOCH
+
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=EPOCH.tzinfo)
+
+
+def export_bars(
+    url: str,
+    interval: str,
+    out: TextIO,
+    symbols: list[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> int:
+    """Write bars of `interval` in [start, end) as CSV ordered by symbol and time; return the row count."""
+    conditions, params = ["interval = %s"], [interval]
+    if symbols:
+        conditions.append("instrument = any(%s)")
+        params.append(symbols)  # type: ignore[arg-type]
+    if start:
+        conditions.append("ts >= %s")
+        params.append(start)  # type: ignore[arg-type]
+    if end:
+        conditions.append("ts < %s")
+        params.append(end)  # type: ignore[arg-type]
+    query = (
+        "select instrument, interval, ts, open, high, low, close, volume, vwap, trade_count from bars"
+        f" where {' and '.join(conditions)} order by instrument, ts"
+    )
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
+    rows = 0
+    with psycopg.connect(url) as conn, conn.cursor(name="export") as cursor:
+        cursor.execute(query, params)
+        for symbol, name, ts, *values in cursor:
+            writer.writerow(
+                [
+                    symbol,
+                    name,
+                    ts.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                    *(repr(v) for v in values),
+                ]
+            )
+            rows += 1
+    return rows
+
+
+def export_to_file(url: str, interval: str, path: Path, **kwargs: object) -> int:
+    with path.open("w", newline="") as out:
+        return export_bars(url, interval, out, **kwargs)  # type: ignore[arg-type]

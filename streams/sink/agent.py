@@ -1,0 +1,108 @@
+"""The `sink_bars` agent: bars from Kafka into the `bars` table, acknowledged once committed.
+
+Bars are buffered and written every `flush_interval_s` or `batch_rows`; input is acknowledged
+to Faust only after its rows are committed (or dead-lettered), and a database outage is retried
+with backoff without acknowledging anything, so nothing is lost across outages and restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import faust
+
+from streams.app import Worker
+from streams.dlq import DeadLetterPublisher
+from streams.errors import DecodeError, TransientError
+from streams.metrics import BARS_SUNK, SINK_RETRIES
+from streams.models import Bar
+from streams.settings import SinkSettings, load_settings
+from streams.sink.timescale import BarWriter
+from streams.topics import BARS
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "worker.sink_bars"
+BACKOFF_CAP_S = 30.0
+
+
+class BarSink:
+    def __init__(self, worker: Worker, settings: SinkSettings) -> None:
+        self.worker = worker
+        self.settings = settings
+        self.writer = BarWriter(worker.database_url)
+        self.dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
+        self.buffer: list[tuple[Any, Bar]] = []
+        self.lock = asyncio.Lock()
+
+    async def add(self, event: faust.EventT[bytes]) -> None:
+        message = event.message
+        try:
+            bar = self.worker.codec.decode_bar(event.value)
+        except DecodeError as exc:
+            self.dead_letters.publish(
+                reason="undecodable",
+                detail=str(exc),
+                source=BARS,
+                payload=bytes(event.value or b""),
+                source_partition=message.partition,
+                source_offset=message.offset,
+                key=message.key,
+            )
+            await asyncio.to_thread(self.worker.publisher.flush)
+            event.ack()
+            return
+        self.buffer.append((event, bar))
+        if len(self.buffer) >= self.settings.batch_rows:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the buffer, retrying transient failures forever; then acknowledge its input."""
+        async with self.lock:
+            taken, self.buffer = self.buffer, []
+            if not taken:
+                return
+            refused = await self._write_until_done([bar for _, bar in taken])
+            for bar, reason in refused:
+                self.dead_letters.publish(
+                    reason="refused_by_database",
+                    detail=reason,
+                    source=BARS,
+                    payload=self.worker.codec.encode_bar(bar),
+                    key=bar.instrument.encode(),
+                )
+            if refused:
+                await asyncio.to_thread(self.worker.publisher.flush)
+            BARS_SUNK.inc(len(taken) - len(refused))
+            for event, _ in taken:
+                event.ack()
+
+    async def _write_until_done(self, bars: list[Bar]) -> list[tuple[Bar, str]]:
+        attempt = 0
+        while True:
+            try:
+                return await self.writer.write(bars)
+            except TransientError as exc:
+                SINK_RETRIES.inc()
+                delay = random.uniform(0, min(BACKOFF_CAP_S, 0.25 * 2**attempt))
+                attempt += 1
+                log.warning("%s; retrying %d rows in %.1f s", exc, len(bars), delay)
+                await asyncio.sleep(delay)
+
+
+def install(worker: Worker) -> None:
+    """Declare `sink_bars` and its flush timer on the app."""
+    sink = BarSink(worker, load_settings(SinkSettings))
+
+    @worker.app.agent(worker.bars, name="sink_bars")
+    async def sink_bars(stream: faust.StreamT[bytes]) -> None:
+        """Buffer bars; the timer or a full buffer writes them and acknowledges the input."""
+        async for event in stream.noack().events():
+            await sink.add(event)
+
+    @worker.app.timer(interval=sink.settings.flush_interval_s)
+    async def flush_bars() -> None:
+        await sink.flush()
