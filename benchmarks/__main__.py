@@ -20,7 +20,9 @@ from streams.runtime import configure_logging
 log = logging.getLogger("benchmarks")
 
 SCENARIOS: Final[dict[str, str]] = {
+    "bars": "benchmarks.bars",
     "produce": "benchmarks.produce",
+    "sink": "benchmarks.sink",
 }
 
 
