@@ -47,3 +47,10 @@ def test_api_with_invalid_port_exits_2_naming_the_variable() -> None:
 
     assert result.returncode == 2
     assert "MS_API_HTTP_PORT" in result.stderr
+
+
+def test_worker_with_invalid_bar_interval_exits_2_naming_the_variable() -> None:
+    result = run_module(["streams", "worker"], {"MS_BARS_INTERVALS": "1m,7s"})
+
+    assert result.returncode == 2
+    assert "MS_BARS_INTERVALS" in result.stderr and "7s" in result.stderr

@@ -132,10 +132,11 @@ class BarBook:
     def _row_of(self, name: str) -> int:
         row = self.rows.get(name)
         if row is None:
-            row = self.rows[name] = len(self.names)
-            self.names.append(name)
+            row = len(self.names)
             if row >= self.capacity:
                 self._allocate(2 * self.capacity)
+            self.rows[name] = row
+            self.names.append(name)
         return row
 
     def _source_of(self, name: str) -> int:

@@ -207,3 +207,16 @@ def test_bars_config_invalid_intervals_raise_config_error_naming_variable(interv
 def test_bars_config_grace_above_max_lateness_is_refused() -> None:
     with pytest.raises(ConfigError, match="MS_BARS_GRACE_S"):
         BarsConfig.parse("1s", 120.0, 60.0)
+
+
+def test_bar_book_growing_past_capacity_keeps_every_instruments_bars() -> None:
+    book = BarBook(CONFIG, capacity=2)
+    trades = [(f"S{i:03d}", T0 + i, 100.0 + i, 1.0, 0) for i in range(100)]
+
+    book.fold(batch_of(trades[:3]))
+    book.fold(batch_of(trades[3:]))
+    restored = BarBook.restore(CONFIG, book.snapshot())
+    bars = restored.fold(TradeBatch.heartbeat("test", T0 + 10_000_000)).bars
+
+    closes = {b.instrument: b.close for b in bars if b.interval == "1s"}
+    assert closes == {f"S{i:03d}": 100.0 + i for i in range(100)}
