@@ -12,10 +12,11 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 import orjson
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from connectors import REGISTRY, connector_class
 from connectors.runner import ConnectorRunner
@@ -48,16 +49,17 @@ class ConnectorProcessSettings(BaseSettings):
 
 async def run(name: str, argv: list[str]) -> int:
     cls = connector_class(name)
+    cli: dict[str, Any] = {
+        "_cli_parse_args": argv,
+        "_cli_prog_name": f"python -m connectors run {name}",
+        "_cli_kebab_case": True,
+        "_cli_exit_on_error": False,
+    }
     try:
-        config = cls.Config(
-            _cli_parse_args=argv,
-            _cli_prog_name=f"python -m connectors run {name}",
-            _cli_kebab_case=True,
-            _cli_exit_on_error=False,
-        )
-    except (ValidationError, SystemExit, Exception) as exc:
-        if isinstance(exc, SystemExit):
-            return int(exc.code or 0)
+        config = cls.Config(**cli)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except (ValidationError, SettingsError) as exc:
         raise ConfigError(f"invalid {name} settings: {exc}") from exc
     process = load_settings(ConnectorProcessSettings)
     kafka = load_settings(KafkaSettings)

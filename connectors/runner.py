@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -194,7 +195,7 @@ class ConnectorRunner:
                 self.topic,
                 self.codec.encode_trade_batch(batch),
                 partition=partition,
-                on_ack=lambda n=n, source=batch.source: self._acked(n, source),
+                on_ack=functools.partial(self._acked, n, batch.source),
             )
 
     def _acked(self, trades: int, source: str) -> None:

@@ -55,7 +55,8 @@ class SimulatorConnector(Connector):
         n = config.instruments
         self.symbols = tuple(f"{config.prefix}{i:0{max(4, len(str(n)))}d}" for i in range(n))
         self.rng = np.random.default_rng(config.seed)
-        self.price = np.round(np.exp(self.rng.uniform(np.log(5), np.log(500), n)), 2)
+        log_prices = self.rng.uniform(np.log(5.0), np.log(500.0), n)
+        self.price: NDArray[np.float64] = np.round(np.exp(log_prices), 2).astype(np.float64)
         ranks = np.arange(1, n + 1, dtype=np.float64)
         self.activity = 1.0 / ranks**0.8  # a few busy instruments, a long quiet tail
         self.rng.shuffle(self.activity)

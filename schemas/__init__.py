@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 AVRO_DIR: Final = Path(__file__).parent / "avro"
 
@@ -25,5 +25,4 @@ def load(name: str) -> dict[str, Any]:
     """Return schema `name` parsed by fastavro, parsed once per process."""
     import fastavro
 
-    parsed: dict[str, Any] = fastavro.parse_schema(json.loads(source(name)))
-    return parsed
+    return cast(dict[str, Any], fastavro.parse_schema(json.loads(source(name))))

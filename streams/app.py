@@ -59,6 +59,11 @@ class Worker:
         return self.database.url.get_secret_value()
 
 
+def manual_acks(stream: faust.StreamT[bytes]) -> faust.StreamT[bytes]:
+    """Return the stream with automatic acknowledgement off: the agent acks each event itself."""
+    return stream.noack()  # type: ignore[attr-defined,no-any-return]  # missing from StreamT
+
+
 def faust_config(worker: WorkerSettings, kafka: KafkaSettings) -> dict[str, Any]:
     return {
         "broker": f"kafka://{kafka.bootstrap}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import fastavro
 import numpy as np
@@ -269,8 +269,9 @@ class Codec:
     def _fastavro_read(self, name: str, schema_id: int, body: memoryview) -> dict[str, Any]:
         stream = io.BytesIO(body)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(
-                stream, self._plain(schema_id), self._plain(name)
+            record = cast(
+                dict[str, Any],
+                fastavro.schemaless_reader(stream, self._plain(schema_id), self._plain(name)),
             )
         except (EOFError, ValueError, IndexError, UnicodeDecodeError, StopIteration) as exc:
             raise DecodeError(f"malformed {name} body: {exc!r}") from exc

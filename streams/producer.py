@@ -45,12 +45,14 @@ class Publisher:
             DELIVERY_FAILURES.labels(topic).inc()
             log.error("delivery to %s partition %s failed: %s", topic, msg.partition(), err)
 
-        kwargs: dict[str, object] = {"key": key, "on_delivery": delivered}
-        if partition is not None:
-            kwargs["partition"] = partition
         while True:
             try:
-                self._producer.produce(topic, value, **kwargs)
+                if partition is None:
+                    self._producer.produce(topic, value, key=key, on_delivery=delivered)
+                else:
+                    self._producer.produce(
+                        topic, value, key=key, partition=partition, on_delivery=delivered
+                    )
                 break
             except BufferError:
                 self._producer.poll(0.05)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import fastavro
 
@@ -35,8 +35,7 @@ class RegisteredSchema:
 
     @functools.cached_property
     def parsed(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = fastavro.parse_schema(json.loads(self.text))
-        return parsed
+        return cast(dict[str, Any], fastavro.parse_schema(json.loads(self.text)))
 
 
 def fingerprint(text: str) -> str:
@@ -121,7 +120,7 @@ class RemoteSchemas:
             from confluent_kafka.schema_registry.error import SchemaRegistryError
 
             try:
-                text = self._client.get_schema(schema_id).schema_str
+                text = self._client.get_schema(schema_id).schema_str or ""
             except (SchemaRegistryError, OSError) as exc:
                 raise DecodeError(f"schema id {schema_id} not in registry: {exc}") from exc
             record = json.loads(text).get("name", "")

@@ -38,7 +38,7 @@ def database_check(url: str) -> Check:
 
     async def check() -> None:
         async with await psycopg.AsyncConnection.connect(
-            url, connect_timeout=CHECK_TIMEOUT_S
+            url, connect_timeout=int(CHECK_TIMEOUT_S)
         ) as conn:
             await conn.execute("select 1")
 

@@ -33,7 +33,7 @@ def tail_trades(bootstrap: str, codec: Codec, count: int, timeout_s: float) -> i
             idle = idle + 0.5 if not messages else 0.0
             for msg in messages:
                 try:
-                    batch = codec.decode_trade_batch(msg.value())
+                    batch = codec.decode_trade_batch(msg.value() or b"")
                 except DecodeError as exc:
                     print(f"partition {msg.partition()} offset {msg.offset()}: undecodable ({exc})")
                     continue

@@ -19,7 +19,7 @@ from typing import Any
 import faust
 import orjson
 
-from streams.app import Worker
+from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
 from streams.bars.core import BarBook, BarsConfig, FoldResult
 from streams.dlq import DeadLetterPublisher
@@ -189,7 +189,7 @@ def install(worker: Worker) -> None:
     @worker.app.agent(worker.trades, name="aggregate_bars")
     async def aggregate_bars(stream: faust.StreamT[bytes]) -> None:
         """Fold trade batches into bars; acknowledge input only once checkpointed."""
-        async for event in stream.noack().events():
+        async for event in manual_acks(stream).events():
             await aggregator.handle(event)
 
     @worker.app.timer(interval=aggregator.checkpoint_interval_s)
@@ -197,11 +197,12 @@ def install(worker: Worker) -> None:
         for partition in list(aggregator.books):
             await aggregator.checkpoint(partition)
 
-    @worker.app.on_before_shutdown.connect
+    # Faust's signal types expect (sender, *args, signal=..., **kwargs); ours name their arguments.
+    @worker.app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def checkpoint_on_shutdown(app: faust.App, **_: Any) -> None:
         for partition in list(aggregator.books):
             await aggregator.checkpoint(partition)
 
-    @worker.app.on_partitions_revoked.connect
+    @worker.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         aggregator.forget({tp.partition for tp in revoked if tp.topic == TRADES})

@@ -101,24 +101,26 @@ class BarBook:
         self._ring_offsets = config.ring_offsets
         self._per = config.slots_per_instrument
         self._slot_interval = np.repeat(np.arange(len(config.intervals)), self._ring_sizes)
+        self.fstate: NDArray[np.float64] = np.zeros((0, k.N_FLOAT))
+        self.istate: NDArray[np.int64] = np.zeros((0, k.N_INT), np.int64)
+        self.state: NDArray[np.int8] = np.zeros(0, np.int8)
+        self.capacity = 0
         self._allocate(capacity)
         self._out_rows = 0
         self._ensure_out(self._per * capacity)
 
     def _allocate(self, capacity: int) -> None:
+        """Size the state for `capacity` instruments, keeping the rows of known instruments."""
         n = capacity * self._per
-        fstate, istate, state = (
-            np.zeros((n, k.N_FLOAT)),
-            np.zeros((n, k.N_INT), np.int64),
-            np.zeros(n, np.int8),
+        fstate = np.zeros((n, k.N_FLOAT))
+        istate = np.zeros((n, k.N_INT), np.int64)
+        state = np.zeros(n, np.int8)
+        used = len(self.names) * self._per
+        fstate[:used], istate[:used], state[:used] = (
+            self.fstate[:used],
+            self.istate[:used],
+            self.state[:used],
         )
-        if hasattr(self, "state"):
-            used = len(self.names) * self._per
-            fstate[:used], istate[:used], state[:used] = (
-                self.fstate[:used],
-                self.istate[:used],
-                self.state[:used],
-            )
         self.fstate, self.istate, self.state = fstate, istate, state
         self.capacity = capacity
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from streams.app import Worker
+from streams.app import Worker, manual_acks
 from streams.dlq import DeadLetterPublisher
 from streams.errors import DecodeError, TransientError
 from streams.metrics import BARS_SUNK, SINK_RETRIES
@@ -100,7 +100,7 @@ def install(worker: Worker) -> None:
     @worker.app.agent(worker.bars, name="sink_bars")
     async def sink_bars(stream: faust.StreamT[bytes]) -> None:
         """Buffer bars; the timer or a full buffer writes them and acknowledges the input."""
-        async for event in stream.noack().events():
+        async for event in manual_acks(stream).events():
             await sink.add(event)
 
     @worker.app.timer(interval=sink.settings.flush_interval_s)
