@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from streams.codec import Codec
 from streams.metrics import DEAD_LETTERS
@@ -65,4 +66,17 @@ class DeadLetterPublisher:
             line_number,
             source_partition,
             source_offset,
+        )
+
+    def reject_event(self, event: Any, reason: str, detail: str) -> None:
+        """Dead-letter a Kafka message an agent could not process (a Faust event), with its position."""
+        message = event.message
+        self.publish(
+            reason=reason,
+            detail=detail,
+            source=message.topic,
+            payload=bytes(event.value or b""),
+            source_partition=message.partition,
+            source_offset=message.offset,
+            key=message.key,
         )

@@ -99,15 +99,7 @@ class BarAggregator:
         try:
             batch = self.worker.codec.decode_trade_batch(event.value)
         except DecodeError as exc:
-            self.dead_letters.publish(
-                reason="undecodable",
-                detail=str(exc),
-                source=TRADES,
-                payload=bytes(event.value or b""),
-                source_partition=message.partition,
-                source_offset=message.offset,
-                key=message.key,
-            )
+            self.dead_letters.reject_event(event, "undecodable", str(exc))
         else:
             self.publish(state.book.fold(batch), message.partition, message.offset)
             TRADES_PROCESSED.labels("aggregate_bars").inc(len(batch))

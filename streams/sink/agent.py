@@ -39,19 +39,10 @@ class BarSink:
         self.lock = asyncio.Lock()
 
     async def add(self, event: faust.EventT[bytes]) -> None:
-        message = event.message
         try:
             bar = self.worker.codec.decode_bar(event.value)
         except DecodeError as exc:
-            self.dead_letters.publish(
-                reason="undecodable",
-                detail=str(exc),
-                source=BARS,
-                payload=bytes(event.value or b""),
-                source_partition=message.partition,
-                source_offset=message.offset,
-                key=message.key,
-            )
+            self.dead_letters.reject_event(event, "undecodable", str(exc))
             await asyncio.to_thread(self.worker.publisher.flush)
             event.ack()
             return

@@ -32,16 +32,7 @@ def install(worker: Worker) -> None:
             try:
                 batch = codec.decode_trade_batch(event.value)
             except DecodeError as exc:
-                message = event.message
-                dead_letters.publish(
-                    reason="undecodable",
-                    detail=str(exc),
-                    source=message.topic,
-                    payload=bytes(event.value or b""),
-                    source_partition=message.partition,
-                    source_offset=message.offset,
-                    key=message.key,
-                )
+                dead_letters.reject_event(event, "undecodable", str(exc))
                 continue
             tally.fold(batch)
             TRADES_PROCESSED.labels("tally_trades").inc(len(batch))
