@@ -237,7 +237,9 @@ class RunningWorker:
 
 @pytest.fixture
 def start_worker(
-    bootstrap: str, database_url: str, start_process: Callable[[list[str], dict[str, str]], Started],
+    bootstrap: str,
+    database_url: str,
+    start_process: Callable[[list[str], dict[str, str]], Started],
     tmp_path: Path,
 ) -> Callable[..., RunningWorker]:
     """Start `python -m streams worker` on the test's broker and database; wait until it serves."""
@@ -245,14 +247,41 @@ def start_worker(
     def start(app_id: str = "test-worker", **env: str) -> RunningWorker:
         port = free_port()
         full_env = {
-            "MS_KAFKA_BOOTSTRAP": bootstrap, "MS_DATABASE_URL": database_url,
-            "MS_WORKER_HTTP_PORT": str(port), "MS_WORKER_DATA_DIR": str(tmp_path / "worker"),
-            "MS_WORKER_APP_ID": app_id, "MS_WORKER_SESSION_TIMEOUT_S": "3",
-            "MS_WORKER_HEARTBEAT_INTERVAL_S": "0.5", **env,
+            "MS_KAFKA_BOOTSTRAP": bootstrap,
+            "MS_DATABASE_URL": database_url,
+            "MS_WORKER_HTTP_PORT": str(port),
+            "MS_WORKER_DATA_DIR": str(tmp_path / "worker"),
+            "MS_WORKER_APP_ID": app_id,
+            "MS_WORKER_SESSION_TIMEOUT_S": "3",
+            "MS_WORKER_HEARTBEAT_INTERVAL_S": "0.5",
+            **env,
         }
         started = start_process(["streams", "worker"], full_env)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health/live", timeout_s=60)
         return RunningWorker(url, started, full_env)
+
+    return start
+
+
+@pytest.fixture
+def start_api(
+    bootstrap: str, start_process: Callable[[list[str], dict[str, str]], Started]
+) -> Callable[[str], str]:
+    """Start `python -m gateways.http` on the test's broker and the given database; return its URL."""
+
+    def start(database_url: str) -> str:
+        port = free_port()
+        start_process(
+            ["gateways.http"],
+            {
+                "MS_API_HTTP_PORT": str(port),
+                "MS_KAFKA_BOOTSTRAP": bootstrap,
+                "MS_DATABASE_URL": database_url,
+            },
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health/live")
+        return url
 
     return start

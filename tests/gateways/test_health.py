@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -12,25 +13,10 @@ from conftest import wait_http
 from streams.embedded.ports import free_port
 
 
-def start_api(start_process, bootstrap: str, database_url: str) -> str:  # type: ignore[no-untyped-def]
-    port = free_port()
-    start_process(
-        ["gateways.http"],
-        {
-            "MS_API_HTTP_PORT": str(port),
-            "MS_KAFKA_BOOTSTRAP": bootstrap,
-            "MS_DATABASE_URL": database_url,
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health/live")
-    return url
-
-
 def test_health_with_broker_and_database_up_is_ok(
-    bootstrap: str, database_url: str, start_process
-) -> None:  # type: ignore[no-untyped-def]
-    url = start_api(start_process, bootstrap, database_url)
+    database_url: str, start_api: Callable[[str], str]
+) -> None:
+    url = start_api(database_url)
 
     body = orjson.loads(wait_http(f"{url}/health"))
 
@@ -38,10 +24,8 @@ def test_health_with_broker_and_database_up_is_ok(
     assert body["checks"] == {"kafka": {"ok": True}, "database": {"ok": True}}
 
 
-def test_health_with_database_down_answers_503_naming_it(bootstrap: str, start_process) -> None:  # type: ignore[no-untyped-def]
-    url = start_api(
-        start_process, bootstrap, f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x"
-    )
+def test_health_with_database_down_answers_503_naming_it(start_api: Callable[[str], str]) -> None:
+    url = start_api(f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x")
 
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{url}/health", timeout=10)
@@ -54,9 +38,9 @@ def test_health_with_database_down_answers_503_naming_it(bootstrap: str, start_p
 
 
 def test_metrics_endpoint_serves_prometheus_text(
-    bootstrap: str, database_url: str, start_process
-) -> None:  # type: ignore[no-untyped-def]
-    url = start_api(start_process, bootstrap, database_url)
+    database_url: str, start_api: Callable[[str], str]
+) -> None:
+    url = start_api(database_url)
 
     text = wait_http(f"{url}/metrics").decode()
 

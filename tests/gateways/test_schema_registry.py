@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.request
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -15,26 +16,14 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import wait_http
 
 from streams.codec import Codec
-from streams.embedded.ports import free_port
 from streams.models import TradeBatch
 from streams.producer import Publisher
 from streams.topics import TRADES
 
 
 @pytest.fixture
-def api_url(bootstrap: str, database_url: str, start_process) -> str:  # type: ignore[no-untyped-def]
-    port = free_port()
-    start_process(
-        ["gateways.http"],
-        {
-            "MS_API_HTTP_PORT": str(port),
-            "MS_KAFKA_BOOTSTRAP": bootstrap,
-            "MS_DATABASE_URL": database_url,
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health/live")
-    return url
+def api_url(database_url: str, start_api: Callable[[str], str]) -> str:
+    return start_api(database_url)
 
 
 def test_stock_avro_deserializer_via_our_api_reads_trades_topic(
