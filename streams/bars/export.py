@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -25,10 +25,8 @@ HEADER: Final = (
 
 def parse_time(text: str) -> datetime:
     """Parse an ISO-8601 time; a time without an offset is taken as UTC."""
-    from connectors.replay import EPOCH
-
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=EPOCH.tzinfo)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def export_bars(
@@ -64,7 +62,7 @@ def export_bars(
                 [
                     symbol,
                     name,
-                    ts.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                    ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
                     *(repr(v) for v in values),
                 ]
             )

@@ -59,7 +59,7 @@ from bars where interval = '1d'
 group by instrument, {bucket}
 """
 PLAIN_WEEKLY: Final = "create or replace view bars_1w as select" + WEEKLY_COLUMNS.format(
-    bucket="date_trunc('week', ts)",
+    bucket="date_trunc('week', ts, 'UTC')",
     first_open="(array_agg(open order by ts))[1]",
     last_close="(array_agg(close order by ts desc))[1]",
 )

@@ -100,7 +100,15 @@ class BarWriter:
 
     async def write(self, bars: list[Bar]) -> list[tuple[Bar, str]]:
         """Merge `bars`; return those refused for good with the reason. Raise TransientError."""
-        rows = [bar_row(b) for b in bars]
+        refused: list[tuple[Bar, str]] = []
+        writable: list[Bar] = []
+        rows: list[tuple[object, ...]] = []
+        for bar in bars:
+            try:
+                rows.append(bar_row(bar))
+                writable.append(bar)
+            except (ValueError, OverflowError) as exc:  # e.g. a time beyond year 9999
+                refused.append((bar, f"cannot be stored: {exc}"))
         try:
             conn = await self._connection()
             try:
@@ -110,12 +118,12 @@ class BarWriter:
                         for row in rows:
                             await copy.write_row(row)
                     await conn.execute(MERGE_SQL)
-                return []
             except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.CheckViolation):
-                return await self._write_one_by_one(conn, bars, rows)
+                refused += await self._write_one_by_one(conn, writable, rows)
         except psycopg.OperationalError as exc:
             self._conn = None
             raise TransientError(f"database unavailable: {exc}") from exc
+        return refused
 
     async def _write_one_by_one(
         self, conn: psycopg.AsyncConnection, bars: list[Bar], rows: list[tuple[object, ...]]

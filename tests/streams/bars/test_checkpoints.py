@@ -1,0 +1,53 @@
+"""CheckpointStore on the real PostgreSQL: round trip, replacement, missing partitions, outages."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from streams.bars.checkpoints import Checkpoint, CheckpointStore
+from streams.embedded.ports import free_port
+from streams.errors import TransientError
+
+TOPIC = "md.trades.v1"
+
+
+async def test_checkpoint_save_then_load_round_trips_exact_bytes(database_url: str) -> None:
+    store = CheckpointStore(database_url, "app", TOPIC)
+    checkpoint = Checkpoint(offset=2**40 + 7, layout="bars-v1", state=bytes(range(256)) * 3)
+
+    await store.save(2, checkpoint)
+    loaded = await store.load(2)
+
+    assert loaded == checkpoint
+    assert loaded is not None and isinstance(loaded.state, bytes)
+
+
+async def test_checkpoint_save_twice_replaces_previous(database_url: str) -> None:
+    store = CheckpointStore(database_url, "app", TOPIC)
+    await store.save(0, Checkpoint(10, "bars-v1", b"old"))
+
+    await store.save(0, Checkpoint(20, "bars-v2", b""))
+
+    assert await store.load(0) == Checkpoint(20, "bars-v2", b"")
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select count(*) from bar_checkpoints").fetchone() == (1,)
+
+
+async def test_checkpoint_load_missing_partition_returns_none(database_url: str) -> None:
+    await CheckpointStore(database_url, "app", TOPIC).save(0, Checkpoint(1, "bars-v1", b"x"))
+
+    missing_partition = await CheckpointStore(database_url, "app", TOPIC).load(1)
+    other_app = await CheckpointStore(database_url, "other", TOPIC).load(0)
+    other_topic = await CheckpointStore(database_url, "app", "md.other.v1").load(0)
+
+    assert (missing_partition, other_app, other_topic) == (None, None, None)
+
+
+async def test_checkpoint_unreachable_database_raises_transient_error() -> None:
+    store = CheckpointStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", "app", TOPIC)
+
+    with pytest.raises(TransientError, match="partition 3"):
+        await store.load(3)
+    with pytest.raises(TransientError, match="partition 3"):
+        await store.save(3, Checkpoint(1, "bars-v1", b"x"))
