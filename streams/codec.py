@@ -373,4 +373,5 @@ def _bar_record(bar: Bar) -> dict[str, Any]:
         "source": bar.source,
         "ts_event": bar.ts_event_us,
         "ts_recv": bar.ts_recv_us,
+        "seq": bar.seq,
     }

@@ -135,3 +135,4 @@ class Bar:
     source: str
     ts_event_us: int
     ts_recv_us: int
+    seq: int = 0

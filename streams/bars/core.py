@@ -104,6 +104,7 @@ class BarBook:
         self.fstate: NDArray[np.float64] = np.zeros((0, k.N_FLOAT))
         self.istate: NDArray[np.int64] = np.zeros((0, k.N_INT), np.int64)
         self.state: NDArray[np.int8] = np.zeros(0, np.int8)
+        self.channel_seq: NDArray[np.int64] = np.zeros((0, len(config.intervals)), np.int64)
         self.capacity = 0
         self._allocate(capacity)
         self._out_rows = 0
@@ -121,7 +122,9 @@ class BarBook:
             self.istate[:used],
             self.state[:used],
         )
-        self.fstate, self.istate, self.state = fstate, istate, state
+        channel_seq = np.zeros((capacity, len(self.config.intervals)), np.int64)
+        channel_seq[: len(self.names)] = self.channel_seq[: len(self.names)]
+        self.fstate, self.istate, self.state, self.channel_seq = fstate, istate, state, channel_seq
         self.capacity = capacity
 
     def _ensure_out(self, rows: int) -> None:
@@ -212,10 +215,12 @@ class BarBook:
             self._out_i[:n].tolist(),
             strict=True,
         ):
+            row, interval = slot // self._per, self._slot_interval[slot % self._per]
+            self.channel_seq[row, interval] += 1
             bars.append(
                 Bar(
-                    instrument=self.names[slot // self._per],
-                    interval=names[self._slot_interval[slot % self._per]][0],
+                    instrument=self.names[row],
+                    interval=names[interval][0],
                     ts_us=i[k.I_START],
                     revision=i[k.I_REVISION],
                     open=f[k.F_OPEN],
@@ -230,6 +235,7 @@ class BarBook:
                     source=self.sources[i[k.I_SOURCE]],
                     ts_event_us=i[k.I_CLOSE_TS],
                     ts_recv_us=now_us,
+                    seq=int(self.channel_seq[row, interval]),
                 )
             )
         return bars
@@ -260,6 +266,7 @@ class BarBook:
             state=self.state[:used],
             watermarks=self.watermarks,
             latest_trade_us=self.latest_trade_us,
+            channel_seq=self.channel_seq[: len(self.names)],
             meta=np.frombuffer(
                 orjson.dumps(
                     {
@@ -289,6 +296,7 @@ class BarBook:
             )
             book.watermarks = arrays["watermarks"].copy()
             book.latest_trade_us = arrays["latest_trade_us"].copy()
+            book.channel_seq[: len(meta["names"])] = arrays["channel_seq"]
         book.names = list(meta["names"])
         book.rows = {name: row for row, name in enumerate(book.names)}
         book.sources = list(meta["sources"])

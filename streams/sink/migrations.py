@@ -38,9 +38,11 @@ create table if not exists bars (
     source      text             not null,
     ts_event    timestamptz      not null,
     ts_recv     timestamptz      not null,
+    seq         bigint           not null default 0,
     primary key (instrument, interval, ts)
 )
 """
+BARS_SEQ_COLUMN: Final = "alter table bars add column if not exists seq bigint not null default 0"
 BARS_BY_TIME: Final = "create index if not exists bars_interval_ts on bars (interval, ts desc)"
 RETENTION_SQL: Final = (
     "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
@@ -115,6 +117,7 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
     with psycopg.connect(url, autocommit=True) as conn:
         timescale = timescale_available(conn)
         conn.execute(BARS_TABLE)
+        conn.execute(BARS_SEQ_COLUMN)
         conn.execute(BARS_BY_TIME)
         conn.execute(CHECKPOINTS_TABLE)
         if timescale:

@@ -36,6 +36,7 @@ COLUMNS: Final = (
     "source",
     "ts_event",
     "ts_recv",
+    "seq",
 )
 _COLUMN_LIST: Final = ", ".join(COLUMNS)
 STAGING_SQL: Final = (
@@ -79,6 +80,7 @@ def bar_row(bar: Bar) -> tuple[object, ...]:
         bar.source,
         _micros_to_datetime(bar.ts_event_us),
         _micros_to_datetime(bar.ts_recv_us),
+        bar.seq,
     )
 
 

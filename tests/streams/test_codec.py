@@ -172,6 +172,7 @@ def _bar() -> Bar:
         source="replay",
         ts_event_us=1_767_623_459_999_999,
         ts_recv_us=1_767_623_460_000_100,
+        seq=41,
     )
 
 
@@ -533,6 +534,7 @@ def test_codec_encode_bar_body_reads_back_with_fastavro(codec: Codec) -> None:
         "source": bar.source,
         "ts_event": bar.ts_event_us,
         "ts_recv": bar.ts_recv_us,
+        "seq": bar.seq,
     }
 
 

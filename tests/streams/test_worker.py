@@ -51,8 +51,14 @@ async def test_worker_valid_batches_and_garbage_yields_stats_and_dead_letter(
         "last_ts_event_us": 40,
         "source": "test",
     }
-    letters = [codec.decode_dead_letter(m.value()) for m in read_topic(bootstrap, DLQ, at_least(2), timeout_s=30)]
-    assert sorted(letter.component for letter in letters) == ["worker.aggregate_bars", "worker.tally_trades"]
+    letters = [
+        codec.decode_dead_letter(m.value())
+        for m in read_topic(bootstrap, DLQ, at_least(2), timeout_s=30)
+    ]
+    assert sorted(letter.component for letter in letters) == [
+        "worker.aggregate_bars",
+        "worker.tally_trades",
+    ]
     for letter in letters:
         assert (letter.reason, letter.source) == ("undecodable", TRADES)
         assert (letter.source_partition, letter.source_offset, letter.key) == (1, 0, b"bad-key")

@@ -220,3 +220,23 @@ def test_bar_book_growing_past_capacity_keeps_every_instruments_bars() -> None:
 
     closes = {b.instrument: b.close for b in bars if b.interval == "1s"}
     assert closes == {f"S{i:03d}": 100.0 + i for i in range(100)}
+
+
+def test_bar_book_channel_seq_counts_every_emission_without_gaps_across_restore() -> None:
+    trades = generated_trades(13)
+    book = BarBook(CONFIG)
+    bars = [
+        bar for i in range(0, 3000, 300) for bar in book.fold(batch_of(trades[i : i + 300])).bars
+    ]
+    restored = BarBook.restore(CONFIG, book.snapshot())
+    bars += [
+        bar
+        for i in range(3000, len(trades), 300)
+        for bar in restored.fold(batch_of(trades[i : i + 300])).bars
+    ]
+
+    seqs: dict[tuple[str, str], list[int]] = {}
+    for bar in bars:
+        seqs.setdefault((bar.instrument, bar.interval), []).append(bar.seq)
+
+    assert all(s == list(range(1, len(s) + 1)) for s in seqs.values())

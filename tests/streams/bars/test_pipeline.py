@@ -111,14 +111,21 @@ def latest_on_topic(bootstrap: str, codec: Codec, count: int) -> tuple[dict[Key,
     )
     latest: dict[Key, object] = {}
     seen: dict[tuple[Key, int], object] = {}
+    channel_seqs: dict[tuple[str, str], dict[int, object]] = {}
     for bar in (codec.decode_bar(m.value()) for m in messages):
         key = (bar.instrument, bar.interval, bar.ts_us)
         content = (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count, bar.vwap)
         assert seen.setdefault((key, bar.revision), content) == content, (
             "same key and revision, same bar"
         )
+        by_seq = channel_seqs.setdefault((bar.instrument, bar.interval), {})
+        assert by_seq.setdefault(bar.seq, (key, bar.revision)) == (key, bar.revision), (
+            "same seq, same bar"
+        )
         if key not in latest or bar.revision > latest[key].revision:  # type: ignore[attr-defined]
             latest[key] = bar
+    for channel, by_seq in channel_seqs.items():
+        assert sorted(by_seq) == list(range(1, len(by_seq) + 1)), f"{channel}: seq without gaps"
     return latest, sum(1 for key, revision in seen if revision > 0)
 
 

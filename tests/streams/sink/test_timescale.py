@@ -96,8 +96,8 @@ def stored(url: str) -> list[Bar]:
             f"select {', '.join(COLUMNS)} from bars order by instrument, interval, ts"
         ).fetchall()
     return [
-        Bar(i, n, micros(ts), rev, *values, source, micros(ev), micros(rv))  # type: ignore[call-arg]
-        for i, n, ts, rev, *values, source, ev, rv in rows
+        Bar(i, n, micros(ts), rev, *values, source, micros(ev), micros(rv), seq)  # type: ignore[call-arg]
+        for i, n, ts, rev, *values, source, ev, rv, seq in rows
     ]
 
 

@@ -53,8 +53,8 @@ def stored(url: str) -> list[Bar]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(SELECT).fetchall()
     return [
-        Bar(i, n, micros(ts), rev, *values, source, micros(ev), micros(rv))  # type: ignore[call-arg]
-        for i, n, ts, rev, *values, source, ev, rv in rows
+        Bar(i, n, micros(ts), rev, *values, source, micros(ev), micros(rv), seq)  # type: ignore[call-arg]
+        for i, n, ts, rev, *values, source, ev, rv, seq in rows
     ]
 
 
