@@ -229,3 +229,12 @@ async def test_writer_connection_killed_raises_transient_error_then_reconnects(
 
     assert refused == []
     assert stored(database_url) == [bar("A"), bar("B")]
+
+
+def test_writer_copy_types_name_a_type_for_every_column() -> None:
+    from streams.sink.timescale import COLUMNS, COPY_TYPES
+
+    assert len(COPY_TYPES) == len(COLUMNS)
+    assert [
+        t for c, t in zip(COLUMNS, COPY_TYPES, strict=True) if c in ("ts", "ts_event", "ts_recv")
+    ] == ["timestamptz"] * 3
