@@ -1,0 +1,1 @@
+"""The WebSocket gateway: bars to trading screens and bots, snapshot then live, resumable."""

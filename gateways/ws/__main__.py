@@ -1,0 +1,67 @@
+"""`python -m gateways.ws`: serve bars over WebSocket (and /health, /metrics on the same port)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from gateways.ws.auth import ApiKeys
+from gateways.ws.server import Gateway, WsSettings
+from gateways.ws.source import BarSource
+from streams.codec import Codec
+from streams.dlq import DeadLetterPublisher
+from streams.errors import ConfigError
+from streams.metrics import UP
+from streams.producer import Publisher
+from streams.runtime import configure_logging, schema_registry
+from streams.settings import KafkaSettings, RegistrySettings, load_settings
+from streams.status import kafka_check
+
+
+async def run(settings: WsSettings, kafka: KafkaSettings, codec: Codec, keys: ApiKeys) -> None:
+    publisher = Publisher(kafka.producer_config("marketstream-ws-gateway"))
+    source = BarSource(
+        kafka.bootstrap,
+        codec,
+        DeadLetterPublisher(publisher, codec, "ws-gateway"),
+        settings.rebuild_lookback_s,
+    )
+    gateway = Gateway(settings, keys, source, {"kafka": kafka_check(kafka.bootstrap)})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await gateway.serve()
+    UP.labels("ws-gateway").set(1)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await asyncio.to_thread(source.stop)
+        await asyncio.to_thread(publisher.flush)
+
+
+def main() -> int:
+    try:
+        settings = load_settings(WsSettings)
+        kafka = load_settings(KafkaSettings)
+        codec = Codec(schema_registry(load_settings(RegistrySettings)))
+        keys = ApiKeys.load(
+            settings.api_keys.get_secret_value(), settings.api_keys_file, settings.allow_anonymous
+        )
+        if not keys.configured:
+            raise ConfigError(
+                "set MS_WS_API_KEYS (or MS_WS_API_KEYS_FILE), or MS_WS_ALLOW_ANONYMOUS=true"
+            )
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    asyncio.run(run(settings, kafka, codec, keys))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The gateway's wire protocol: channel names, client requests, and server frames (JSON, orjson).
+
+Channels are `bars.<interval>.<instrument>` (the instrument may contain dots) and
+`bars.<interval>.*` for every instrument of an interval. Every server message is a JSON array
+of one or more events, so a busy connection gets many events per WebSocket frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import orjson
+
+from connectors.base import symbol_problem
+from streams.bars.intervals import parse_interval
+from streams.models import Bar
+
+WILDCARD: Final = "*"
+MAX_CHANNELS_PER_REQUEST: Final = 1000
+
+
+class ProtocolError(ValueError):
+    """A client request we cannot act on; the message is sent back to the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    interval: str
+    instrument: str  # or WILDCARD
+
+    @property
+    def name(self) -> str:
+        return f"bars.{self.interval}.{self.instrument}"
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.instrument == WILDCARD
+
+
+def parse_channel(name: object) -> Channel:
+    """Parse `bars.<interval>.<instrument|*>`; raise ProtocolError saying what is wrong."""
+    if not isinstance(name, str):
+        raise ProtocolError(f"channel {name!r} is not a string")
+    kind, _, rest = name.partition(".")
+    interval, _, instrument = rest.partition(".")
+    if kind != "bars" or not interval or not instrument:
+        raise ProtocolError(
+            f"channel {name!r} is not bars.<interval>.<instrument> or bars.<interval>.*"
+        )
+    try:
+        parse_interval(interval)
+    except ValueError as exc:
+        raise ProtocolError(f"channel {name!r}: {exc}") from None
+    if instrument != WILDCARD and (problem := symbol_problem(instrument)):
+        raise ProtocolError(f"channel {name!r}: {problem}")
+    return Channel(interval, instrument)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed client request."""
+
+    op: Literal["subscribe", "unsubscribe", "ping"]
+    channels: tuple[Channel, ...] = ()
+    snapshot: int | None = None
+    resume: dict[str, int] = field(default_factory=dict)
+
+
+def parse_request(raw: str | bytes, max_snapshot: int) -> Request:
+    """Parse one client message; raise ProtocolError for anything malformed."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("a request is a JSON object with an 'op'")
+    op = body.get("op")
+    if op == "ping":
+        return Request("ping")
+    if op not in ("subscribe", "unsubscribe"):
+        raise ProtocolError(f"unknown op {op!r}; use subscribe, unsubscribe or ping")
+    names = body.get("channels")
+    if not isinstance(names, list) or not names or len(names) > MAX_CHANNELS_PER_REQUEST:
+        raise ProtocolError(
+            f"'channels' must be a list of 1 to {MAX_CHANNELS_PER_REQUEST} channel names"
+        )
+    channels = tuple(parse_channel(n) for n in names)
+    snapshot = body.get("snapshot")
+    if snapshot is not None and (
+        isinstance(snapshot, bool)
+        or not isinstance(snapshot, int)
+        or not 0 <= snapshot <= max_snapshot
+    ):
+        raise ProtocolError(f"'snapshot' must be an integer from 0 to {max_snapshot}")
+    resume = body.get("resume", {})
+    if not isinstance(resume, dict) or not all(
+        isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 for seq in resume.values()
+    ):
+        raise ProtocolError("'resume' maps channel names to the last seq received (integers >= 0)")
+    for name in resume:
+        parse_channel(name)
+    return Request(op, channels, snapshot, dict(resume))
+
+
+def bar_json(bar: Bar) -> bytes:
+    """Encode a bar as the JSON object clients receive (times in microseconds and ISO-8601)."""
+    ts = datetime.fromtimestamp(bar.ts_us // 1_000_000, UTC).replace(
+        microsecond=bar.ts_us % 1_000_000
+    )
+    return orjson.dumps(
+        {
+            "instrument": bar.instrument,
+            "interval": bar.interval,
+            "ts": ts.isoformat().replace("+00:00", "Z"),
+            "ts_us": bar.ts_us,
+            "open": bar.open,
+            "high": bar.high,
+            "low": bar.low,
+            "close": bar.close,
+            "volume": bar.volume,
+            "vwap": bar.vwap,
+            "trade_count": bar.trade_count,
+            "buy_volume": bar.buy_volume,
+            "sell_volume": bar.sell_volume,
+            "revision": bar.revision,
+            "seq": bar.seq,
+            "source": bar.source,
+            "ts_event_us": bar.ts_event_us,
+            "ts_recv_us": bar.ts_recv_us,
+        }
+    )
+
+
+def bar_event(channel: str, seq: int, revision: int, bar: bytes) -> bytes:
+    return b'{"type":"bar","channel":%s,"seq":%d,"revision":%d,"bar":%s}' % (
+        orjson.dumps(channel),
+        seq,
+        revision,
+        bar,
+    )
+
+
+def snapshot_event(channel: str, seq: int, bars: list[bytes]) -> bytes:
+    return b'{"type":"snapshot","channel":%s,"seq":%d,"bars":[%s]}' % (
+        orjson.dumps(channel),
+        seq,
+        b",".join(bars),
+    )
+
+
+def event(kind: str, **fields: Any) -> bytes:
+    return orjson.dumps({"type": kind, **fields})
+
+
+def frame(events: list[bytes]) -> bytes:
+    """Join events into one server message: a JSON array."""
+    return b"[" + b",".join(events) + b"]"
