@@ -11,5 +11,5 @@ RUN pip install --no-cache-dir . && useradd --system --uid 10001 marketstream
 USER marketstream
 ENV MS_API_HTTP_HOST=0.0.0.0 MS_WORKER_HTTP_HOST=0.0.0.0 MS_CONNECTOR_HTTP_HOST=0.0.0.0 \
     MS_WORKER_DATA_DIR=/tmp/worker-data
-EXPOSE 8080 6066 9101
+EXPOSE 8080 6066 9101 8765
 CMD ["python", "-m", "gateways.http"]

@@ -27,6 +27,7 @@ def test_k8s_deployments_use_apps_v1_with_health_probes_and_limits() -> None:
         "marketstream-api",
         "marketstream-worker",
         "marketstream-simulator",
+        "marketstream-ws-gateway",
     }
     for deployment in found:
         assert deployment["apiVersion"] == "apps/v1"

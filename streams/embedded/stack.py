@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ class StackSettings(BaseSettings):
     api_port: int = Field(8080, ge=1, le=65535)
     worker_port: int = Field(6066, ge=1, le=65535)
     connector_port: int = Field(9101, ge=1, le=65535)
+    ws_port: int = Field(8765, ge=1, le=65535)
     simulator_instruments: int = Field(50, ge=1)
     simulator_rate: float = Field(2000.0, gt=0)
     trades_partitions: int = Field(6, ge=1)
@@ -69,6 +71,7 @@ class Stack:
             Child("api", ["gateways.http"], s.api_port),
             Child("worker", ["streams", "worker"], s.worker_port),
             Child("simulator", ["connectors", "run", "simulator"], s.connector_port),
+            Child("ws-gateway", ["gateways.ws"], s.ws_port),
         ]
 
     def child_env(self, database_url: str) -> dict[str, str]:
@@ -82,7 +85,18 @@ class Stack:
             "MS_CONNECTOR_HTTP_PORT": str(s.connector_port),
             "MS_SIMULATOR_INSTRUMENTS": str(s.simulator_instruments),
             "MS_SIMULATOR_RATE": str(s.simulator_rate),
+            "MS_WS_PORT": str(s.ws_port),
+            "MS_WS_API_KEYS": self.ws_api_key(),
         }
+
+    def ws_api_key(self) -> str:
+        """The local stack's WebSocket key: made once per run directory, kept in it."""
+        path = self.run_dir / "ws-api-key"
+        if not path.exists():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"dev-{secrets.token_urlsafe(16)}")
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def running_supervisor(self) -> int | None:
         """Return the pid of a live supervisor of this run directory, if any."""
@@ -103,6 +117,11 @@ class Stack:
                 f"  schema registry   http://127.0.0.1:{s.api_port}/subjects",
                 f"  worker stats      http://127.0.0.1:{s.worker_port}/stats   (trades per instrument, live)",
                 f"  simulator metrics http://127.0.0.1:{s.connector_port}/metrics   (trades_published_total)",
+                f"  WebSocket bars    ws://127.0.0.1:{s.ws_port}/?api_key=$(cat {self.run_dir}/ws-api-key)",
+                f"                    e.g. {py} -m gateways.ws.watch --url ws://127.0.0.1:{s.ws_port}"
+                f" --key-file {self.run_dir}/ws-api-key bars.1s.*",
+                f"  export bars       MS_DATABASE_URL=postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream"
+                f" {py} -m streams bars export --interval 1m --out bars.csv",
                 f"  Kafka             {self.bootstrap}   topics: md.trades.v1 md.bars.v1 md.dlq.v1",
                 f"  PostgreSQL        postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream",
                 f"  watch trades      {py} -m streams trades tail --bootstrap {self.bootstrap}",
@@ -190,7 +209,7 @@ class Stack:
         started_postgres: bool,
     ) -> None:
         print("stopping: connectors and workers flush first", flush=True)
-        for name in ("simulator", "worker", "api"):
+        for name in ("simulator", "ws-gateway", "worker", "api"):
             if (p := children.get(name)) and p.poll() is None:
                 p.terminate()
                 try:

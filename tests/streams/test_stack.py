@@ -12,7 +12,9 @@ from streams.embedded.ports import free_port, is_listening
 
 
 def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("KAFKA", "POSTGRES", "API", "WORKER", "CONNECTOR")}
+    ports = {
+        name: free_port() for name in ("KAFKA", "POSTGRES", "API", "WORKER", "CONNECTOR", "WS")
+    }
     env = {f"MS_STACK_{name}_PORT": str(port) for name, port in ports.items()}
     env |= {"MS_STACK_RUN_DIR": str(tmp_path / "run"), "MS_STACK_SIMULATOR_RATE": "5000"}
 
@@ -41,6 +43,23 @@ def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_pa
             timeout_s=60,
         )
         assert tail.returncode == 0 and len(tail.stdout.splitlines()) == 3
+
+        watch = run_module(
+            [
+                "gateways.ws.watch",
+                "--url",
+                f"ws://127.0.0.1:{ports['WS']}",
+                "--key-file",
+                str(tmp_path / "run/ws-api-key"),
+                "--count",
+                "2",
+                "bars.1s.*",
+            ],
+            {},
+            timeout_s=60,
+        )
+        assert watch.returncode == 0, watch.stderr
+        assert sum(" rev " in line for line in watch.stdout.splitlines()) >= 2, watch.stdout
 
         again = run_module(["streams", "stack", "up", "--detach"], env, timeout_s=60)
         assert again.returncode == 0 and "already running" in again.stdout
