@@ -45,11 +45,16 @@ BARS_SUNK: Final = Counter("bars_sunk", "Bar rows merged into the database.")
 SINK_RETRIES: Final = Counter("sink_retries", "Database writes retried after a transient error.")
 WS_CLIENTS: Final = Gauge("ws_clients", "Connected WebSocket clients.")
 WS_PUBLISH_LATENCY: Final = Histogram(
-    "ws_publish_latency_ms", "Bar emitted (on md.bars.v1) to frame sent, oldest bar of each frame.",
+    "ws_publish_latency_ms",
+    "Bar emitted (on md.bars.v1) to frame sent, oldest bar of each frame.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 WS_DROPPED: Final = Counter("ws_dropped_messages", "Messages not sent to a client.", ["reason"])
-WS_BUFFER_MESSAGES: Final = Gauge("ws_replay_buffer_messages", "Messages held in the replay buffer.")
+WS_BUFFER_MESSAGES: Final = Gauge(
+    "ws_replay_buffer_messages", "Messages held in the replay buffer."
+)
 WS_BUFFER_BYTES: Final = Gauge("ws_replay_buffer_bytes", "Encoded bytes held in the replay buffer.")
-WS_AUTH_FAILURES: Final = Counter("ws_auth_failures", "Connections refused for a bad or missing API key.")
+WS_AUTH_FAILURES: Final = Counter(
+    "ws_auth_failures", "Connections refused for a bad or missing API key."
+)
 WS_BAD_REQUESTS: Final = Counter("ws_bad_requests", "Client messages refused as malformed.")
