@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import orjson
 
@@ -27,6 +28,7 @@ def run_worker(extra: list[str]) -> int:
     from streams.codec import Codec
 
     settings = load_settings(WorkerSettings)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     kafka = load_settings(KafkaSettings)
     codec = Codec(schema_registry(load_settings(RegistrySettings)))
     worker = create_app(settings, kafka, load_settings(DatabaseSettings), codec)
@@ -82,7 +84,6 @@ def db_command(action: str) -> int:
 
 
 def bars_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from streams.bars.export import export_to_file, parse_time
     from streams.bars.intervals import parse_interval

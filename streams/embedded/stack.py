@@ -82,6 +82,7 @@ class Stack:
             "MS_DATABASE_URL": database_url,
             "MS_API_HTTP_PORT": str(s.api_port),
             "MS_WORKER_HTTP_PORT": str(s.worker_port),
+            "MS_WORKER_DATA_DIR": str(self.run_dir / "worker-data"),
             "MS_CONNECTOR_HTTP_PORT": str(s.connector_port),
             "MS_SIMULATOR_INSTRUMENTS": str(s.simulator_instruments),
             "MS_SIMULATOR_RATE": str(s.simulator_rate),
