@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 OURS: Final = "ours"
 EXECUTEMANY: Final = "executemany"
 PATHS: Final[dict[str, str]] = {
-    OURS: "BarWriter.write: text COPY (write_row per row) into a temp staging table, then one "
+    OURS: "BarWriter.write: binary COPY (write_row per row, times as int micros) into a temp staging table, then one "
     "insert ... select distinct on ... on conflict do update merge; one transaction per batch",
     EXECUTEMANY: "psycopg 3 AsyncCursor.executemany of a per-row insert ... on conflict do update "
     "where excluded.revision >= bars.revision; one transaction per batch",
