@@ -38,7 +38,7 @@ BARS_EMITTED: Final = Counter(
 )
 BAR_EMIT_DELAY: Final = Histogram(
     "bar_emit_delay_seconds",
-    "Wall time from window end + grace to the bar's emission.",
+    "Wall time from window end + grace to emission: the latest bar of each message and interval.",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
 BARS_SUNK: Final = Counter("bars_sunk", "Bar rows merged into the database.")

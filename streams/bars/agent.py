@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ import orjson
 
 from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
-from streams.bars.core import BarBook, BarsConfig, FoldResult
+from streams.bars.core import BarBook, BarsConfig, FoldResult, encode_snapshot
 from streams.dlq import DeadLetterPublisher
 from streams.errors import DecodeError, TransientError
 from streams.metrics import BAR_EMIT_DELAY, BARS_EMITTED, TRADES_PROCESSED
@@ -113,6 +114,8 @@ class BarAggregator:
             self.bars_partitions = self.worker.publisher.partitions(BARS)
         codec, publisher = self.worker.codec, self.worker.publisher
         now_us = time.time_ns() // 1000
+        emitted: Counter[tuple[str, str]] = Counter()
+        worst_delay_us: dict[str, int] = {}
         for bar in result.bars:
             publisher.produce(
                 BARS,
@@ -120,10 +123,16 @@ class BarAggregator:
                 key=bar.instrument.encode(),
                 partition=partition_for(bar.instrument, self.bars_partitions),
             )
-            BARS_EMITTED.labels(bar.interval, "revision" if bar.revision else "first").inc()
+            emitted[bar.interval, "revision" if bar.revision else "first"] += 1
             if not bar.revision:
                 due_us = bar.ts_us + self._lengths_us[bar.interval] + self.config.grace_us
-                BAR_EMIT_DELAY.observe(max(0, now_us - due_us) / 1e6)
+                worst_delay_us[bar.interval] = max(
+                    worst_delay_us.get(bar.interval, 0), now_us - due_us
+                )
+        for labels, count in emitted.items():  # per message, not per bar: label lookups cost
+            BARS_EMITTED.labels(*labels).inc(count)
+        for delay_us in worst_delay_us.values():
+            BAR_EMIT_DELAY.observe(max(0, delay_us) / 1e6)
         for late in result.too_late:
             self.dead_letters.publish(
                 reason="too_late",
@@ -154,9 +163,12 @@ class BarAggregator:
             if state is None or not state.pending:
                 return
             events, state.pending = state.pending, []
-            checkpoint = Checkpoint(state.offset, self.config.fingerprint(), state.book.snapshot())
+            offset, arrays = state.offset, state.book.snapshot_arrays()
             state.checkpointed_s = time.monotonic()
             await asyncio.to_thread(self.worker.publisher.flush)
+            checkpoint = Checkpoint(
+                offset, self.config.fingerprint(), await asyncio.to_thread(encode_snapshot, arrays)
+            )
             try:
                 await self.store.save(partition, checkpoint)
             except TransientError as exc:

@@ -12,6 +12,7 @@ import io
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -63,6 +64,13 @@ class BarsConfig:
         """Identify the layout, so that a snapshot is only restored into the same layout."""
         text = orjson.dumps([self.intervals, self.grace_us, self.max_lateness_us])
         return hashlib.sha256(text).hexdigest()[:16]
+
+
+def encode_snapshot(arrays: dict[str, NDArray[Any]]) -> bytes:
+    """Compress `BarBook.snapshot_arrays()`; zlib releases the GIL, so this may run in a thread."""
+    out = io.BytesIO()
+    np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+    return out.getvalue()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,28 +265,21 @@ class BarBook:
 
     def snapshot(self) -> bytes:
         """Serialise the book (compressed numpy arrays plus names) for a checkpoint."""
+        return encode_snapshot(self.snapshot_arrays())
+
+    def snapshot_arrays(self) -> dict[str, NDArray[Any]]:
+        """Copy the state a checkpoint needs: cheap, so that compressing can run in a thread."""
         used = len(self.names) * self._per
-        out = io.BytesIO()
-        np.savez_compressed(
-            out,
-            fstate=self.fstate[:used],
-            istate=self.istate[:used],
-            state=self.state[:used],
-            watermarks=self.watermarks,
-            latest_trade_us=self.latest_trade_us,
-            channel_seq=self.channel_seq[: len(self.names)],
-            meta=np.frombuffer(
-                orjson.dumps(
-                    {
-                        "names": self.names,
-                        "sources": self.sources,
-                        "layout": self.config.fingerprint(),
-                    }
-                ),
-                dtype=np.uint8,
-            ),
-        )
-        return out.getvalue()
+        meta = {"names": self.names, "sources": self.sources, "layout": self.config.fingerprint()}
+        return {
+            "fstate": self.fstate[:used].copy(),
+            "istate": self.istate[:used].copy(),
+            "state": self.state[:used].copy(),
+            "watermarks": self.watermarks.copy(),
+            "latest_trade_us": self.latest_trade_us.copy(),
+            "channel_seq": self.channel_seq[: len(self.names)].copy(),
+            "meta": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+        }
 
     @classmethod
     def restore(cls, config: BarsConfig, data: bytes) -> BarBook:
