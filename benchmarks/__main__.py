@@ -23,6 +23,7 @@ SCENARIOS: Final[dict[str, str]] = {
     "bars": "benchmarks.bars",
     "produce": "benchmarks.produce",
     "sink": "benchmarks.sink",
+    "ws": "benchmarks.ws",
 }
 
 

@@ -10,6 +10,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from gateways.ws import protocol
@@ -20,6 +21,14 @@ from streams.models import Bar
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW: Final = 4008
+CHUNK_EVENTS: Final = 1000
+
+# (framed JSON array, events in it, oldest bar emitted at in micros (0: none), queued at)
+Chunk = tuple[bytes, int, int, float]
+
+
+def make_chunk(events: list[bytes], oldest_us: int, now: float) -> Chunk:
+    return (protocol.frame(events), len(events), oldest_us, now)
 
 
 class Session:
@@ -27,22 +36,40 @@ class Session:
 
     def __init__(self, connection: object) -> None:
         self.connection = connection
-        # (event, bar emitted at in micros (0: not a bar), queued at in monotonic seconds)
-        self.queue: deque[tuple[bytes, int, float]] = deque()
+        # Chunks are shared between every client subscribed to the same channels.
+        self.queue: deque[Chunk] = deque()
+        self.size = 0  # events queued
         self.channels: set[str] = set()
         self.intervals: set[str] = set()
-        self.floor: dict[str, int] = {}  # per channel: highest seq queued for this client
+        self.ahead: dict[str, int] = {}  # channels where the client has seqs the buffer lacks
         self.resyncs: deque[float] = deque(maxlen=16)
-        self.lagging = False
         self.closing = False
 
     def enqueue(self, events: Iterable[bytes]) -> None:
-        now = time.monotonic()
-        self.queue.extend((e, 0, now) for e in events)
+        events = list(events)
+        if events:
+            self.queue.append(make_chunk(events, 0, time.monotonic()))
+            self.size += len(events)
 
     def lag_s(self, now: float) -> float:
         """How long the oldest queued event has waited."""
-        return now - self.queue[0][2] if self.queue else 0.0
+        return now - self.queue[0][3] if self.queue else 0.0
+
+
+@dataclass
+class _Audience:
+    """Bars of one delivery that go to the same subscriber sets, framed once for all of them."""
+
+    direct: set[Session] | None
+    wide: set[Session] | None
+    entries: list[Entry] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def sessions(self) -> set[Session]:
+        if self.direct and self.wide:
+            return self.direct | self.wide
+        return self.direct or self.wide or set()
 
 
 class Hub:
@@ -69,9 +96,13 @@ class Hub:
         self.to_close: list[Session] = []
 
     def publish(self, bars: list[Bar]) -> set[Session]:
-        """Add bars to the buffer and to subscribers' queues; return the sessions that got any."""
+        """Add bars to the buffer and to subscribers' queues; return the sessions that got any.
+
+        Bars with the same subscriber sets are framed once and queued as one shared chunk.
+        """
         now = time.monotonic()
         touched: set[Session] = set()
+        groups: dict[tuple[int, int], _Audience] = {}
         for bar in bars:
             channel = protocol.Channel(bar.interval, bar.instrument)
             name = channel.name
@@ -88,18 +119,61 @@ class Hub:
                 continue
             direct = self.by_channel.get(name)
             wide = self.by_interval.get(bar.interval)
-            targets = (direct | wide) if direct and wide else (direct or wide or ())
+            if not direct and not wide:
+                continue
+            key = (id(direct) if direct else 0, id(wide) if wide else 0)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Audience(direct, wide)
+            group.entries.append(entry)
+            group.stamps.append(bar.ts_recv_us)
+            group.names.append(name)
+        for group in groups.values():
+            targets = group.sessions()
+            entries, stamps = group.entries, group.stamps
+            chunks = [
+                make_chunk(
+                    [e.event for e in entries[i : i + CHUNK_EVENTS]],
+                    min(stamps[i : i + CHUNK_EVENTS]),
+                    now,
+                )
+                for i in range(0, len(entries), CHUNK_EVENTS)
+            ]
             for session in targets:
-                if bar.seq > session.floor.get(name, 0):
-                    session.floor[name] = bar.seq
-                    session.queue.append((entry.event, bar.ts_recv_us, now))
-                    touched.add(session)
+                if session.ahead:
+                    self._publish_ahead(session, entries, stamps, group.names, now)
+                else:
+                    session.queue.extend(chunks)
+                    session.size += len(entries)
+                touched.add(session)
         for session in touched:  # slow: an event waited max_lag_s, or too many are queued
-            if session.lag_s(now) > self.max_lag_s or len(session.queue) > self.queue_max:
+            if session.lag_s(now) > self.max_lag_s or session.size > self.queue_max:
                 self.overflow(session)
         WS_BUFFER_MESSAGES.set(self.buffer.messages)
         WS_BUFFER_BYTES.set(self.buffer.bytes)
         return touched
+
+    def _publish_ahead(
+        self,
+        session: Session,
+        entries: list[Entry],
+        stamps: list[int],
+        names: list[str],
+        now: float,
+    ) -> None:
+        """Queue only what a client that resumed beyond the buffer has not seen."""
+        events, oldest = [], 0
+        for entry, ts, name in zip(entries, stamps, names, strict=True):
+            floor = session.ahead.get(name)
+            if floor is not None:
+                if entry.seq <= floor:
+                    continue
+                del session.ahead[name]
+            events.append(entry.event)
+            oldest = min(oldest, ts) if oldest else ts
+        if events:
+            session.queue.append(make_chunk(events, oldest, now))
+            session.size += len(events)
 
     def check_lag(self) -> None:
         """Find clients that stopped reading while nothing new arrived for them."""
@@ -110,8 +184,9 @@ class Hub:
 
     def overflow(self, session: Session) -> None:
         """The client cannot keep up: drop its queue, then resync it or close it (the policy)."""
-        dropped = len(session.queue)
+        dropped = session.size
         session.queue.clear()
+        session.size = 0
         WS_DROPPED.labels("slow_client").inc(dropped)
         now = time.monotonic()
         recent = [t for t in session.resyncs if now - t < 60]
@@ -132,7 +207,7 @@ class Hub:
     def _fresh(
         self, session: Session, log_: ChannelLog, bars: int, recovered: bool | None
     ) -> list[bytes]:
-        session.floor[log_.name] = log_.last_seq
+        session.ahead.pop(log_.name, None)
         status: dict[str, object] = {"channel": log_.name, "seq": log_.last_seq}
         if recovered is not None:
             status["recovered"] = recovered
@@ -164,7 +239,10 @@ class Hub:
         missed = log_.since(last)
         if missed is None:
             return self._fresh(session, log_, bars, recovered=False)
-        session.floor[log_.name] = max(last, log_.last_seq)
+        if last > log_.last_seq:
+            session.ahead[log_.name] = last
+        else:
+            session.ahead.pop(log_.name, None)
         return [protocol.event("subscribed", channel=log_.name, seq=last, recovered=True), *missed]
 
     def unsubscribe(self, session: Session, channels: Iterable[protocol.Channel]) -> None:

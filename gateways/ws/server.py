@@ -128,10 +128,20 @@ class Gateway:
             await wake.wait()
             wake.clear()
             while session.queue and not session.closing:
-                take = min(len(session.queue), MAX_FRAME_EVENTS)
-                batch = [session.queue.popleft() for _ in range(take)]
-                await connection.send(protocol.frame([e for e, _, _ in batch]), text=True)
-                oldest = min((ts for _, ts, _ in batch if ts), default=0)
+                first = session.queue.popleft()
+                if not session.queue or first[1] >= MAX_FRAME_EVENTS:
+                    data, n, oldest = first[0], first[1], first[2]
+                else:
+                    taken = [first]
+                    n = first[1]
+                    while session.queue and n + session.queue[0][1] <= MAX_FRAME_EVENTS:
+                        chunk = session.queue.popleft()
+                        taken.append(chunk)
+                        n += chunk[1]
+                    data = b"[" + b",".join([memoryview(c[0])[1:-1] for c in taken]) + b"]"
+                    oldest = min((c[2] for c in taken if c[2]), default=0)
+                session.size -= n
+                await connection.send(data, text=True)
                 if oldest:
                     WS_PUBLISH_LATENCY.observe(max(0.0, time.time() * 1000 - oldest / 1000))
 
