@@ -129,14 +129,6 @@ _FORWARDED: Final = (
 )
 
 
-def _path_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PATHS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown path(s) {unknown}; valid: {', '.join(PATHS)}")
-    return names
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the scenario's flags."""
     parser.description = __doc__.splitlines()[0] if __doc__ else None
@@ -206,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--paths",
-        type=_path_list,
+        type=common.path_list(PATHS),
         default=",".join(DEFAULT_ORDER),
         help="comma-separated paths to run, in this order",
     )

@@ -7,6 +7,7 @@ table. Paths run in their own subprocess by default, so that peak RSS belongs to
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime as dt
@@ -21,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -351,3 +352,18 @@ def format_table(result: Result) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def path_list(valid: Mapping[str, object]) -> Callable[[str], list[str]]:
+    """Return an argparse type for a comma-separated list of path names from `valid`."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown path(s) {unknown}; valid: {', '.join(valid)}"
+            )
+        return names
+
+    return parse

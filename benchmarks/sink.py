@@ -90,14 +90,6 @@ _FORWARDED: Final = (
 )
 
 
-def _path_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PATHS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown path(s) {unknown}; valid: {', '.join(PATHS)}")
-    return names
-
-
 def _intervals(text: str) -> str:
     try:
         for name in text.split(","):
@@ -143,7 +135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--repeats", type=int, default=5, help="measured runs per path; rates use the median")
     add(
         "--paths",
-        type=_path_list,
+        type=common.path_list(PATHS),
         default=",".join(DEFAULT_ORDER),
         help="comma-separated paths to run, in this order",
     )
