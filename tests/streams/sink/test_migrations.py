@@ -10,66 +10,18 @@ import orjson
 import psycopg
 import pytest
 from conftest import PostgresServer, run_module
+from daily import DAILY, bar, daily_bars, day_us, micros
 
 from streams.embedded.postgres import ensure_database
 from streams.errors import ConfigError
-from streams.models import Bar
 from streams.sink.migrations import apply_retention, migrate, parse_retention
 from streams.sink.timescale import BarWriter
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
 # (instrument, day, open, high, low, close, volume, vwap, trade_count), deliberately not in time
 # order. 2024-01-01 is a Monday: A has one bar in the week of 2023-12-25 (Sunday 12-31), four in
 # the week of 2024-01-01 (Monday to Sunday) and one in the week of 2024-01-08; B trades nothing.
-DAILY = [
-    ("A", date(2023, 12, 31), 10.0, 12.0, 9.0, 11.0, 2.0, 10.5, 4),
-    ("A", date(2024, 1, 5), 13.0, 15.0, 12.5, 14.0, 1.0, 14.0, 2),
-    ("A", date(2024, 1, 1), 11.0, 13.0, 10.0, 12.0, 4.0, 11.5, 8),
-    ("A", date(2024, 1, 7), 14.0, 14.5, 11.0, 13.5, 3.0, 13.0, 6),
-    ("A", date(2024, 1, 3), 12.0, 16.0, 11.5, 13.0, 0.5, 14.5, 1),
-    ("A", date(2024, 1, 8), 13.5, 14.0, 13.0, 13.75, 2.0, 13.5, 3),
-    ("B", date(2024, 1, 2), 100.0, 100.0, 100.0, 100.0, 0.0, 0.0, 0),
-]
 WeekRow = tuple[str, int, float, float, float, float, float, float | None, int]
-
-
-def micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def day_us(day: date) -> int:
-    return micros(datetime(day.year, day.month, day.day, tzinfo=UTC))
-
-
-def bar(
-    instrument: str = "A",
-    interval: str = "1m",
-    ts_us: int = 0,
-    revision: int = 0,
-    **values: float,
-) -> Bar:
-    fields = dict(open=1.0, high=2.0, low=0.5, close=1.5, volume=10.0, vwap=1.25, trade_count=3)
-    fields |= values
-    return Bar(
-        instrument,
-        interval,
-        ts_us,
-        revision,
-        buy_volume=0.0,
-        sell_volume=0.0,
-        source="test",
-        ts_event_us=ts_us,
-        ts_recv_us=ts_us,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def daily_bars() -> list[Bar]:
-    return [
-        bar(i, "1d", day_us(d), open=o, high=h, low=lo, close=c, volume=v, vwap=w, trade_count=n)
-        for i, d, o, h, lo, c, v, w, n in DAILY
-    ]
 
 
 def reference_weeks() -> list[WeekRow]:
