@@ -32,7 +32,7 @@ def make_chunk(events: list[bytes], oldest_us: int, now: float) -> Chunk:
 
 
 class Session:
-    """One client: its subscriptions, the last seq it has of each channel, its bounded queue."""
+    """One client: its subscriptions and its bounded queue of framed chunks."""
 
     def __init__(self, connection: object) -> None:
         self.connection = connection
@@ -114,7 +114,7 @@ class Hub:
                 body,
                 protocol.bar_event(name, bar.seq, bar.revision, body),
             )
-            if not self.buffer.log(channel).append(entry):
+            if not self.buffer.append(channel, entry):
                 WS_DROPPED.labels("duplicate").inc()
                 continue
             direct = self.by_channel.get(name)

@@ -70,6 +70,8 @@ class ReplayBuffer:
         self.per_channel = per_channel
         self.channels: dict[str, ChannelLog] = {}
         self.by_interval: dict[str, list[ChannelLog]] = {}
+        self.messages = 0  # totals kept as entries come and go: summing per delivery costs
+        self.bytes = 0
 
     def log(self, channel: protocol.Channel) -> ChannelLog:
         name = channel.name
@@ -79,10 +81,12 @@ class ReplayBuffer:
             self.by_interval.setdefault(channel.interval, []).append(found)
         return found
 
-    @property
-    def messages(self) -> int:
-        return sum(len(c.entries) for c in self.channels.values())
-
-    @property
-    def bytes(self) -> int:
-        return sum(c.bytes for c in self.channels.values())
+    def append(self, channel: protocol.Channel, entry: Entry) -> bool:
+        """Add `entry` to its channel's log; return False if its seq is not new there."""
+        log = self.log(channel)
+        held, size = len(log.entries), log.bytes
+        if not log.append(entry):
+            return False
+        self.messages += len(log.entries) - held
+        self.bytes += log.bytes - size
+        return True
