@@ -1,6 +1,6 @@
 """`python -m streams`: the worker, topic and table set-up, the embedded stack, and tools.
 
-worker                      run the Faust worker (agents of streams.app.AGENT_MODULES)
+worker                      run the Faust worker (the agents in MS_WORKER_AGENTS, default all)
 topics create|describe      create our topics (idempotent) or show them
 db migrate                  create our tables (TimescaleDB hypertables when available)
 stack up [--detach]|down|status   the embedded stack behind `make up` / `make down`

@@ -2,8 +2,13 @@
 
 Faust reads its configuration the first time a topic or agent is declared, so the app is built
 in a function, after settings are loaded, and each agent module installs its agents on it
-(`AGENT_MODULES`, an explicit list, in the spirit of Faust's autodiscover). Importing an agent
-module does no I/O and reads no environment.
+(`AGENTS`, an explicit map, in the spirit of Faust's autodiscover). Importing an agent module
+does no I/O and reads no environment.
+
+A worker runs every agent by default; `MS_WORKER_AGENTS` picks some, so that the agents can run
+in processes of their own (the sink beside the bar aggregator uses the second core). Faust's
+partition assignor expects every member of a consumer group to run the same agents, so a worker
+that runs a subset joins a group of its own, named after the subset.
 """
 
 from __future__ import annotations
@@ -13,15 +18,23 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import faust
-from pydantic import Field
+from aiohttp import web
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.codec import Codec
+from streams.faust_transport import Transport
 from streams.producer import Publisher
 from streams.settings import DatabaseSettings, KafkaSettings
+from streams.status import database_check, kafka_check, serve, status_app
 from streams.topics import BARS, TRADES
 
-AGENT_MODULES: Final = ["streams.stats.agent", "streams.bars.agent", "streams.sink.agent"]
+# agent name -> the module whose install(worker) declares it
+AGENTS: Final = {
+    "tally_trades": "streams.stats.agent",
+    "aggregate_bars": "streams.bars.agent",
+    "sink_bars": "streams.sink.agent",
+}
 
 
 class WorkerSettings(BaseSettings):
@@ -30,6 +43,7 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MS_WORKER_", extra="forbid")
 
     app_id: str = Field("marketstream", min_length=1)
+    agents: str = ",".join(AGENTS)
     http_host: str = "127.0.0.1"
     http_port: int = Field(6066, ge=0, le=65535)
     data_dir: str = ".run/worker-data"
@@ -39,6 +53,30 @@ class WorkerSettings(BaseSettings):
     session_timeout_s: float = Field(6.0, gt=0)
     heartbeat_interval_s: float = Field(0.5, gt=0)
     commit_interval_s: float = Field(0.5, gt=0)
+    # How long a fetch waits for data on partitions that have none (Faust hard-codes 1500 ms).
+    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000)
+
+    @field_validator("agents")
+    @classmethod
+    def _known_agents(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(AGENTS))
+        if unknown or not names:
+            raise ValueError(
+                f"unknown agents {unknown or value!r}; choose from {', '.join(AGENTS)}"
+            )
+        return ",".join(name for name in AGENTS if name in names)
+
+    @property
+    def agent_names(self) -> list[str]:
+        return self.agents.split(",")
+
+    @property
+    def group_id(self) -> str:
+        """The Faust app id and consumer group: `app_id`, suffixed when running a subset."""
+        if self.agent_names == list(AGENTS):
+            return self.app_id
+        return f"{self.app_id}.{'+'.join(self.agent_names)}"
 
 
 @dataclass(frozen=True)
@@ -53,6 +91,7 @@ class Worker:
     database: DatabaseSettings
     trades: faust.TopicT
     bars: faust.TopicT
+    status: web.Application
 
     @property
     def database_url(self) -> str:
@@ -88,24 +127,39 @@ def faust_config(worker: WorkerSettings, kafka: KafkaSettings) -> dict[str, Any]
 def create_app(
     worker: WorkerSettings, kafka: KafkaSettings, database: DatabaseSettings, codec: Codec
 ) -> Worker:
-    """Build the Faust app and install every agent module's agents on it.
+    """Build the Faust app, install the selected agents and serve the status endpoints.
 
     Agents produce with one confluent-kafka Publisher (acks=all, idempotent): faster than
     Faust's aiokafka producer, and its flush tells exactly when outputs are acknowledged.
+    Agent modules may add routes to `Worker.status` while they install.
     """
-    app = faust.App(worker.app_id, **faust_config(worker, kafka))
+    app = faust.App(worker.group_id, **faust_config(worker, kafka))
+    app.transport = Transport(
+        app.conf.broker_consumer, app, fetch_max_wait_ms=worker.fetch_max_wait_ms
+    )
+    checks = {
+        "kafka": kafka_check(kafka.bootstrap),
+        "database": database_check(database.url.get_secret_value()),
+    }
     built = Worker(
         app=app,
         codec=codec,
         publisher=Publisher(
-            kafka.producer_config(f"{worker.app_id}-worker") | {"partitioner": "murmur2_random"}
+            kafka.producer_config(f"{worker.group_id}-worker") | {"partitioner": "murmur2_random"}
         ),
         settings=worker,
         kafka=kafka,
         database=database,
         trades=app.topic(TRADES, value_serializer="raw", key_serializer="raw"),
         bars=app.topic(BARS, value_serializer="raw", key_serializer="raw"),
+        status=status_app("worker", checks),
     )
-    for module in AGENT_MODULES:
-        importlib.import_module(module).install(built)
+    for name in worker.agent_names:
+        importlib.import_module(AGENTS[name]).install(built)
+
+    @app.task
+    async def serve_status() -> None:
+        """Serve /health, /metrics and what the agents added on the worker's status port."""
+        await serve(built.status, worker.http_host, worker.http_port)
+
     return built

@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from conftest import ROOT
 
+from streams.app import AGENTS
+
 K8S = ROOT / "deploy/k8s"
 
 
@@ -26,6 +28,7 @@ def test_k8s_deployments_use_apps_v1_with_health_probes_and_limits() -> None:
     assert {d["metadata"]["name"] for d in found} >= {
         "marketstream-api",
         "marketstream-worker",
+        "marketstream-sink",
         "marketstream-simulator",
         "marketstream-ws-gateway",
     }
@@ -54,3 +57,21 @@ def test_compose_sets_the_same_variable_names_as_the_code() -> None:
 
     assert names >= {"MS_KAFKA_BOOTSTRAP", "MS_KAFKA_TRADES_PARTITIONS", "MS_DATABASE_URL"}
     assert all(name.startswith("MS_") for name in names)
+
+
+def test_k8s_and_compose_workers_run_every_agent_exactly_once() -> None:
+    compose = yaml.safe_load((ROOT / "deploy/compose/docker-compose.yml").read_text())
+    compose_workers = [
+        s["environment"]["MS_WORKER_AGENTS"]
+        for s in compose["services"].values()
+        if s.get("command") == ["python", "-m", "streams", "worker"]
+    ]
+    k8s_workers = [
+        env["value"]
+        for d in deployments()
+        for env in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        if env["name"] == "MS_WORKER_AGENTS"
+    ]
+    for agent_sets in (compose_workers, k8s_workers):
+        agents = [agent for agent_set in agent_sets for agent in agent_set.split(",")]
+        assert sorted(agents) == sorted(AGENTS)

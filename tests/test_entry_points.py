@@ -54,3 +54,10 @@ def test_worker_with_invalid_bar_interval_exits_2_naming_the_variable() -> None:
 
     assert result.returncode == 2
     assert "MS_BARS_INTERVALS" in result.stderr and "7s" in result.stderr
+
+
+def test_worker_with_unknown_agent_exits_2_listing_the_agents() -> None:
+    result = run_module(["streams", "worker"], {"MS_WORKER_AGENTS": "aggregate_bars,sink"})
+
+    assert result.returncode == 2
+    assert "MS_WORKER_AGENTS" in result.stderr and "sink_bars" in result.stderr

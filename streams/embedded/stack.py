@@ -1,7 +1,8 @@
 """`make up`: the whole pipeline on loopback, supervised by one process; `make down` stops it.
 
 The supervisor starts (or reuses) the broker and PostgreSQL, creates topics and tables, then
-runs the API, the worker and the simulator as child processes with logs in `.run/logs/`. On
+runs the API, the bar worker, the sink worker, the simulator and the WebSocket gateway as child
+processes with logs in `.run/logs/`. On
 SIGINT or SIGTERM it stops the children first (connectors flush what they hold), then
 PostgreSQL and the broker it started. `--detach` runs the same supervisor in the background.
 """
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -42,6 +43,7 @@ class StackSettings(BaseSettings):
     postgres_port: int = Field(55432, ge=1, le=65535)
     api_port: int = Field(8080, ge=1, le=65535)
     worker_port: int = Field(6066, ge=1, le=65535)
+    sink_port: int = Field(6067, ge=1, le=65535)
     connector_port: int = Field(9101, ge=1, le=65535)
     ws_port: int = Field(8765, ge=1, le=65535)
     simulator_instruments: int = Field(50, ge=1)
@@ -54,6 +56,7 @@ class Child:
     name: str
     module: list[str]
     port: int
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class Stack:
@@ -69,7 +72,22 @@ class Stack:
         s = self.s
         return [
             Child("api", ["gateways.http"], s.api_port),
-            Child("worker", ["streams", "worker"], s.worker_port),
+            Child(
+                "worker",
+                ["streams", "worker"],
+                s.worker_port,
+                {"MS_WORKER_AGENTS": "tally_trades,aggregate_bars"},
+            ),
+            Child(
+                "sink",
+                ["streams", "worker"],
+                s.sink_port,
+                {
+                    "MS_WORKER_AGENTS": "sink_bars",
+                    "MS_WORKER_HTTP_PORT": str(s.sink_port),
+                    "MS_WORKER_DATA_DIR": str(self.run_dir / "sink-data"),
+                },
+            ),
             Child("simulator", ["connectors", "run", "simulator"], s.connector_port),
             Child("ws-gateway", ["gateways.ws"], s.ws_port),
         ]
@@ -117,6 +135,7 @@ class Stack:
                 f"  API metrics       http://127.0.0.1:{s.api_port}/metrics",
                 f"  schema registry   http://127.0.0.1:{s.api_port}/subjects",
                 f"  worker stats      http://127.0.0.1:{s.worker_port}/stats   (trades per instrument, live)",
+                f"  sink metrics      http://127.0.0.1:{s.sink_port}/metrics   (bars_sunk_total)",
                 f"  simulator metrics http://127.0.0.1:{s.connector_port}/metrics   (trades_published_total)",
                 f"  WebSocket bars    ws://127.0.0.1:{s.ws_port}/?api_key=$(cat {self.run_dir}/ws-api-key)",
                 f"                    e.g. {py} -m gateways.ws.watch --url ws://127.0.0.1:{s.ws_port}"
@@ -173,7 +192,7 @@ class Stack:
                 with (self.logs / f"{child.name}.log").open("ab") as out:
                     children[child.name] = subprocess.Popen(
                         [sys.executable, "-m", *child.module],
-                        env=env,
+                        env=env | child.env,
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
@@ -210,7 +229,7 @@ class Stack:
         started_postgres: bool,
     ) -> None:
         print("stopping: connectors and workers flush first", flush=True)
-        for name in ("simulator", "ws-gateway", "worker", "api"):
+        for name in ("simulator", "ws-gateway", "worker", "sink", "api"):
             if (p := children.get(name)) and p.poll() is None:
                 p.terminate()
                 try:

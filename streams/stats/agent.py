@@ -12,7 +12,7 @@ from streams.dlq import DeadLetterPublisher
 from streams.errors import DecodeError
 from streams.metrics import TRADES_PROCESSED
 from streams.stats.core import TradeTally
-from streams.status import database_check, json_response, kafka_check, serve, status_app
+from streams.status import json_response
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ COMPONENT = "worker.tally_trades"
 
 
 def install(worker: Worker) -> None:
-    """Declare the agent and the worker's status endpoints (with `/stats`) on the app."""
+    """Declare the agent and add `/stats` to the worker's status endpoints."""
     tally = TradeTally()
     codec = worker.codec
     dead_letters = DeadLetterPublisher(worker.publisher, codec, COMPONENT)
@@ -37,17 +37,7 @@ def install(worker: Worker) -> None:
             tally.fold(batch)
             TRADES_PROCESSED.labels("tally_trades").inc(len(batch))
 
-    @worker.app.task
-    async def serve_status() -> None:
-        """Serve /health, /metrics and /stats on the worker's status port."""
-        checks = {
-            "kafka": kafka_check(worker.kafka.bootstrap),
-            "database": database_check(worker.database_url),
-        }
-        status = status_app("worker", checks)
+    async def stats(_: web.Request) -> web.Response:
+        return json_response(tally.snapshot())
 
-        async def stats(_: web.Request) -> web.Response:
-            return json_response(tally.snapshot())
-
-        status.router.add_get("/stats", stats)
-        await serve(status, worker.settings.http_host, worker.settings.http_port)
+    worker.status.router.add_get("/stats", stats)

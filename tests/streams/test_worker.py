@@ -1,17 +1,24 @@
-"""The Faust worker against the real broker: stats from trade batches, undecodable input dead-lettered."""
+"""The Faust worker against the real broker: stats from trade batches, undecodable input
+dead-lettered, and the agents split across two worker processes."""
 
 from __future__ import annotations
 
 import asyncio
+import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import orjson
+import psycopg
+import pytest
 from conftest import RunningWorker, at_least, eventually, read_topic
 
+from streams.bars.intervals import DEFAULT_INTERVALS
 from streams.codec import Codec
 from streams.models import TradeBatch
+from streams.partitioning import partition_for
 from streams.producer import Publisher
 from streams.topics import DLQ, TRADES
 
@@ -67,3 +74,44 @@ async def test_worker_valid_batches_and_garbage_yields_stats_and_dead_letter(
         lambda: urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
     )
     assert 'dead_letters_total{component="worker.tally_trades",reason="undecodable"} 1.0' in metrics
+
+
+async def test_bar_worker_and_sink_worker_apart_fill_the_database(
+    bootstrap: str,
+    codec: Codec,
+    database_url: str,
+    start_worker: Callable[..., RunningWorker],
+    tmp_path: Path,
+) -> None:
+    bars = start_worker(MS_WORKER_AGENTS="aggregate_bars,tally_trades").url
+    sink = start_worker(MS_WORKER_AGENTS="sink_bars", MS_WORKER_DATA_DIR=str(tmp_path / "sink")).url
+    t0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
+    batch = TradeBatch(
+        source="test",
+        instruments=("XYZ",),
+        instrument_index=np.zeros(3, np.int32),
+        ts_event_us=np.array([t0, t0 + 100, t0 + 200]),
+        ts_recv_us=np.full(3, t0),
+        price=np.array([1.0, 3.0, 2.0]),
+        size=np.array([1.0, 1.0, 2.0]),
+    )
+    publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
+    partition = partition_for("XYZ", 3)
+    publisher.produce(TRADES, codec.encode_trade_batch(batch), partition=partition)
+    closing = TradeBatch.heartbeat("test", t0 + 2 * 86_400_000_000)
+    publisher.produce(TRADES, codec.encode_trade_batch(closing), partition=partition)
+    publisher.flush()
+
+    def sunk() -> list[tuple[str, float, float, float, float]]:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute(
+                'select "interval", open, high, low, close from bars where instrument = %s',
+                ("XYZ",),
+            ).fetchall()
+
+    await eventually(lambda: len(sunk()) == 9, timeout_s=60, what="nine bars in the database")
+    assert set(sunk()) == {(i, 1.0, 3.0, 1.0, 2.0) for i in DEFAULT_INTERVALS.split(",")}
+    assert stats(bars)["trades"] == 3
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        stats(sink)  # /stats belongs to tally_trades, which the sink worker does not run
+    assert "bars_sunk_total 9.0" in urllib.request.urlopen(f"{sink}/metrics").read().decode()

@@ -263,7 +263,7 @@ async def test_gateway_slow_client_is_disconnected_and_fast_client_gets_everythi
     )
     metrics = url.replace("ws://", "http://") + "/metrics"
     deadline = time.monotonic() + 30
-    while "ws_dropped_messages_total{reason=\"slow_client\"}" not in wait_http(metrics).decode():
+    while 'ws_dropped_messages_total{reason="slow_client"}' not in wait_http(metrics).decode():
         assert time.monotonic() < deadline, "the gateway never judged the stalled client too slow"
         await asyncio.sleep(0.2)
     with pytest.raises(ConnectionClosed) as info:  # it reads what was sent before, then the close
