@@ -54,7 +54,8 @@ def _encode_long(value: int) -> bytes:
     return bytes(out)
 
 
-def _encode_string(value: str) -> bytes:
+def encode_string(value: str) -> bytes:
+    """Avro string: the UTF-8 length as a zigzag varint, then the bytes."""
     raw = value.encode()
     return _encode_long(len(raw)) + raw
 
@@ -62,7 +63,7 @@ def _encode_string(value: str) -> bytes:
 def _encode_strings(values: tuple[str, ...]) -> bytes:
     if not values:
         return b"\x00"
-    return _encode_long(len(values)) + b"".join(_encode_string(v) for v in values) + b"\x00"
+    return _encode_long(len(values)) + b"".join(encode_string(v) for v in values) + b"\x00"
 
 
 def _encode_longs(values: NDArray[Any]) -> bytes:
@@ -82,7 +83,7 @@ def _encode_doubles(values: NDArray[np.float64]) -> bytes:
 def encode_trade_batch_body(batch: TradeBatch) -> bytes:
     """Return the Avro body of a TradeBatch, identical to fastavro's schemaless_writer output."""
     parts = [
-        _encode_string(batch.source),
+        encode_string(batch.source),
         _encode_strings(batch.instruments),
         _encode_longs(batch.instrument_index),
         _encode_longs(batch.ts_event_us),
@@ -285,6 +286,10 @@ class Codec:
         out = io.BytesIO()
         fastavro.schemaless_writer(out, schemas.load(name), record)
         return frame(self._ids[name], out.getvalue())
+
+    def schema_id(self, name: str) -> int:
+        """The id messages of our record `name` are written with."""
+        return self._ids[name]
 
     def encode_trade_batch(self, batch: TradeBatch) -> bytes:
         return frame(self._ids[TRADE_BATCH], encode_trade_batch_body(batch))

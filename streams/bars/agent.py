@@ -13,20 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import numpy as np
 import orjson
 
 from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
-from streams.bars.core import BarBook, BarsConfig, FoldResult, encode_snapshot
+from streams.bars.core import BarBook, BarsConfig, EmittedBars, FoldResult, encode_snapshot
+from streams.bars.messages import BarMessages
+from streams.codec import BAR
 from streams.dlq import DeadLetterPublisher
 from streams.errors import DecodeError, TransientError
 from streams.metrics import BAR_EMIT_DELAY, BARS_EMITTED, TRADES_PROCESSED
-from streams.partitioning import partition_for
 from streams.settings import BarsSettings, load_settings
 from streams.topics import BARS, TRADES
 
@@ -38,11 +39,13 @@ MAX_UNCHECKPOINTED = 2000  # messages held unacknowledged while checkpoints fail
 
 @dataclass
 class PartitionBook:
-    """A partition's book, the last offset folded into it, and the events awaiting a checkpoint."""
+    """A partition's book, the last offset folded into it, the events awaiting a checkpoint."""
 
     book: BarBook
     offset: int
     pending: list[Any] = field(default_factory=list)
+    messages: BarMessages | None = None  # the book's bar encoder, made at its first bar
+    saving: asyncio.Task[None] | None = None  # the checkpoint being compressed and saved
     checkpointed_s: float = field(default_factory=time.monotonic)
 
 
@@ -59,8 +62,8 @@ class BarAggregator:
         self.dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
         self.books: dict[int, PartitionBook] = {}
         self.bars_partitions = 0
-        self._lengths_us = dict(self.config.intervals)
-        self._checkpointing = asyncio.Lock()
+        self._lengths_us = self.config.lengths_us
+        self._saving = asyncio.Lock()
 
     async def book_of(self, partition: int) -> PartitionBook:
         """Return the partition's book, restoring its checkpoint the first time (retrying)."""
@@ -102,37 +105,25 @@ class BarAggregator:
         except DecodeError as exc:
             self.dead_letters.reject_event(event, "undecodable", str(exc))
         else:
-            self.publish(state.book.fold(batch), message.partition, message.offset)
+            self.publish(state, state.book.fold(batch), message.partition, message.offset)
             TRADES_PROCESSED.labels("aggregate_bars").inc(len(batch))
         state.offset = message.offset
         state.pending.append(event)
         if time.monotonic() - state.checkpointed_s >= self.checkpoint_interval_s:
             await self.checkpoint(message.partition)
+        if len(state.pending) > MAX_UNCHECKPOINTED:  # checkpoints keep failing: hold the stream
+            await asyncio.sleep(self.checkpoint_interval_s)
 
-    def publish(self, result: FoldResult, partition: int, offset: int) -> None:
-        if not self.bars_partitions:
-            self.bars_partitions = self.worker.publisher.partitions(BARS)
-        codec, publisher = self.worker.codec, self.worker.publisher
-        now_us = time.time_ns() // 1000
-        emitted: Counter[tuple[str, str]] = Counter()
-        worst_delay_us: dict[str, int] = {}
-        for bar in result.bars:
-            publisher.produce(
-                BARS,
-                codec.encode_bar(bar),
-                key=bar.instrument.encode(),
-                partition=partition_for(bar.instrument, self.bars_partitions),
-            )
-            emitted[bar.interval, "revision" if bar.revision else "first"] += 1
-            if not bar.revision:
-                due_us = bar.ts_us + self._lengths_us[bar.interval] + self.config.grace_us
-                worst_delay_us[bar.interval] = max(
-                    worst_delay_us.get(bar.interval, 0), now_us - due_us
-                )
-        for labels, count in emitted.items():  # per message, not per bar: label lookups cost
-            BARS_EMITTED.labels(*labels).inc(count)
-        for delay_us in worst_delay_us.values():
-            BAR_EMIT_DELAY.observe(max(0, delay_us) / 1e6)
+    def publish(
+        self, state: PartitionBook, result: FoldResult, partition: int, offset: int
+    ) -> None:
+        bars = result.emitted
+        if len(bars):
+            if state.messages is None:
+                state.messages = self.bar_messages()
+            for bars_partition, messages in state.messages.encode(bars).items():
+                self.worker.publisher.produce_batch(BARS, bars_partition, messages)
+            self.count(bars)
         for late in result.too_late:
             self.dead_letters.publish(
                 reason="too_late",
@@ -152,33 +143,81 @@ class BarAggregator:
                 source_offset=offset,
             )
 
+    def bar_messages(self) -> BarMessages:
+        if not self.bars_partitions:
+            self.bars_partitions = self.worker.publisher.partitions(BARS)
+        return BarMessages(self.worker.codec.schema_id(BAR), self.bars_partitions)
+
+    def count(self, bars: EmittedBars) -> None:
+        """Count bars per interval and kind; observe each interval's worst first-emission delay."""
+        first = bars.revision == 0
+        per_interval = len(self.config.intervals)
+        counts = np.bincount(bars.interval + per_interval * ~first, minlength=2 * per_interval)
+        due_us = bars.ts_us + self._lengths_us[bars.interval] + self.config.grace_us
+        for k, (name, _) in enumerate(self.config.intervals):
+            for kind, count in (("first", counts[k]), ("revision", counts[per_interval + k])):
+                if count:
+                    BARS_EMITTED.labels(name, kind).inc(int(count))
+            mine = first & (bars.interval == k)
+            if mine.any():
+                delay_us = bars.ts_recv_us - int(due_us[mine].min())
+                BAR_EMIT_DELAY.observe(max(0, delay_us) / 1e6)
+
     async def checkpoint(self, partition: int) -> None:
-        """Make the partition's outputs durable, save its book, then acknowledge its input.
+        """Make the partition's outputs durable, then save its book and acknowledge its input.
 
         The book, its offset and the events it covers are captured together before the first
-        await, so events folded while the flush and the save run wait for the next checkpoint.
+        await, so events folded meanwhile wait for the next checkpoint. Only the flush holds the
+        stream (a few ms); compressing and saving run in the background, one save at a time per
+        partition, so that a later checkpoint never lands before an earlier one.
         """
-        async with self._checkpointing:
-            state = self.books.get(partition)
-            if state is None or not state.pending:
-                return
-            events, state.pending = state.pending, []
-            offset, arrays = state.offset, state.book.snapshot_arrays()
-            state.checkpointed_s = time.monotonic()
-            await asyncio.to_thread(self.worker.publisher.flush)
-            checkpoint = Checkpoint(
-                offset, self.config.fingerprint(), await asyncio.to_thread(encode_snapshot, arrays)
+        state = self.books.get(partition)
+        if state is None or not state.pending or state.saving is not None:
+            return
+        events, state.pending = state.pending, []
+        offset, arrays = state.offset, state.book.snapshot_arrays()
+        state.checkpointed_s = time.monotonic()
+        await asyncio.to_thread(self.worker.publisher.flush)
+        state.saving = asyncio.create_task(self._save(partition, state, offset, arrays, events))
+
+    async def _save(
+        self,
+        partition: int,
+        state: PartitionBook,
+        offset: int,
+        arrays: dict[str, Any],
+        events: list[Any],
+    ) -> None:
+        try:
+            async with self._saving:  # one compression at a time: it shares the second core
+                snapshot = await asyncio.to_thread(encode_snapshot, arrays)
+                await self.store.save(
+                    partition, Checkpoint(offset, self.config.fingerprint(), snapshot)
+                )
+        except Exception as exc:  # whatever failed, the input is simply checkpointed later
+            log.warning(
+                "checkpoint of partition %d failed (%s); input stays unacknowledged until one "
+                "succeeds",
+                partition,
+                exc,
+                exc_info=not isinstance(exc, TransientError),
             )
-            try:
-                await self.store.save(partition, checkpoint)
-            except TransientError as exc:
-                log.warning("%s; input stays unacknowledged until a checkpoint succeeds", exc)
-                state.pending[:0] = events
-                if len(state.pending) > MAX_UNCHECKPOINTED:
-                    await asyncio.sleep(self.checkpoint_interval_s)  # hold the stream: backpressure
-                return
+            state.pending[:0] = events
+            return
+        finally:
+            state.saving = None
+        if self.books.get(partition) is state:  # still ours: the new owner commits otherwise
             for event in events:
                 event.ack()
+
+    async def checkpoint_all(self) -> None:
+        """Checkpoint every partition and wait until each save is done (shutdown)."""
+        for partition, state in list(self.books.items()):
+            if state.saving is not None:
+                await state.saving
+            await self.checkpoint(partition)
+            if state.saving is not None:
+                await state.saving
 
     def forget(self, partitions: set[int]) -> None:
         """Drop books of revoked partitions: their next owner restores from the checkpoint."""
@@ -204,8 +243,8 @@ def install(worker: Worker) -> None:
     # Faust's signal types expect (sender, *args, signal=..., **kwargs); ours name their arguments.
     @worker.app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def checkpoint_on_shutdown(app: faust.App, **_: Any) -> None:
-        for partition in list(aggregator.books):
-            await aggregator.checkpoint(partition)
+        await aggregator.checkpoint_all()
+        await aggregator.store.close()
 
     @worker.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:

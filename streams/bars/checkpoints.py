@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -36,6 +37,7 @@ class CheckpointStore:
         self.url = url
         self.app_id = app_id
         self.topic = topic
+        self._connection: psycopg.AsyncConnection[Any] | None = None  # saves reuse one
 
     async def load(self, partition: int) -> Checkpoint | None:
         """Return the partition's checkpoint, if any; raise TransientError if the database is down."""
@@ -54,20 +56,33 @@ class CheckpointStore:
     async def save(self, partition: int, checkpoint: Checkpoint) -> None:
         """Replace the partition's checkpoint; raise TransientError if the database is down."""
         try:
-            async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
-                await conn.execute(
-                    'insert into bar_checkpoints (app_id, topic, partition, "offset", layout, state)'
-                    " values (%s, %s, %s, %s, %s, %s)"
-                    ' on conflict (app_id, topic, partition) do update set "offset" = excluded."offset",'
-                    " layout = excluded.layout, state = excluded.state, updated_at = now()",
-                    (
-                        self.app_id,
-                        self.topic,
-                        partition,
-                        checkpoint.offset,
-                        checkpoint.layout,
-                        checkpoint.state,
-                    ),
-                )
+            connection = await self._saving_connection()
+            await connection.execute(
+                'insert into bar_checkpoints (app_id, topic, partition, "offset", layout, state)'
+                " values (%s, %s, %s, %s, %s, %s)"
+                ' on conflict (app_id, topic, partition) do update set "offset" = excluded."offset",'
+                " layout = excluded.layout, state = excluded.state, updated_at = now()",
+                (
+                    self.app_id,
+                    self.topic,
+                    partition,
+                    checkpoint.offset,
+                    checkpoint.layout,
+                    checkpoint.state,
+                ),
+            )
         except psycopg.OperationalError as exc:
             raise TransientError(f"cannot save checkpoint of partition {partition}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _saving_connection(self) -> psycopg.AsyncConnection[Any]:
+        """The connection saves reuse (one per worker), opened again after a failure."""
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            self._connection = await psycopg.AsyncConnection.connect(
+                self.url, connect_timeout=5, autocommit=True
+            )
+        return self._connection

@@ -11,8 +11,9 @@ import hashlib
 import io
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import orjson
@@ -22,6 +23,8 @@ from streams.bars import kernels as k
 from streams.bars.intervals import parse_intervals
 from streams.errors import ConfigError
 from streams.models import Bar, TradeBatch
+
+SNAPSHOT_FORMAT: Final = 2  # 2: only the occupied slots (a third of them in a busy book)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ class BarsConfig:
         return int(self.ring_sizes.sum())
 
     def fingerprint(self) -> str:
-        """Identify the layout, so that a snapshot is only restored into the same layout."""
-        text = orjson.dumps([self.intervals, self.grace_us, self.max_lateness_us])
+        """Identify the layout and snapshot format, so a snapshot is only restored into its own."""
+        text = orjson.dumps([SNAPSHOT_FORMAT, self.intervals, self.grace_us, self.max_lateness_us])
         return hashlib.sha256(text).hexdigest()[:16]
 
 
@@ -84,10 +87,81 @@ class LateTrade:
     watermark_us: int
 
 
+# The Bar schema's doubles, in its field order: what EmittedBars.doubles holds per bar.
+DOUBLE_FIELDS: Final = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "buy_volume",
+    "sell_volume",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EmittedBars:
+    """The bars one fold emitted, column by column, so that publishing them needs no object per bar.
+
+    Row b is a bar of instrument `names[row[b]]` and interval `intervals[interval[b]]`.
+    """
+
+    row: NDArray[np.int64]
+    interval: NDArray[np.int64]
+    source: NDArray[np.int64]
+    ts_us: NDArray[np.int64]
+    revision: NDArray[np.int64]
+    trade_count: NDArray[np.int64]
+    ts_event_us: NDArray[np.int64]
+    seq: NDArray[np.int64]
+    doubles: NDArray[np.float64]  # (bars, 8): DOUBLE_FIELDS
+    ts_recv_us: int
+    names: Sequence[str]
+    intervals: Sequence[str]
+    sources: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def objects(self) -> list[Bar]:
+        """The bars as `Bar` objects, for tools and tests; the agent encodes the columns directly."""
+        return [
+            Bar(
+                instrument=self.names[row],
+                interval=self.intervals[interval],
+                ts_us=ts_us,
+                revision=revision,
+                trade_count=trade_count,
+                source=self.sources[source],
+                ts_event_us=ts_event_us,
+                ts_recv_us=self.ts_recv_us,
+                seq=seq,
+                **dict(zip(DOUBLE_FIELDS, doubles, strict=True)),
+            )
+            for row, interval, source, ts_us, revision, trade_count, ts_event_us, seq, doubles in zip(
+                self.row.tolist(),
+                self.interval.tolist(),
+                self.source.tolist(),
+                self.ts_us.tolist(),
+                self.revision.tolist(),
+                self.trade_count.tolist(),
+                self.ts_event_us.tolist(),
+                self.seq.tolist(),
+                self.doubles.tolist(),
+                strict=True,
+            )
+        ]
+
+
 @dataclass(frozen=True, slots=True)
 class FoldResult:
-    bars: list[Bar]
+    emitted: EmittedBars
     too_late: list[LateTrade]
+
+    @property
+    def bars(self) -> list[Bar]:
+        return self.emitted.objects()
 
 
 class BarBook:
@@ -109,6 +183,7 @@ class BarBook:
         self._ring_offsets = config.ring_offsets
         self._per = config.slots_per_instrument
         self._slot_interval = np.repeat(np.arange(len(config.intervals)), self._ring_sizes)
+        self._interval_names = [name for name, _ in config.intervals]
         self.fstate: NDArray[np.float64] = np.zeros((0, k.N_FLOAT))
         self.istate: NDArray[np.int64] = np.zeros((0, k.N_INT), np.int64)
         self.state: NDArray[np.int8] = np.zeros(0, np.int8)
@@ -211,42 +286,33 @@ class BarBook:
             self._out_i,
             n,
         )
-        return FoldResult(self._bars(n), self._late(batch, too_late, source))
+        return FoldResult(self._emitted(n), self._late(batch, too_late, source))
 
-    def _bars(self, n: int) -> list[Bar]:
-        now_us = time.time_ns() // 1000
-        names = self.config.intervals
-        bars = []
-        for slot, f, i in zip(
-            self._out_slot[:n].tolist(),
-            self._out_f[:n].tolist(),
-            self._out_i[:n].tolist(),
-            strict=True,
-        ):
-            row, interval = slot // self._per, self._slot_interval[slot % self._per]
-            self.channel_seq[row, interval] += 1
-            bars.append(
-                Bar(
-                    instrument=self.names[row],
-                    interval=names[interval][0],
-                    ts_us=i[k.I_START],
-                    revision=i[k.I_REVISION],
-                    open=f[k.F_OPEN],
-                    high=f[k.F_HIGH],
-                    low=f[k.F_LOW],
-                    close=f[k.F_CLOSE],
-                    volume=f[k.F_VOLUME],
-                    vwap=f[k.F_PV] / f[k.F_VOLUME],
-                    trade_count=i[k.I_COUNT],
-                    buy_volume=f[k.F_BUY],
-                    sell_volume=f[k.F_SELL],
-                    source=self.sources[i[k.I_SOURCE]],
-                    ts_event_us=i[k.I_CLOSE_TS],
-                    ts_recv_us=now_us,
-                    seq=int(self.channel_seq[row, interval]),
-                )
-            )
-        return bars
+    def _emitted(self, n: int) -> EmittedBars:
+        row, interval, seq = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        k.number_bars(
+            self._out_slot, n, self._per, self._slot_interval, self.channel_seq, row, interval, seq
+        )
+        f, i = self._out_f[:n], self._out_i[:n]
+        doubles = np.empty((n, len(DOUBLE_FIELDS)))
+        doubles[:, :5] = f[:, [k.F_OPEN, k.F_HIGH, k.F_LOW, k.F_CLOSE, k.F_VOLUME]]
+        doubles[:, 5] = f[:, k.F_PV] / f[:, k.F_VOLUME]
+        doubles[:, 6:] = f[:, [k.F_BUY, k.F_SELL]]
+        return EmittedBars(
+            row=row,
+            interval=interval,
+            source=i[:, k.I_SOURCE].copy(),
+            ts_us=i[:, k.I_START].copy(),
+            revision=i[:, k.I_REVISION].copy(),
+            trade_count=i[:, k.I_COUNT].copy(),
+            ts_event_us=i[:, k.I_CLOSE_TS].copy(),
+            seq=seq,
+            doubles=doubles,
+            ts_recv_us=time.time_ns() // 1000,
+            names=self.names,
+            intervals=self._interval_names,
+            sources=self.sources,
+        )
 
     def _late(self, batch: TradeBatch, too_late: NDArray[np.bool_], source: int) -> list[LateTrade]:
         if not too_late.any():
@@ -268,13 +334,15 @@ class BarBook:
         return encode_snapshot(self.snapshot_arrays())
 
     def snapshot_arrays(self) -> dict[str, NDArray[Any]]:
-        """Copy the state a checkpoint needs: cheap, so that compressing can run in a thread."""
+        """Copy the occupied slots a checkpoint needs: cheap, so compressing can run in a thread."""
         used = len(self.names) * self._per
+        occupied = np.flatnonzero(self.state[:used] != k.EMPTY)
         meta = {"names": self.names, "sources": self.sources, "layout": self.config.fingerprint()}
         return {
-            "fstate": self.fstate[:used].copy(),
-            "istate": self.istate[:used].copy(),
-            "state": self.state[:used].copy(),
+            "occupied": occupied,
+            "fstate": self.fstate[occupied],
+            "istate": self.istate[occupied],
+            "state": self.state[occupied],
             "watermarks": self.watermarks.copy(),
             "latest_trade_us": self.latest_trade_us.copy(),
             "channel_seq": self.channel_seq[: len(self.names)].copy(),
@@ -290,7 +358,8 @@ class BarBook:
                 raise ValueError("snapshot taken with other intervals, grace or max lateness")
             book = cls(config, capacity=max(16, len(meta["names"])))
             used = len(meta["names"]) * book._per
-            book.fstate[:used], book.istate[:used], book.state[:used] = (
+            occupied = arrays["occupied"]
+            book.fstate[occupied], book.istate[occupied], book.state[occupied] = (
                 arrays["fstate"],
                 arrays["istate"],
                 arrays["state"],

@@ -171,3 +171,24 @@ def close_due(
                 ):
                     n_out = _emit(slot, fstate, istate, state, out_slot, out_f, out_i, n_out)
     return n_out
+
+
+@numba.njit(cache=True, nogil=True)
+def number_bars(
+    out_slot: NDArray[np.int64],
+    n_out: int,
+    slots_per_instrument: int,
+    slot_interval: NDArray[np.int64],
+    channel_seq: NDArray[np.int64],
+    row: NDArray[np.int64],
+    interval: NDArray[np.int64],
+    seq: NDArray[np.int64],
+) -> None:
+    """Give each emitted bar its instrument row, interval and next seq in its channel."""
+    for b in range(n_out):
+        r = out_slot[b] // slots_per_instrument
+        k = slot_interval[out_slot[b] % slots_per_instrument]
+        channel_seq[r, k] += 1
+        row[b] = r
+        interval[b] = k
+        seq[b] = channel_seq[r, k]

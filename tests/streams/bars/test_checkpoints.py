@@ -18,6 +18,7 @@ async def test_checkpoint_save_then_load_round_trips_exact_bytes(database_url: s
 
     await store.save(2, checkpoint)
     loaded = await store.load(2)
+    await store.close()
 
     assert loaded == checkpoint
     assert loaded is not None and isinstance(loaded.state, bytes)
@@ -28,6 +29,7 @@ async def test_checkpoint_save_twice_replaces_previous(database_url: str) -> Non
     await store.save(0, Checkpoint(10, "bars-v1", b"old"))
 
     await store.save(0, Checkpoint(20, "bars-v2", b""))
+    await store.close()
 
     assert await store.load(0) == Checkpoint(20, "bars-v2", b"")
     with psycopg.connect(database_url) as conn:
@@ -35,7 +37,9 @@ async def test_checkpoint_save_twice_replaces_previous(database_url: str) -> Non
 
 
 async def test_checkpoint_load_missing_partition_returns_none(database_url: str) -> None:
-    await CheckpointStore(database_url, "app", TOPIC).save(0, Checkpoint(1, "bars-v1", b"x"))
+    saving = CheckpointStore(database_url, "app", TOPIC)
+    await saving.save(0, Checkpoint(1, "bars-v1", b"x"))
+    await saving.close()
 
     missing_partition = await CheckpointStore(database_url, "app", TOPIC).load(1)
     other_app = await CheckpointStore(database_url, "other", TOPIC).load(0)
