@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.codec import Codec
+from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 from streams.producer import Publisher
 from streams.settings import DatabaseSettings, KafkaSettings
@@ -92,6 +93,7 @@ class Worker:
     trades: faust.TopicT
     bars: faust.TopicT
     status: web.Application
+    trade_batches: DecodedTradeBatches
 
     @property
     def database_url(self) -> str:
@@ -153,6 +155,7 @@ def create_app(
         trades=app.topic(TRADES, value_serializer="raw", key_serializer="raw"),
         bars=app.topic(BARS, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
+        trade_batches=DecodedTradeBatches(codec),
     )
     for name in worker.agent_names:
         importlib.import_module(AGENTS[name]).install(built)

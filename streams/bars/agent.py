@@ -101,7 +101,7 @@ class BarAggregator:
             event.ack()
             return
         try:
-            batch = self.worker.codec.decode_trade_batch(event.value)
+            batch = self.worker.trade_batches.of(message)
         except DecodeError as exc:
             self.dead_letters.reject_event(event, "undecodable", str(exc))
         else:

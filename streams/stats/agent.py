@@ -22,15 +22,14 @@ COMPONENT = "worker.tally_trades"
 def install(worker: Worker) -> None:
     """Declare the agent and add `/stats` to the worker's status endpoints."""
     tally = TradeTally()
-    codec = worker.codec
-    dead_letters = DeadLetterPublisher(worker.publisher, codec, COMPONENT)
+    dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
 
     @worker.app.agent(worker.trades, name="tally_trades")
     async def tally_trades(stream: faust.StreamT[bytes]) -> None:
         """Fold trade batches into per-instrument tallies; dead-letter what does not decode."""
         async for event in stream.events():
             try:
-                batch = codec.decode_trade_batch(event.value)
+                batch = worker.trade_batches.of(event.message)
             except DecodeError as exc:
                 dead_letters.reject_event(event, "undecodable", str(exc))
                 continue

@@ -1,0 +1,38 @@
+"""Decode each trades message once for all the agents of a worker that read it.
+
+Faust hands every agent subscribed to a topic the same messages, and the agents take turns in
+one event loop, so the few most recent decodes serve them all; an agent that falls further
+behind simply decodes again. A message that does not decode fails the same way for each agent,
+so each dead-letters it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.codec import Codec
+from streams.errors import DecodeError
+from streams.models import TradeBatch
+
+
+class DecodedTradeBatches:
+    def __init__(self, codec: Codec, keep: int = 32) -> None:
+        self._codec = codec
+        self._keep = keep
+        self._recent: dict[tuple[str, int, int], TradeBatch | str] = {}  # oldest first
+
+    def of(self, message: Any) -> TradeBatch:
+        """The TradeBatch of a Faust message; raise DecodeError if it is not one."""
+        key = (message.topic, message.partition, message.offset)
+        found = self._recent.get(key)
+        if found is None:
+            try:
+                found = self._codec.decode_trade_batch(message.value)
+            except DecodeError as exc:
+                found = str(exc)
+            self._recent[key] = found
+            if len(self._recent) > self._keep:
+                del self._recent[next(iter(self._recent))]
+        if isinstance(found, str):
+            raise DecodeError(found)
+        return found
