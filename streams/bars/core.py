@@ -24,6 +24,7 @@ from streams.bars.intervals import parse_intervals
 from streams.errors import ConfigError
 from streams.models import Bar, TradeBatch
 
+NO_WINDOW: Final = np.iinfo(np.int64).max
 SNAPSHOT_FORMAT: Final = 2  # 2: only the occupied slots (a third of them in a busy book)
 
 
@@ -208,6 +209,9 @@ class BarBook:
         channel_seq = np.zeros((capacity, len(self.config.intervals)), np.int64)
         channel_seq[: len(self.names)] = self.channel_seq[: len(self.names)]
         self.fstate, self.istate, self.state, self.channel_seq = fstate, istate, state, channel_seq
+        # a cache of the kernel's, not state: a start no trade time reaches means "unknown"
+        self.window_start = np.full((capacity, len(self.config.intervals)), NO_WINDOW, np.int64)
+        self.window_slot = np.zeros((capacity, len(self.config.intervals)), np.int64)
         self.capacity = capacity
 
     def _ensure_out(self, rows: int) -> None:
@@ -259,6 +263,8 @@ class BarBook:
             self._ring_offsets,
             self._ring_sizes,
             self._per,
+            self.window_start,
+            self.window_slot,
             self.fstate,
             self.istate,
             self.state,
