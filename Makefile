@@ -36,8 +36,19 @@ lint: install
 	$(PY) -m ruff check streams connectors gateways schemas benchmarks tests
 	$(PY) -m mypy
 
-bench: install
+## make bench: every benchmark scenario, ours against its peers (about 15 minutes); figures go
+## to benchmarks/results/. Quix Streams pins another confluent-kafka, so it gets a venv apart.
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/.installed:
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install --quiet quixstreams==3.28.1
+	touch $@
+
+bench: install $(QUIX_VENV)/.installed
 	$(PY) -m benchmarks produce
+	$(PY) -m benchmarks bars --quix-python $(QUIX_VENV)/bin/python
+	$(PY) -m benchmarks sink
+	$(PY) -m benchmarks ws
 
 clean:
-	rm -rf $(VENV) .run
+	rm -rf $(VENV) $(QUIX_VENV) .run

