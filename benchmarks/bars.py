@@ -31,37 +31,39 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import confluent_kafka
 import fastavro
-import numpy as np
-import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from numpy.typing import NDArray
+from confluent_kafka import Producer
 
-from benchmarks import common
+from benchmarks import common, processes
+from benchmarks.bars_data import START_US, expected_bars, generate, latency_ticks
+from benchmarks.bars_latency import (
+    LATENCY_INTERVAL,
+    LENGTHS_US,
+    BarRecorder,
+    ClosingClock,
+    avro_bar_key,
+    latency_report,
+    quix_bar_key,
+)
+from benchmarks.bars_watch import Progress, Throughput, bars_check, scrape, settle, wait_sunk, watch
 from benchmarks.common import PathResult, Result
-from benchmarks.produce import PEER_SCHEMA, encode_trade, per_trade_records, take
+from benchmarks.produce import PEER_SCHEMA, encode_trade, per_trade_records
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.event_clock import END_OF_STREAM_ADVANCE_US
 from connectors.runner import ConnectorRunner
-from connectors.simulator import SimulatorConfig, SimulatorConnector
-from streams.bars.intervals import DAY_US, DEFAULT_INTERVALS, parse_intervals
+from streams.bars.intervals import DEFAULT_INTERVALS, parse_intervals
 from streams.codec import Codec
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
@@ -90,11 +92,8 @@ PATHS: Final[dict[str, str]] = {
 }
 DEFAULT_ORDER: Final = (OURS, NAIVE, QUIX)
 INTERVALS: Final = parse_intervals(DEFAULT_INTERVALS)
-LENGTHS_US: Final = dict(INTERVALS)
-LATENCY_INTERVAL: Final = "1m"
 PEER_INTERVALS: Final = {NAIVE: INTERVALS, QUIX: ((LATENCY_INTERVAL, LENGTHS_US["1m"]),)}
 PEER_COMMANDS: Final = {NAIVE: "naive-faust", QUIX: "quix"}
-START_US: Final[int] = SimulatorConfig.model_fields["start_us"].default
 DISTRIBUTIONS: Final = (
     "faust-streaming",
     "aiokafka",
@@ -197,12 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ours: a py-spy binary; sample the worker during the first run (raw stacks kept "
         "with --keep-temp's files; adds sampling overhead to that run)",
     )
-    add(
-        "--paths",
-        type=common.path_list(PATHS),
-        default=",".join(DEFAULT_ORDER),
-        help="comma-separated paths to run, in this order",
-    )
+    common.add_paths_flag(parser, PATHS, DEFAULT_ORDER)
     add("--keep-temp", action="store_true", help="keep each run's logs and data directories")
     add("--bootstrap", default=None, help="use this broker instead of starting an embedded Tansu")
     add(
@@ -249,8 +243,7 @@ def run(args: argparse.Namespace) -> Result:
 def _child_argv(args: argparse.Namespace, name: str, bootstrap: str, index: int) -> list[str]:
     argv = ["--paths", name, "--in-process", "--bootstrap", bootstrap, "--run-index", str(index)]
     argv += ["--repeats", "1", "--peer-repeats", "1"]
-    for dest in _FORWARDED:
-        argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
+    argv += common.forwarded_flags(args, _FORWARDED)
     if args.py_spy:
         argv += ["--py-spy", args.py_spy]
     if args.keep_temp:
@@ -332,467 +325,6 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
         "isolation": "in-process" if args.in_process else "one subprocess per run",
         "paths": {name: PATHS[name] for name in args.paths},
     }
-
-
-# data
-
-
-def _simulator(
-    args: argparse.Namespace, *, seed: int, start_us: int, rate: float, count: int
-) -> SimulatorConnector:
-    config = {
-        "instruments": args.instruments,
-        "clock": "simulated",
-        "rate": rate,
-        "count": count,
-        "seed": seed,
-        "start_us": start_us,
-    }
-    return SimulatorConnector(SimulatorConfig.model_validate(config))
-
-
-def generate(args: argparse.Namespace, n: int) -> list[TradeBatch]:
-    """Return the first `n` trades of the seeded run every path shares (not timed).
-
-    The run is `max(--trades, --peer-trades)` trades long whoever asks, so that a shorter
-    prefix holds exactly the same trades.
-    """
-    count = max(args.trades, args.peer_trades)
-    simulator = _simulator(
-        args, seed=args.seed, start_us=START_US, rate=args.event_rate, count=count
-    )
-
-    async def collect() -> list[TradeBatch]:
-        chunks: list[TradeBatch] = []
-        total = 0
-        async for item in simulator.stream():
-            if isinstance(item, TradeBatch):
-                chunks.append(item)
-                total += len(item)
-            if total >= n:
-                break
-        return chunks
-
-    return take(asyncio.run(collect()), n)
-
-
-def latency_start_us(args: argparse.Namespace) -> int:
-    """Return where the latency feed starts: a day boundary past the end-of-stream markers."""
-    span_us = int(max(args.trades, args.peer_trades) / args.event_rate * 1e6)
-    return START_US + ((span_us + END_OF_STREAM_ADVANCE_US) // DAY_US + 1) * DAY_US
-
-
-def latency_ticks(args: argparse.Namespace) -> list[TradeBatch]:
-    """Return the latency feed, one chunk per tick, the same for every path (not timed)."""
-    tick_s = args.latency_tick_ms / 1000
-    per_tick = max(1, round(args.latency_rate * tick_s))
-    event_tick_s = tick_s * args.latency_speedup
-    start_us = latency_start_us(args)
-    simulator = _simulator(
-        args, seed=args.seed + 1, start_us=start_us, rate=per_tick / event_tick_s, count=0
-    )
-    return [
-        simulator.chunk(per_tick, start_us / 1e6 + i * event_tick_s, event_tick_s)
-        for i in range(round(args.latency_seconds / tick_s))
-    ]
-
-
-def expected_bars(
-    chunks: Sequence[TradeBatch], intervals: Sequence[tuple[str, int]]
-) -> dict[str, int]:
-    """Count the windows that hold trades, per interval: one first emission each."""
-    symbols = len(chunks[0].instruments)
-    index = np.concatenate([c.instrument_index for c in chunks]).astype(np.int64)
-    ts = np.concatenate([c.ts_event_us for c in chunks])
-    return {name: len(np.unique((ts // length) * symbols + index)) for name, length in intervals}
-
-
-# processes
-
-
-def _start(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as out:
-        return subprocess.Popen(
-            command,
-            cwd=common.REPO_DIR,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def _stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            log.warning("pid %d did not stop; killing it", process.pid)
-            process.kill()
-            process.wait(10)
-
-
-@contextlib.contextmanager
-def running(
-    command: list[str], env: dict[str, str], log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `command` for the duration of the block; stop it (SIGTERM, then SIGKILL) after."""
-    process = _start(command, env, log_path)
-    try:
-        yield process
-    finally:
-        _stop(process)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-def _status_mb(pid: int, key: str) -> float | None:
-    with contextlib.suppress(OSError):
-        match = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-        return int(match.group(1)) * 1024 / common.MB if match else None
-    return None
-
-
-def _cpu_s(pid: int) -> float | None:
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return None
-
-
-def _reset_peak(pid: int) -> None:
-    """Reset the kernel's peak-RSS mark of `pid` (VmHWM), so the peak belongs to what follows."""
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-_SAMPLE: Final = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)", re.MULTILINE)
-_LABEL: Final = re.compile(r'(\w+)="([^"]*)"')
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def scrape(url: str) -> Samples | None:
-    """Return the samples of a Prometheus text endpoint, or None while it does not answer."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-    return [(m[1], dict(_LABEL.findall(m[2] or "")), float(m[3])) for m in _SAMPLE.finditer(text)]
-
-
-@dataclass(slots=True)
-class Progress:
-    """A processor's counters: trades processed by `agent`, bars emitted, other agents' trades."""
-
-    trades: int = 0
-    bars_first: int = 0
-    bars_revised: int = 0
-    bars_sunk: int = 0
-    bars_by_interval: dict[str, int] = field(default_factory=dict)
-    other_agents: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, samples: Samples, agent: str) -> Progress:
-        p = cls()
-        for name, labels, value in samples:
-            if name == "trades_processed_total":
-                if labels.get("agent") == agent:
-                    p.trades = int(value)
-                else:
-                    p.other_agents[labels.get("agent", "?")] = int(value)
-            elif name == "bars_sunk_total":
-                p.bars_sunk = int(value)
-            elif name == "bars_emitted_total" and labels.get("kind") == "revision":
-                p.bars_revised += int(value)
-            elif name == "bars_emitted_total":
-                p.bars_first += int(value)
-                interval = labels.get("interval", "?")
-                p.bars_by_interval[interval] = p.bars_by_interval.get(interval, 0) + int(value)
-        return p
-
-
-@dataclass(slots=True)
-class Throughput:
-    """What one run showed through the processor's /metrics, and its RSS and CPU time."""
-
-    seconds: float
-    trades: int
-    trades_before: int
-    seconds_to_all_trades: float
-    start_to_first_trade_s: float
-    progress: Progress
-    rss_at_first_trade_mb: float | None
-    rss_peak_mb: float | None
-    cpu_s: float | None
-    timeline: list[tuple[float, int, int]]
-
-    def summary(self) -> dict[str, Any]:
-        step = max(1, len(self.timeline) // 40)
-        points = self.timeline[::step] + self.timeline[-1:]
-        return {
-            "seconds": self.seconds,
-            "trades_timed": self.trades,
-            "trades_before_first_poll": self.trades_before,
-            "seconds_to_all_trades": self.seconds_to_all_trades,
-            "start_to_first_trade_s": self.start_to_first_trade_s,
-            "trades_per_s": self.trades / self.seconds,
-            "timeline_s_trades_bars": [(round(t, 3), n, b) for t, n, b in points],
-        }
-
-    def cpu(self) -> dict[str, Any]:
-        return {
-            "process_cpu_s": self.cpu_s,
-            "cores_busy": None if self.cpu_s is None else self.cpu_s / self.seconds,
-        }
-
-
-def watch(
-    process: subprocess.Popen[bytes],
-    url: str,
-    agent: str,
-    trades: int,
-    bars: int,
-    poll_s: float,
-    log_path: Path,
-) -> Throughput:
-    """Poll `url` from the processor's start until it shows `trades` processed, `bars` emitted."""
-    launched = time.monotonic()
-    first: tuple[float, int] | None = None
-    trades_done: float | None = None
-    rss_at_first: float | None = None
-    cpu_before: float | None = None
-    last_change, last_seen = launched, (-1, -1)
-    timeline: list[tuple[float, int, int]] = []
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{agent} exited with {process.returncode}:\n{_tail(log_path)}")
-        samples = scrape(url)
-        now = time.monotonic()
-        if samples is None:
-            if now - launched > 120:
-                raise TimeoutError(f"{agent} did not serve {url}:\n{_tail(log_path)}")
-            time.sleep(poll_s)
-            continue
-        progress = Progress.of(samples, agent)
-        if first is None and progress.trades > 0:
-            first = (now, progress.trades)
-            cpu_before = _cpu_s(process.pid)
-            rss_at_first = _status_mb(process.pid, "VmRSS")
-            _reset_peak(process.pid)
-        if first is not None:
-            timeline.append((now - first[0], progress.trades, progress.bars_first))
-            if trades_done is None and progress.trades >= trades:
-                trades_done = now
-            if trades_done is not None and progress.bars_first >= bars:
-                cpu_after = _cpu_s(process.pid)
-                return Throughput(
-                    seconds=now - first[0],
-                    trades=trades - first[1],
-                    trades_before=first[1],
-                    seconds_to_all_trades=trades_done - first[0],
-                    start_to_first_trade_s=first[0] - launched,
-                    progress=progress,
-                    rss_at_first_trade_mb=rss_at_first,
-                    rss_peak_mb=_status_mb(process.pid, "VmHWM"),
-                    cpu_s=None if None in (cpu_before, cpu_after) else cpu_after - cpu_before,  # type: ignore[operator]
-                    timeline=timeline,
-                )
-        seen = (progress.trades, progress.bars_first)
-        if seen != last_seen:
-            last_seen, last_change = seen, now
-        elif now - last_change > STALL_S:
-            raise TimeoutError(
-                f"{agent} stalled at {seen[0]} of {trades} trades, {seen[1]} of {bars} bars:\n"
-                f"{_tail(log_path)}"
-            )
-        time.sleep(poll_s)
-
-
-def settle(
-    pid: int, busy_below: float = 0.2, window_s: float = 0.5, timeout_s: float = 120.0
-) -> float:
-    """Wait until `pid` uses less than `busy_below` of a core over `window_s`; return seconds."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        before = _cpu_s(pid)
-        time.sleep(window_s)
-        after = _cpu_s(pid)
-        if before is None or after is None or (after - before) / window_s < busy_below:
-            break
-    return time.monotonic() - started
-
-
-def wait_sunk(url: str, bars: int, timeout_s: float = 300.0) -> float | None:
-    """Wait until the worker's sink has written `bars` rows; return seconds, None on timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if Progress.of(scrape(url) or [], "aggregate_bars").bars_sunk >= bars:
-            return time.monotonic() - started
-        time.sleep(0.1)
-    return None
-
-
-def _bars_check(expected: dict[str, int], progress: Progress, trades: int) -> dict[str, Any]:
-    total = sum(expected.values())
-    return {
-        "expected": total,
-        "emitted": progress.bars_first,
-        "revisions": progress.bars_revised,
-        "ok": progress.bars_first == total and not progress.bars_revised,
-        "bars_per_trade": total / trades,
-        "by_interval": {
-            name: {"expected": n, "emitted": progress.bars_by_interval.get(name, 0)}
-            for name, n in expected.items()
-        },
-    }
-
-
-# latency
-
-
-Received = list[tuple[float, bytes | None, bytes]]
-
-
-class BarRecorder:
-    """Consume an output topic in a thread and note when each bar arrived (wall clock)."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-bars-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        self.received: Received = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._record, name="bar-recorder", daemon=True)
-
-    def skip_existing(self, quiet_s: float = 1.0, timeout_s: float = 120.0) -> int:
-        """Read past what the topic holds now (until `quiet_s` pass with nothing); return how many."""
-        skipped = 0
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (batch := self.consumer.consume(10_000, quiet_s)):
-            skipped += len(batch)
-        return skipped
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _record(self) -> None:
-        while not self._stopping.is_set():
-            batch = self.consumer.consume(10_000, RECORDER_WAIT_S)
-            now = time.time()
-            self.received += [
-                (now, m.key(), value)
-                for m in batch
-                if m.error() is None and (value := m.value()) is not None
-            ]
-
-    def stop(self, quiet_s: float = 1.0, timeout_s: float = 15.0) -> Received:
-        """Wait until nothing arrives for `quiet_s`, then stop; return what arrived."""
-        deadline = time.monotonic() + timeout_s
-        count = -1
-        while time.monotonic() < deadline and count != len(self.received):
-            count = len(self.received)
-            time.sleep(quiet_s)
-        self._stopping.set()
-        self._thread.join()
-        self.consumer.close()
-        return self.received
-
-
-class ClosingClock:
-    """Per partition: the event time each input message carried, and when it was produced."""
-
-    def __init__(self, sent: Sequence[tuple[int, int, float]], partitions: int) -> None:
-        self.messages = len(sent)
-        self._clock: list[NDArray[np.int64]] = []
-        self._wall: list[NDArray[np.float64]] = []
-        for p in range(partitions):
-            mine = [(c, w) for q, c, w in sent if q == p]
-            clock = np.array([c for c, _ in mine], dtype=np.int64)
-            self._clock.append(np.maximum.accumulate(clock) if len(clock) else clock)
-            self._wall.append(np.array([w for _, w in mine], dtype=np.float64))
-
-    def reached(self, partition: int, event_us: int) -> float | None:
-        """Return when the partition's first message with event time >= `event_us` was produced."""
-        clock = self._clock[partition]
-        i = int(np.searchsorted(clock, event_us, side="left"))
-        return float(self._wall[partition][i]) if i < len(clock) else None
-
-
-# instrument, interval, window start (us), revision, when the processor built it (us) if known
-BarKey = tuple[str, str, int, int, int | None]
-
-
-def avro_bar_key(codec: Codec) -> Callable[[bytes | None, bytes], BarKey]:
-    def key(_: bytes | None, value: bytes) -> BarKey:
-        bar = codec.decode_bar(value)
-        return bar.instrument, bar.interval, bar.ts_us, bar.revision, bar.ts_recv_us
-
-    return key
-
-
-def quix_bar_key(key: bytes | None, value: bytes) -> BarKey:
-    start_us = int(orjson.loads(value)["start"]) * 1000
-    return (key or b"").decode(), LATENCY_INTERVAL, start_us, 0, None
-
-
-def latency_report(
-    args: argparse.Namespace,
-    received: Received,
-    clock: ClosingClock,
-    bar_key: Callable[[bytes | None, bytes], BarKey],
-    skipped_before: int,
-) -> tuple[list[float], dict[str, Any]]:
-    """Return the 1m-bar latencies (seconds) and a summary of every interval and what was skipped."""
-    grace_us = round(args.grace_s * 1e6)
-    warmup_us = int(args.latency_warmup_s * args.latency_speedup * 1e6)
-    sample_from = latency_start_us(args) + warmup_us
-    per_interval: dict[str, list[float]] = {}
-    built: list[float] = []
-    skipped = {"warmup": 0, "revisions": 0, "no_closing_message": 0, "negative": 0}
-    for arrived, key, value in received:
-        instrument, interval, start_us, revision, built_us = bar_key(key, value)
-        if start_us < sample_from:
-            skipped["warmup"] += 1
-            continue
-        if revision:
-            skipped["revisions"] += 1
-            continue
-        due_us = start_us + LENGTHS_US[interval] + grace_us
-        sent = clock.reached(partition_for(instrument, args.partitions), due_us)
-        if sent is None:
-            skipped["no_closing_message"] += 1
-            continue
-        skipped["negative"] += arrived < sent
-        per_interval.setdefault(interval, []).append(arrived - sent)
-        if built_us is not None and interval == LATENCY_INTERVAL:
-            built.append(built_us / 1e6 - sent)
-    summary: dict[str, Any] = {
-        "bars_on_topic_before_feed": skipped_before,
-        "bars_received": len(received),
-        "input_messages": clock.messages,
-        "not_sampled": skipped,
-    }
-    everything = [s for samples in per_interval.values() for s in samples]
-    for name, samples in [("all_intervals", everything), *sorted(per_interval.items())]:
-        p50, p99 = common.percentiles_ms(samples)
-        summary[name] = {"samples": len(samples), "p50_ms": p50, "p99_ms": p99}
-    if built:
-        p50, p99 = common.percentiles_ms(built)
-        summary["1m_closing_message_to_bar_built"] = {"p50_ms": p50, "p99_ms": p99}
-    return per_interval.get(LATENCY_INTERVAL, []), summary
 
 
 def _result(
@@ -981,8 +513,8 @@ def measure_ours(args: argparse.Namespace, bootstrap: str, index: int) -> PathRe
         }
         worker_command = [sys.executable, "-m", "streams", "worker"]
         with (
-            running(worker_command, sink_env, root / "sink.log"),
-            running(worker_command, env, log_path) as worker,
+            processes.running(worker_command, sink_env, root / "sink.log"),
+            processes.running(worker_command, env, log_path) as worker,
         ):
             with contextlib.ExitStack() as sampling:
                 if args.py_spy and index == 0:
@@ -1004,7 +536,7 @@ def measure_ours(args: argparse.Namespace, bootstrap: str, index: int) -> PathRe
                 latency["settle_s_before_feed"] = settled_s
             after = Progress.of(scrape(metrics) or [], "aggregate_bars")
     details = {
-        "bars_check": _bars_check(expected, seen.progress, args.trades),
+        "bars_check": bars_check(expected, seen.progress, args.trades),
         "other_agents_trades": seen.progress.other_agents,
         "sink_caught_up_s_after_run": sink_lag_s,
         "sink_note": "sink_bars, in its own process from the start, writes the bars to "
@@ -1034,11 +566,11 @@ def _sampled(py_spy: str, pid: int, out: Path, root: Path) -> Iterator[None]:
     """Sample `pid` with py-spy (200 Hz, non-blocking) for the duration of the block."""
     command = [py_spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
     command += ["--format", "raw", "--output", str(out)]
-    process = _start(command, {}, root / "py-spy.log")
+    process = processes.start(command, {}, root / "py-spy.log")
     try:
         yield
     finally:
-        _stop(process, signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        processes.stop(process, signal.SIGINT)  # py-spy writes its output on Ctrl-C
 
 
 def _latency_ours(
@@ -1151,7 +683,7 @@ def measure_peer(name: str, args: argparse.Namespace, bootstrap: str, index: int
     command += ["--schema-json", fastavro.schema.to_parsing_canonical_form(PEER_SCHEMA)]
     latencies: list[float] = []
     latency: dict[str, Any] = {}
-    with running(command, {}, log_path) as peer:
+    with processes.running(command, {}, log_path) as peer:
         seen = watch(
             peer,
             f"http://127.0.0.1:{port}/metrics",
@@ -1166,7 +698,7 @@ def measure_peer(name: str, args: argparse.Namespace, bootstrap: str, index: int
             latencies, latency = _latency_peer(name, args, bootstrap, producer, source, sink)
             latency["settle_s_before_feed"] = settled_s
     details = {
-        "bars_check": _bars_check(expected, seen.progress, args.peer_trades),
+        "bars_check": bars_check(expected, seen.progress, args.peer_trades),
         "input": {
             "trades": args.peer_trades,
             "messages": len(messages),

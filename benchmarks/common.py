@@ -367,3 +367,23 @@ def path_list(valid: Mapping[str, object]) -> Callable[[str], list[str]]:
         return names
 
     return parse
+
+
+def add_paths_flag(
+    parser: argparse.ArgumentParser, paths: Mapping[str, object], default_order: Sequence[str]
+) -> None:
+    """Declare `--paths`, the scenario's paths to run (all by default), in order."""
+    parser.add_argument(
+        "--paths",
+        type=path_list(paths),
+        default=",".join(default_order),
+        help="comma-separated paths to run, in this order",
+    )
+
+
+def forwarded_flags(args: argparse.Namespace, dests: Sequence[str]) -> list[str]:
+    """The command-line flags that give a child run the same values of `dests` as `args`."""
+    argv: list[str] = []
+    for dest in dests:
+        argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
+    return argv

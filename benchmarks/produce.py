@@ -155,12 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=50,
         help="peers: sample the latency of one message in this many",
     )
-    add(
-        "--paths",
-        type=common.path_list(PATHS),
-        default=",".join(DEFAULT_ORDER),
-        help="comma-separated paths to run, in this order",
-    )
+    common.add_paths_flag(parser, PATHS, DEFAULT_ORDER)
     add("--bootstrap", default=None, help="use this broker instead of starting an embedded Tansu")
     add(
         "--in-process",
@@ -195,8 +190,7 @@ def run(args: argparse.Namespace) -> Result:
 
 def _child_argv(args: argparse.Namespace, name: str, bootstrap: str) -> list[str]:
     argv = ["--paths", name, "--in-process", "--bootstrap", bootstrap]
-    for dest in _FORWARDED:
-        argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
+    argv += common.forwarded_flags(args, _FORWARDED)
     return argv
 
 
@@ -244,6 +238,11 @@ def generate(args: argparse.Namespace, n: int) -> list[TradeBatch]:
             }
         )
     )
+    return first_trades(simulator, n)
+
+
+def first_trades(simulator: SimulatorConnector, n: int) -> list[TradeBatch]:
+    """Run `simulator` until it has made `n` trades; return them, cut to exactly `n`."""
 
     async def collect() -> list[TradeBatch]:
         chunks: list[TradeBatch] = []

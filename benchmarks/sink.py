@@ -133,12 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="warm-up run over this fraction of the rows (at least one batch), not measured",
     )
     add("--repeats", type=int, default=5, help="measured runs per path; rates use the median")
-    add(
-        "--paths",
-        type=common.path_list(PATHS),
-        default=",".join(DEFAULT_ORDER),
-        help="comma-separated paths to run, in this order",
-    )
+    common.add_paths_flag(parser, PATHS, DEFAULT_ORDER)
     add(
         "--database-url",
         default=None,
@@ -209,8 +204,7 @@ def _server_facts(url: str) -> dict[str, Any]:
 
 def _child_argv(args: argparse.Namespace, name: str, url: str) -> list[str]:
     argv = ["--paths", name, "--in-process", "--database-url", url]
-    for dest in _FORWARDED:
-        argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
+    argv += common.forwarded_flags(args, _FORWARDED)
     return argv
 
 

@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import queue
-import re
 import resource
 import signal
 import subprocess
@@ -45,7 +44,7 @@ from typing import IO, Any, Final
 import confluent_kafka
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, processes
 from benchmarks.common import PathResult, Result
 from benchmarks.ws_clients import MEASURED, WARM
 from streams import admin
@@ -131,12 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--client-processes", type=int, default=2, help="processes the clients are spread over")
     add("--sample-every", type=int, default=10, help="latency of every event on 1 client in N")
     add("--connect-timeout-s", type=float, default=180.0, help="longest wait for all clients")
-    add(
-        "--paths",
-        type=common.path_list(PATHS),
-        default=",".join(DEFAULT_ORDER),
-        help="comma-separated paths to run, in this order",
-    )
+    common.add_paths_flag(parser, PATHS, DEFAULT_ORDER)
     add("--keep-logs", action="store_true", help="keep server and client logs (path in results)")
 
 
@@ -260,81 +254,21 @@ def _child_setup() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start(
-    command: list[str], env: dict[str, str], log_path: Path, **kwargs: Any
-) -> subprocess.Popen[Any]:
-    with log_path.open("ab") as out:
-        return subprocess.Popen(
-            command,
-            cwd=common.REPO_DIR,
-            env={**os.environ, **env},
-            stdout=kwargs.pop("stdout", out),
-            stderr=out,
-            stdin=kwargs.pop("stdin", subprocess.DEVNULL),
-            preexec_fn=_child_setup,
-            **kwargs,
-        )
-
-
-def _stop(process: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("pid %d did not stop; killing it", process.pid)
-            process.kill()
-            process.wait(10)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-def _status_bytes(pid: int, key: str) -> int | None:
-    with contextlib.suppress(OSError):
-        match = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-        return int(match.group(1)) * 1024 if match else None
-    return None
-
-
-def _cpu_s(pid: int) -> float | None:
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return None
-
-
-def _machine_busy() -> tuple[float, float] | None:
-    """Return (busy, total) jiffies of the whole machine so far, from /proc/stat."""
-    with contextlib.suppress(OSError, ValueError):
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]
-        return float(sum(values) - idle), float(sum(values))
-    return None
-
-
-def _reset_peak(pid: int) -> None:
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
 def _wait_health(
     url: str, process: subprocess.Popen[Any], log_path: Path, timeout_s: float = 60
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{_tail(log_path)}")
+            raise RuntimeError(
+                f"server exited with {process.returncode}:\n{processes.tail(log_path)}"
+            )
         with contextlib.suppress(urllib.error.URLError, OSError):
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         time.sleep(0.1)
-    raise TimeoutError(f"{url} not healthy within {timeout_s:.0f} s:\n{_tail(log_path)}")
+    raise TimeoutError(f"{url} not healthy within {timeout_s:.0f} s:\n{processes.tail(log_path)}")
 
 
 @contextlib.contextmanager
@@ -368,12 +302,12 @@ def server(name: str, bootstrap: str, work: Path) -> Iterator[tuple[subprocess.P
             sys.executable, "-m", "benchmarks.ws_peer", "--bootstrap", bootstrap,
             "--port", str(port), "--log-level", "WARNING",
         ]  # fmt: skip
-    process = _start(command, env, log_path)
+    process = processes.start(command, env, log_path, preexec_fn=_child_setup)
     try:
         _wait_health(f"http://127.0.0.1:{port}/health", process, log_path)
         yield process, f"ws://127.0.0.1:{port}/"
     finally:
-        _stop(process)
+        processes.stop(process)
 
 
 class ClientProcess:
@@ -393,8 +327,14 @@ class ClientProcess:
                                  + args.warmup_drain_s + 120),
             "--out", str(self.out),
         ]  # fmt: skip
-        self.process = _start(
-            command, {}, self.log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        self.process = processes.start(
+            command,
+            {},
+            self.log_path,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=_child_setup,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -422,7 +362,7 @@ class ClientProcess:
             except queue.Empty:
                 raise TimeoutError(f"clients sent no {word!r} in {timeout_s:.0f} s") from None
             if not line:
-                raise RuntimeError(f"clients exited:\n{_tail(self.log_path)}")
+                raise RuntimeError(f"clients exited:\n{processes.tail(self.log_path)}")
             fields = line.split()
             if fields[0] == word:
                 return fields[1:]
@@ -559,8 +499,8 @@ def measure(
         with server(name, bootstrap, work) as (process, url):
             pid = process.pid
             time.sleep(1.0)
-            rss_before = _status_bytes(pid, "VmRSS")
-            _reset_peak(pid)
+            rss_before = processes.status_bytes(pid, "VmRSS")
+            processes.reset_peak(pid)
             connect_started = time.perf_counter()
             with clients(url, n_clients, args, work) as procs:
                 ready = [p.expect("ready", args.connect_timeout_s + 30) for p in procs]
@@ -575,8 +515,8 @@ def measure(
                     connect_s,
                 )
                 time.sleep(args.settle_s)
-                rss_idle = _status_bytes(pid, "VmRSS")
-                rss_idle_peak = _status_bytes(pid, "VmHWM")
+                rss_idle = processes.status_bytes(pid, "VmRSS")
+                rss_idle_peak = processes.status_bytes(pid, "VmHWM")
 
                 publisher = Publisher(
                     KafkaSettings.model_validate({"bootstrap": bootstrap}).producer_config(
@@ -607,22 +547,22 @@ def measure(
 
                 bars = round(rate * args.seconds)
                 expected = bars * subscribed
-                cpu0, wall0 = _cpu_s(pid), time.perf_counter()
-                others0 = {p.process.pid: _cpu_s(p.process.pid) for p in procs} | {
-                    broker_pid: _cpu_s(broker_pid)
+                cpu0, wall0 = processes.cpu_s(pid), time.perf_counter()
+                others0 = {p.process.pid: processes.cpu_s(p.process.pid) for p in procs} | {
+                    broker_pid: processes.cpu_s(broker_pid)
                 }
-                busy0 = _machine_busy()
+                busy0 = processes.machine_busy()
                 self0 = time.process_time()
                 first_us, publish_s = publish(publisher, codec, feed, bars, rate, tick_s, MEASURED)
                 got, last_us, closed, drain_waited = _wait_delivered(
                     procs, expected, True, args.drain_s
                 )
-                cpu1, wall1 = _cpu_s(pid), time.perf_counter()
-                others1 = {k: _cpu_s(k) for k in others0}
-                busy1 = _machine_busy()
+                cpu1, wall1 = processes.cpu_s(pid), time.perf_counter()
+                others1 = {k: processes.cpu_s(k) for k in others0}
+                busy1 = processes.machine_busy()
                 self1 = time.process_time()
-                rss_after = _status_bytes(pid, "VmRSS")
-                rss_peak = _status_bytes(pid, "VmHWM")
+                rss_after = processes.status_bytes(pid, "VmRSS")
+                rss_peak = processes.status_bytes(pid, "VmHWM")
                 log.info(
                     "%s: %d of %d events (%.1f%%), drain wait %.1f s",
                     name,
