@@ -303,7 +303,8 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
         "rate_statistic": "median of the runs; each run on a fresh broker (and database)",
         "throughput_definition": "trades processed from the first /metrics poll that shows "
         "processed trades to the poll that shows every trade processed and every bar the data "
-        "implies emitted, over that wall time; start-up and group join excluded. The input "
+        "implies emitted (ours: and acknowledged by Kafka, acks=all), over that wall time; "
+        "start-up and group join excluded. The input "
         "ends with an end-of-stream marker per partition (ours: the runner's heartbeat, peers: "
         "one trade two days on) that closes every window",
         "latency_definition": "wall time from producing the input message that first carries "

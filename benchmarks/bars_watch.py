@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks import common, processes
+from streams.topics import BARS
 
 STALL_S: Final = 60.0  # a processor that shows no progress for this long has failed
 
@@ -44,8 +45,12 @@ class Progress:
     bars_first: int = 0
     bars_revised: int = 0
     bars_sunk: int = 0
+    bars_acked: int | None = None  # bars Kafka acknowledged, where the processor reports it
     bars_by_interval: dict[str, int] = field(default_factory=dict)
     other_agents: dict[str, int] = field(default_factory=dict)
+
+    def out_on_kafka(self, bars: int) -> bool:
+        return self.bars_first >= bars and (self.bars_acked is None or self.bars_acked >= bars)
 
     @classmethod
     def of(cls, samples: Samples, agent: str) -> Progress:
@@ -58,6 +63,8 @@ class Progress:
                     p.other_agents[labels.get("agent", "?")] = int(value)
             elif name == "bars_sunk_total":
                 p.bars_sunk = int(value)
+            elif name == "kafka_messages_acked_total" and labels.get("topic") == BARS:
+                p.bars_acked = int(value)
             elif name == "bars_emitted_total" and labels.get("kind") == "revision":
                 p.bars_revised += int(value)
             elif name == "bars_emitted_total":
@@ -111,7 +118,8 @@ def watch(
     poll_s: float,
     log_path: Path,
 ) -> Throughput:
-    """Poll `url` from the processor's start until it shows `trades` processed, `bars` emitted."""
+    """Poll `url` from the processor's start until it shows `trades` processed, `bars` emitted,
+    and, where it reports acknowledgements (ours), `bars` acknowledged by Kafka."""
     launched = time.monotonic()
     first: tuple[float, int] | None = None
     trades_done: float | None = None
@@ -141,7 +149,7 @@ def watch(
             timeline.append((now - first[0], progress.trades, progress.bars_first))
             if trades_done is None and progress.trades >= trades:
                 trades_done = now
-            if trades_done is not None and progress.bars_first >= bars:
+            if trades_done is not None and progress.out_on_kafka(bars):
                 cpu_after = processes.cpu_s(process.pid)
                 return Throughput(
                     seconds=now - first[0],

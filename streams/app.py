@@ -30,6 +30,8 @@ from streams.settings import DatabaseSettings, KafkaSettings
 from streams.status import database_check, kafka_check, serve, status_app
 from streams.topics import BARS, TRADES
 
+DELIVERY_POLL_S: Final = 0.05
+
 # agent name -> the module whose install(worker) declares it
 AGENTS: Final = {
     "tally_trades": "streams.stats.agent",
@@ -159,6 +161,11 @@ def create_app(
     )
     for name in worker.agent_names:
         importlib.import_module(AGENTS[name]).install(built)
+
+    @app.timer(interval=DELIVERY_POLL_S)
+    async def serve_deliveries() -> None:
+        """Hand Kafka's acknowledgements to the publisher even while no agent produces."""
+        built.publisher.poll()
 
     @app.task
     async def serve_status() -> None:

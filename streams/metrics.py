@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+from collections import Counter as Tally
+from collections.abc import Iterator, Mapping
 from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 DEAD_LETTERS: Final = Counter(
     "dead_letters", "Inputs rejected to the dead-letter topic.", ["component", "reason"]
@@ -58,3 +63,34 @@ WS_AUTH_FAILURES: Final = Counter(
     "ws_auth_failures", "Connections refused for a bad or missing API key."
 )
 WS_BAD_REQUESTS: Final = Counter("ws_bad_requests", "Client messages refused as malformed.")
+
+
+class AckedMessages(Collector):
+    """`kafka_messages_acked_total{topic}`: what the process's producers got acknowledged.
+
+    Read from the producers' own tallies when scraped, so that the hot path pays nothing per
+    message for it.
+    """
+
+    def __init__(self) -> None:
+        self._tallies: weakref.WeakValueDictionary[int, Mapping[str, int]] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def track(self, tally: Tally[str]) -> None:
+        self._tallies[id(tally)] = tally
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        totals: Tally[str] = Tally()
+        for tally in list(self._tallies.values()):
+            totals.update(tally)
+        family = CounterMetricFamily(
+            "kafka_messages_acked", "Messages Kafka acknowledged (acks=all).", labels=["topic"]
+        )
+        for topic, count in sorted(totals.items()):
+            family.add_metric([topic], count)
+        yield family
+
+
+ACKED_MESSAGES: Final = AckedMessages()
+REGISTRY.register(ACKED_MESSAGES)

@@ -10,7 +10,7 @@ from typing import cast
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import DeliveryError
-from streams.metrics import DELIVERY_FAILURES
+from streams.metrics import ACKED_MESSAGES, DELIVERY_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class Publisher:
         self._producer = Producer(config)
         self.acked: Tally[str] = Tally()
         self.failed: Tally[str] = Tally()
+        ACKED_MESSAGES.track(self.acked)
         self._partition_counts: dict[str, int] = {}
 
     def produce(

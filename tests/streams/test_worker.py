@@ -23,6 +23,11 @@ from streams.producer import Publisher
 from streams.topics import DLQ, TRADES
 
 
+def metrics(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 def stats(url: str) -> dict[str, object]:
     with urllib.request.urlopen(f"{url}/stats", timeout=5) as response:
         body: dict[str, object] = orjson.loads(response.read())
@@ -70,10 +75,8 @@ async def test_worker_valid_batches_and_garbage_yields_stats_and_dead_letter(
         assert (letter.reason, letter.source) == ("undecodable", TRADES)
         assert (letter.source_partition, letter.source_offset, letter.key) == (1, 0, b"bad-key")
         assert letter.payload == b"\x00\x00\x00\x00\x01garbage"
-    metrics = await asyncio.to_thread(
-        lambda: urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    )
-    assert 'dead_letters_total{component="worker.tally_trades",reason="undecodable"} 1.0' in metrics
+    exposed = await asyncio.to_thread(metrics, url)
+    assert 'dead_letters_total{component="worker.tally_trades",reason="undecodable"} 1.0' in exposed
 
 
 async def test_bar_worker_and_sink_worker_apart_fill_the_database(
@@ -114,4 +117,6 @@ async def test_bar_worker_and_sink_worker_apart_fill_the_database(
     assert stats(bars)["trades"] == 3
     with pytest.raises(urllib.error.HTTPError, match="404"):
         stats(sink)  # /stats belongs to tally_trades, which the sink worker does not run
-    assert "bars_sunk_total 9.0" in urllib.request.urlopen(f"{sink}/metrics").read().decode()
+    assert "bars_sunk_total 9.0" in metrics(sink)
+    acked = 'kafka_messages_acked_total{topic="md.bars.v1"} 9.0'
+    await eventually(lambda: acked in metrics(bars), what="the bar worker reports 9 bars acked")
