@@ -74,7 +74,7 @@ from streams.producer import OnAck, Publisher
 from streams.registry import CommittedSchemas
 from streams.settings import BarsSettings, KafkaSettings
 from streams.sink.migrations import migrate
-from streams.topics import BARS, DLQ, TRADES, TopicSpec, all_topics
+from streams.topics import BAR_BATCHES, BARS, DLQ, TRADES, TopicSpec, all_topics
 
 log = logging.getLogger(__name__)
 
@@ -479,7 +479,7 @@ def measure_ours(args: argparse.Namespace, bootstrap: str, index: int) -> PathRe
     root = Path(tempfile.mkdtemp(prefix="marketstream-bench-bars-ours-"))
     chunks = generate(args, args.trades)
     expected = expected_bars(chunks, INTERVALS)
-    for name in (TRADES, BARS, DLQ):
+    for name in (TRADES, BARS, BAR_BATCHES, DLQ):
         common.create_topic(bootstrap, _spec(name, args), name, _spec(name, args).partitions)
     publisher = _RecordingPublisher(
         _kafka_settings(bootstrap).producer_config("marketstream-bench-bars"), codec

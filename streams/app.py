@@ -28,7 +28,7 @@ from streams.faust_transport import Transport
 from streams.producer import Publisher
 from streams.settings import DatabaseSettings, KafkaSettings
 from streams.status import database_check, kafka_check, serve, status_app
-from streams.topics import BARS, TRADES
+from streams.topics import BAR_BATCHES, TRADES
 
 DELIVERY_POLL_S: Final = 0.05
 
@@ -93,7 +93,7 @@ class Worker:
     kafka: KafkaSettings
     database: DatabaseSettings
     trades: faust.TopicT
-    bars: faust.TopicT
+    bar_batches: faust.TopicT
     status: web.Application
     trade_batches: DecodedTradeBatches
 
@@ -155,7 +155,7 @@ def create_app(
         kafka=kafka,
         database=database,
         trades=app.topic(TRADES, value_serializer="raw", key_serializer="raw"),
-        bars=app.topic(BARS, value_serializer="raw", key_serializer="raw"),
+        bar_batches=app.topic(BAR_BATCHES, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
         trade_batches=DecodedTradeBatches(codec),
     )

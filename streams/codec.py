@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Sequence
 from typing import Any, Final, cast
 
 import fastavro
@@ -18,7 +19,7 @@ from numpy.typing import NDArray
 
 from streams.avro_kernels import MAX_VARINT_BYTES, decode_varints, encode_varints
 from streams.errors import DecodeError
-from streams.models import Bar, DeadLetter, TradeBatch
+from streams.models import Bar, BarBatch, DeadLetter, TradeBatch
 from streams.registry import SchemaRegistry
 
 MAGIC: Final = 0
@@ -27,6 +28,7 @@ HEADER: Final = struct.Struct(">bI")
 TRADE_BATCH: Final = "trade_batch"
 DEAD_LETTER: Final = "dead_letter"
 BAR: Final = "bar"
+BAR_BATCH: Final = "bar_batch"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -95,6 +97,81 @@ def encode_trade_batch_body(batch: TradeBatch) -> bytes:
         _encode_long(batch.watermark_us),
     ]
     return b"".join(parts)
+
+
+def _used(names: Sequence[str], index: NDArray[np.int64]) -> tuple[tuple[str, ...], NDArray[Any]]:
+    """Cut a dictionary to the names `index` uses; return it and the index into it."""
+    used, inverse = np.unique(index, return_inverse=True)
+    return tuple(names[i] for i in used.tolist()), inverse
+
+
+def encode_bar_batch_body(batch: BarBatch) -> bytes:
+    """Return the Avro body of a BarBatch (dictionaries cut to what its bars use), identical to
+    fastavro's schemaless_writer output."""
+    instruments, instrument_index = _used(batch.instruments, batch.instrument_index)
+    intervals, interval_index = _used(batch.intervals, batch.interval_index)
+    sources, source_index = _used(batch.sources, batch.source_index)
+    d = batch.doubles
+    parts = [
+        _encode_strings(instruments),
+        _encode_strings(intervals),
+        _encode_strings(sources),
+        _encode_longs(instrument_index),
+        _encode_longs(interval_index),
+        _encode_longs(source_index),
+        _encode_longs(batch.ts_us),
+        _encode_longs(batch.revision),
+        *(_encode_doubles(d[:, column]) for column in range(6)),  # open .. vwap
+        _encode_longs(batch.trade_count),
+        _encode_doubles(d[:, 6]),  # buy_volume
+        _encode_doubles(d[:, 7]),  # sell_volume
+        _encode_longs(batch.ts_event_us),
+        _encode_longs(batch.seq),
+        _encode_long(batch.ts_recv_us),
+    ]
+    return b"".join(parts)
+
+
+def decode_bar_batch_body(body: memoryview) -> BarBatch:
+    """Read a BarBatch body written with the current schema; raise DecodeError if malformed."""
+    r = _Reader(body)
+    instruments, intervals, sources = r.strings(), r.strings(), r.strings()
+    instrument_index, interval_index, source_index = r.longs(), r.longs(), r.longs()
+    ts, revision = r.longs(), r.longs()
+    prices_volume_vwap = [r.doubles() for _ in range(6)]
+    trade_count = r.longs()
+    buy, sell = r.doubles(), r.doubles()
+    ts_event, seq = r.longs(), r.longs()
+    ts_recv = r.long()
+    if r.pos != len(r.buf):
+        raise DecodeError(f"{len(r.buf) - r.pos} unexpected bytes after the BarBatch")
+    doubles = [*prices_volume_vwap, buy, sell]
+    columns = [instrument_index, interval_index, source_index, ts, revision, trade_count]
+    lengths = {len(c) for c in [*columns, ts_event, seq, *doubles]}
+    if len(lengths) > 1:
+        raise DecodeError(f"BarBatch columns have different lengths: {sorted(lengths)}")
+    for index, names in (
+        (instrument_index, instruments),
+        (interval_index, intervals),
+        (source_index, sources),
+    ):
+        if len(index) and (index.min() < 0 or index.max() >= len(names)):
+            raise DecodeError(f"a BarBatch index points outside its {len(names)} names")
+    return BarBatch(
+        instruments=instruments,
+        intervals=intervals,
+        sources=sources,
+        instrument_index=instrument_index,
+        interval_index=interval_index,
+        source_index=source_index,
+        ts_us=ts,
+        revision=revision,
+        trade_count=trade_count,
+        ts_event_us=ts_event,
+        seq=seq,
+        doubles=np.column_stack(doubles) if len(ts) else np.empty((0, len(doubles))),
+        ts_recv_us=ts_recv,
+    )
 
 
 def _joined(blocks: list[NDArray[Any]], dtype: type) -> NDArray[Any]:
@@ -245,7 +322,9 @@ class Codec:
 
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
-        self._ids = {name: registry.id_for(name) for name in (TRADE_BATCH, DEAD_LETTER, BAR)}
+        self._ids = {
+            name: registry.id_for(name) for name in (TRADE_BATCH, DEAD_LETTER, BAR, BAR_BATCH)
+        }
         self._plain_schemas: dict[int | str, Any] = {}
 
     def _resolve(self, name: str, data: bytes) -> tuple[int, memoryview]:
@@ -312,6 +391,16 @@ class Codec:
             None if rec["trade_id"] is None else tuple(rec["trade_id"]),
             rec["watermark"],
         )
+
+    def encode_bar_batch(self, batch: BarBatch) -> bytes:
+        return frame(self._ids[BAR_BATCH], encode_bar_batch_body(batch))
+
+    def decode_bar_batch(self, data: bytes) -> BarBatch:
+        """Decode a framed BarBatch; raise DecodeError for anything we cannot read."""
+        schema_id, body = self._resolve(BAR_BATCH, data)
+        if schema_id != self._ids[BAR_BATCH]:
+            raise DecodeError(f"BarBatch schema id {schema_id} is not the current one")
+        return decode_bar_batch_body(body)
 
     def encode_dead_letter(self, letter: DeadLetter) -> bytes:
         return self._fastavro_write(

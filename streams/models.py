@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -136,3 +137,62 @@ class Bar:
     ts_event_us: int
     ts_recv_us: int
     seq: int = 0
+
+
+# The Bar schema's doubles, in its field order: what BarBatch.doubles holds per bar.
+BAR_DOUBLES: Final = ("open", "high", "low", "close", "volume", "vwap", "buy_volume", "sell_volume")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BarBatch:
+    """Bars as columns (see schemas/avro/bar_batch.avsc), so that bulk work needs no object per bar.
+
+    Bar i is of `instruments[instrument_index[i]]`, `intervals[interval_index[i]]` and
+    `sources[source_index[i]]`; the dictionaries may hold names no bar uses.
+    """
+
+    instruments: Sequence[str]
+    intervals: Sequence[str]
+    sources: Sequence[str]
+    instrument_index: NDArray[np.int64]
+    interval_index: NDArray[np.int64]
+    source_index: NDArray[np.int64]
+    ts_us: NDArray[np.int64]
+    revision: NDArray[np.int64]
+    trade_count: NDArray[np.int64]
+    ts_event_us: NDArray[np.int64]
+    seq: NDArray[np.int64]
+    doubles: NDArray[np.float64]  # (bars, 8): BAR_DOUBLES
+    ts_recv_us: int
+
+    def __len__(self) -> int:
+        return len(self.instrument_index)
+
+    def bars(self) -> list[Bar]:
+        """The bars as `Bar` objects, in order."""
+        return [
+            Bar(
+                instrument=self.instruments[instrument],
+                interval=self.intervals[interval],
+                ts_us=ts_us,
+                revision=revision,
+                trade_count=trade_count,
+                source=self.sources[source],
+                ts_event_us=ts_event_us,
+                ts_recv_us=self.ts_recv_us,
+                seq=seq,
+                **dict(zip(BAR_DOUBLES, doubles, strict=True)),
+            )
+            for instrument, interval, source, ts_us, revision, trade_count, ts_event_us, seq, doubles in zip(
+                self.instrument_index.tolist(),
+                self.interval_index.tolist(),
+                self.source_index.tolist(),
+                self.ts_us.tolist(),
+                self.revision.tolist(),
+                self.trade_count.tolist(),
+                self.ts_event_us.tolist(),
+                self.seq.tolist(),
+                self.doubles.tolist(),
+                strict=True,
+            )
+        ]

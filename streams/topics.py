@@ -15,6 +15,7 @@ DAY_MS: Final = 24 * 3600 * 1000
 
 TRADES: Final = "md.trades.v1"
 BARS: Final = "md.bars.v1"
+BAR_BATCHES: Final = "md.bars.batch.v1"
 DLQ: Final = "md.dlq.v1"
 
 
@@ -56,6 +57,15 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             "delete",
             codec.BAR,
             "OHLCV bars and their revisions, keyed by instrument.",
+        ),
+        TopicSpec(
+            BAR_BATCHES,
+            trades_partitions,
+            7 * DAY_MS,
+            "delete",
+            codec.BAR_BATCH,
+            "The same bars as md.bars.v1, in columns: one message per input message that closed "
+            "any, in its partition. What the database sink reads.",
         ),
         TopicSpec(
             DLQ,

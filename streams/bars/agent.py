@@ -22,14 +22,15 @@ import orjson
 
 from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
-from streams.bars.core import BarBook, BarsConfig, EmittedBars, FoldResult, encode_snapshot
+from streams.bars.core import BarBook, BarsConfig, FoldResult, encode_snapshot
 from streams.bars.messages import BarMessages
 from streams.codec import BAR
 from streams.dlq import DeadLetterPublisher
 from streams.errors import DecodeError, TransientError
 from streams.metrics import BAR_EMIT_DELAY, BARS_EMITTED, TRADES_PROCESSED
+from streams.models import BarBatch
 from streams.settings import BarsSettings, load_settings
-from streams.topics import BARS, TRADES
+from streams.topics import BAR_BATCHES, BARS, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ class BarAggregator:
                 state.messages = self.bar_messages()
             for bars_partition, messages in state.messages.encode(bars).items():
                 self.worker.publisher.produce_batch(BARS, bars_partition, messages)
+            self.worker.publisher.produce(
+                BAR_BATCHES, self.worker.codec.encode_bar_batch(bars), partition=partition
+            )
             self.count(bars)
         for late in result.too_late:
             self.dead_letters.publish(
@@ -148,17 +152,19 @@ class BarAggregator:
             self.bars_partitions = self.worker.publisher.partitions(BARS)
         return BarMessages(self.worker.codec.schema_id(BAR), self.bars_partitions)
 
-    def count(self, bars: EmittedBars) -> None:
+    def count(self, bars: BarBatch) -> None:
         """Count bars per interval and kind; observe each interval's worst first-emission delay."""
         first = bars.revision == 0
         per_interval = len(self.config.intervals)
-        counts = np.bincount(bars.interval + per_interval * ~first, minlength=2 * per_interval)
-        due_us = bars.ts_us + self._lengths_us[bars.interval] + self.config.grace_us
+        counts = np.bincount(
+            bars.interval_index + per_interval * ~first, minlength=2 * per_interval
+        )
+        due_us = bars.ts_us + self._lengths_us[bars.interval_index] + self.config.grace_us
         for k, (name, _) in enumerate(self.config.intervals):
             for kind, count in (("first", counts[k]), ("revision", counts[per_interval + k])):
                 if count:
                     BARS_EMITTED.labels(name, kind).inc(int(count))
-            mine = first & (bars.interval == k)
+            mine = first & (bars.interval_index == k)
             if mine.any():
                 delay_us = bars.ts_recv_us - int(due_us[mine].min())
                 BAR_EMIT_DELAY.observe(max(0, delay_us) / 1e6)

@@ -11,7 +11,6 @@ import hashlib
 import io
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,7 +21,7 @@ from numpy.typing import NDArray
 from streams.bars import kernels as k
 from streams.bars.intervals import parse_intervals
 from streams.errors import ConfigError
-from streams.models import Bar, TradeBatch
+from streams.models import BAR_DOUBLES, Bar, BarBatch, TradeBatch
 
 NO_WINDOW: Final = np.iinfo(np.int64).max
 SNAPSHOT_FORMAT: Final = 2  # 2: only the occupied slots (a third of them in a busy book)
@@ -88,81 +87,14 @@ class LateTrade:
     watermark_us: int
 
 
-# The Bar schema's doubles, in its field order: what EmittedBars.doubles holds per bar.
-DOUBLE_FIELDS: Final = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "buy_volume",
-    "sell_volume",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class EmittedBars:
-    """The bars one fold emitted, column by column, so that publishing them needs no object per bar.
-
-    Row b is a bar of instrument `names[row[b]]` and interval `intervals[interval[b]]`.
-    """
-
-    row: NDArray[np.int64]
-    interval: NDArray[np.int64]
-    source: NDArray[np.int64]
-    ts_us: NDArray[np.int64]
-    revision: NDArray[np.int64]
-    trade_count: NDArray[np.int64]
-    ts_event_us: NDArray[np.int64]
-    seq: NDArray[np.int64]
-    doubles: NDArray[np.float64]  # (bars, 8): DOUBLE_FIELDS
-    ts_recv_us: int
-    names: Sequence[str]
-    intervals: Sequence[str]
-    sources: Sequence[str]
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    def objects(self) -> list[Bar]:
-        """The bars as `Bar` objects, for tools and tests; the agent encodes the columns directly."""
-        return [
-            Bar(
-                instrument=self.names[row],
-                interval=self.intervals[interval],
-                ts_us=ts_us,
-                revision=revision,
-                trade_count=trade_count,
-                source=self.sources[source],
-                ts_event_us=ts_event_us,
-                ts_recv_us=self.ts_recv_us,
-                seq=seq,
-                **dict(zip(DOUBLE_FIELDS, doubles, strict=True)),
-            )
-            for row, interval, source, ts_us, revision, trade_count, ts_event_us, seq, doubles in zip(
-                self.row.tolist(),
-                self.interval.tolist(),
-                self.source.tolist(),
-                self.ts_us.tolist(),
-                self.revision.tolist(),
-                self.trade_count.tolist(),
-                self.ts_event_us.tolist(),
-                self.seq.tolist(),
-                self.doubles.tolist(),
-                strict=True,
-            )
-        ]
-
-
 @dataclass(frozen=True, slots=True)
 class FoldResult:
-    emitted: EmittedBars
+    emitted: BarBatch
     too_late: list[LateTrade]
 
     @property
     def bars(self) -> list[Bar]:
-        return self.emitted.objects()
+        return self.emitted.bars()
 
 
 class BarBook:
@@ -294,20 +226,23 @@ class BarBook:
         )
         return FoldResult(self._emitted(n), self._late(batch, too_late, source))
 
-    def _emitted(self, n: int) -> EmittedBars:
+    def _emitted(self, n: int) -> BarBatch:
         row, interval, seq = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         k.number_bars(
             self._out_slot, n, self._per, self._slot_interval, self.channel_seq, row, interval, seq
         )
         f, i = self._out_f[:n], self._out_i[:n]
-        doubles = np.empty((n, len(DOUBLE_FIELDS)))
+        doubles = np.empty((n, len(BAR_DOUBLES)))
         doubles[:, :5] = f[:, [k.F_OPEN, k.F_HIGH, k.F_LOW, k.F_CLOSE, k.F_VOLUME]]
         doubles[:, 5] = f[:, k.F_PV] / f[:, k.F_VOLUME]
         doubles[:, 6:] = f[:, [k.F_BUY, k.F_SELL]]
-        return EmittedBars(
-            row=row,
-            interval=interval,
-            source=i[:, k.I_SOURCE].copy(),
+        return BarBatch(
+            instruments=self.names,
+            intervals=self._interval_names,
+            sources=self.sources,
+            instrument_index=row,
+            interval_index=interval,
+            source_index=i[:, k.I_SOURCE].copy(),
             ts_us=i[:, k.I_START].copy(),
             revision=i[:, k.I_REVISION].copy(),
             trade_count=i[:, k.I_COUNT].copy(),
@@ -315,9 +250,6 @@ class BarBook:
             seq=seq,
             doubles=doubles,
             ts_recv_us=time.time_ns() // 1000,
-            names=self.names,
-            intervals=self._interval_names,
-            sources=self.sources,
         )
 
     def _late(self, batch: TradeBatch, too_late: NDArray[np.bool_], source: int) -> list[LateTrade]:

@@ -2,7 +2,7 @@
 
 A fold emits thousands of bars; building a `Bar` and calling fastavro for each would cost more
 than the fold. One numba kernel writes every frame into a single buffer instead, byte for byte
-what fastavro writes (tests compare them), from the columns of `EmittedBars` and string tables
+what fastavro writes (tests compare them), from the columns of `BarBatch` and string tables
 holding each name's Avro encoding, extended as instruments and sources appear.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streams.avro_kernels import MAX_VARINT_BYTES
-from streams.bars.core import DOUBLE_FIELDS, EmittedBars
 from streams.codec import HEADER, MAGIC, encode_string
+from streams.models import BAR_DOUBLES, BarBatch
 from streams.partitioning import partition_for
 
 # varints a Bar holds besides its strings: ts, revision, trade_count, ts_event, ts_recv, seq
@@ -68,7 +68,7 @@ def encode_bar_frames(
 ) -> None:
     """Write bar b's frame (header, then the Bar fields in schema order) ending at ends[b].
 
-    `doubles` is the (bars, 64) byte view of EmittedBars.doubles: Avro doubles are little-endian
+    `doubles` is the (bars, 64) byte view of BarBatch.doubles: Avro doubles are little-endian
     IEEE 754, numpy's layout, so they are copied as they are.
     """
     pos = 0
@@ -123,16 +123,16 @@ class BarMessages:
         self.keys: list[bytes] = []
         self.partition_of: list[int] = []
 
-    def _sync(self, bars: EmittedBars) -> None:
+    def _sync(self, bars: BarBatch) -> None:
         known = len(self.keys)
-        self.names.sync(bars.names)
+        self.names.sync(bars.instruments)
         self.intervals.sync(bars.intervals)
         self.sources.sync(bars.sources)
-        for name in bars.names[known:]:
+        for name in bars.instruments[known:]:
             self.keys.append(name.encode())
             self.partition_of.append(partition_for(name, self.partitions))
 
-    def encode(self, bars: EmittedBars) -> dict[int, list[dict[str, object]]]:
+    def encode(self, bars: BarBatch) -> dict[int, list[dict[str, object]]]:
         """Return one message (value, key) per bar, grouped by the partition they go to.
 
         Grouped because confluent-kafka's `produce_batch` sends a batch to one partition (the
@@ -142,14 +142,14 @@ class BarMessages:
             return {}
         self._sync(bars)
         longest = self.names.longest + self.intervals.longest + self.sources.longest
-        size = len(self.header) + longest + 8 * len(DOUBLE_FIELDS) + _VARINTS * MAX_VARINT_BYTES
+        size = len(self.header) + longest + 8 * len(BAR_DOUBLES) + _VARINTS * MAX_VARINT_BYTES
         out = np.empty(len(bars) * size, np.uint8)
         ends = np.empty(len(bars), np.int64)
         encode_bar_frames(
             self.header,
-            bars.row,
-            bars.interval,
-            bars.source,
+            bars.instrument_index,
+            bars.interval_index,
+            bars.source_index,
             bars.ts_us,
             bars.revision,
             bars.trade_count,
@@ -170,6 +170,7 @@ class BarMessages:
         starts = [0, *ends[:-1].tolist()]
         keys, partition_of = self.keys, self.partition_of
         groups: list[list[dict[str, object]]] = [[] for _ in range(self.partitions)]
-        for start, end, row in zip(starts, ends.tolist(), bars.row.tolist(), strict=True):
+        rows = bars.instrument_index.tolist()
+        for start, end, row in zip(starts, ends.tolist(), rows, strict=True):
             groups[partition_of[row]].append({"value": data[start:end], "key": keys[row]})
         return {partition: group for partition, group in enumerate(groups) if group}

@@ -65,7 +65,12 @@ def test_stock_avro_deserializer_via_our_api_reads_trades_topic(
 
 def test_registry_api_lists_subjects_and_latest_versions(api_url: str) -> None:
     subjects = orjson.loads(wait_http(f"{api_url}/subjects"))
-    assert subjects == ["md.bars.v1-value", "md.dlq.v1-value", "md.trades.v1-value"]
+    assert subjects == [
+        "md.bars.batch.v1-value",
+        "md.bars.v1-value",
+        "md.dlq.v1-value",
+        "md.trades.v1-value",
+    ]
     latest = orjson.loads(wait_http(f"{api_url}/subjects/md.trades.v1-value/versions/latest"))
     assert latest["subject"] == "md.trades.v1-value" and latest["version"] == 1
     assert orjson.loads(latest["schema"])["name"] == "TradeBatch"

@@ -20,7 +20,7 @@ from streams.codec import Codec
 from streams.models import TradeBatch
 from streams.partitioning import partition_for
 from streams.producer import Publisher
-from streams.topics import DLQ, TRADES
+from streams.topics import BAR_BATCHES, DLQ, TRADES
 
 
 def metrics(url: str) -> str:
@@ -120,3 +120,18 @@ async def test_bar_worker_and_sink_worker_apart_fill_the_database(
     assert "bars_sunk_total 9.0" in metrics(sink)
     acked = 'kafka_messages_acked_total{topic="md.bars.v1"} 9.0'
     await eventually(lambda: acked in metrics(bars), what="the bar worker reports 9 bars acked")
+
+
+async def test_sink_worker_dead_letters_an_undecodable_bar_batch(
+    bootstrap: str, codec: Codec, start_worker: Callable[..., RunningWorker]
+) -> None:
+    start_worker(MS_WORKER_AGENTS="sink_bars")
+    publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
+    publisher.produce(BAR_BATCHES, b"\x00\x00\x00\x00\x04garbage", key=b"k", partition=2)
+    publisher.flush()
+
+    (message,) = read_topic(bootstrap, DLQ, at_least(1), timeout_s=60)
+    letter = codec.decode_dead_letter(message.value())
+    assert (letter.component, letter.reason) == ("worker.sink_bars", "undecodable")
+    assert (letter.source, letter.source_partition, letter.source_offset) == (BAR_BATCHES, 2, 0)
+    assert letter.payload == b"\x00\x00\x00\x00\x04garbage"
