@@ -22,7 +22,7 @@ import orjson
 
 from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
-from streams.bars.core import BarBook, BarsConfig, FoldResult, encode_snapshot
+from streams.bars.core import BarBook, BarsConfig, FoldResult, FoldScratch, encode_snapshot
 from streams.bars.messages import BarMessages
 from streams.codec import BAR
 from streams.dlq import DeadLetterPublisher
@@ -62,6 +62,7 @@ class BarAggregator:
         self.store = CheckpointStore(worker.database_url, worker.settings.app_id, TRADES)
         self.dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
         self.books: dict[int, PartitionBook] = {}
+        self.scratch = FoldScratch()  # shared by the books: folds never overlap
         self.bars_partitions = 0
         self._lengths_us = self.config.lengths_us
         self._saving = asyncio.Lock()
@@ -80,7 +81,9 @@ class BarAggregator:
                 log.warning("partition %d: %s; retrying", partition, exc)
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         if checkpoint is not None and checkpoint.layout == self.config.fingerprint():
-            book = PartitionBook(BarBook.restore(self.config, checkpoint.state), checkpoint.offset)
+            book = PartitionBook(
+                BarBook.restore(self.config, checkpoint.state, self.scratch), checkpoint.offset
+            )
             log.info("partition %d: restored bars as of offset %d", partition, checkpoint.offset)
         else:
             if checkpoint is not None:
@@ -90,7 +93,8 @@ class BarAggregator:
                     checkpoint.offset,
                 )
             book = PartitionBook(
-                BarBook(self.config), -1 if checkpoint is None else checkpoint.offset
+                BarBook(self.config, scratch=self.scratch),
+                -1 if checkpoint is None else checkpoint.offset,
             )
         self.books[partition] = book
         return book

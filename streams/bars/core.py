@@ -97,10 +97,34 @@ class FoldResult:
         return self.emitted.bars()
 
 
+class FoldScratch:
+    """The rows the kernels write emitted bars into during a fold, sized for the worst case.
+
+    The worst case (every slot of every instrument, and a window per trade and interval) is
+    tens of megabytes for a busy partition, while a fold emits a few hundred bars that are
+    copied out before it returns. Folds never overlap, so the books of a worker share one.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.slot = np.empty(0, np.int64)
+        self.f = np.empty((0, k.N_FLOAT))
+        self.i = np.empty((0, k.N_INT), np.int64)
+
+    def ensure(self, rows: int) -> None:
+        if rows > self.rows:
+            self.rows = max(rows, 2 * self.rows)
+            self.slot = np.empty(self.rows, np.int64)
+            self.f = np.empty((self.rows, k.N_FLOAT))
+            self.i = np.empty((self.rows, k.N_INT), np.int64)
+
+
 class BarBook:
     """All bar state of one partition, as numpy arrays folded by the kernels."""
 
-    def __init__(self, config: BarsConfig, capacity: int = 16) -> None:
+    def __init__(
+        self, config: BarsConfig, capacity: int = 16, scratch: FoldScratch | None = None
+    ) -> None:
         self.config = config
         self.names: list[str] = []
         self.rows: dict[str, int] = {}
@@ -123,8 +147,7 @@ class BarBook:
         self.channel_seq: NDArray[np.int64] = np.zeros((0, len(config.intervals)), np.int64)
         self.capacity = 0
         self._allocate(capacity)
-        self._out_rows = 0
-        self._ensure_out(self._per * capacity)
+        self._scratch = scratch or FoldScratch()
 
     def _allocate(self, capacity: int) -> None:
         """Size the state for `capacity` instruments, keeping the rows of known instruments."""
@@ -145,13 +168,6 @@ class BarBook:
         self.window_start = np.full((capacity, len(self.config.intervals)), NO_WINDOW, np.int64)
         self.window_slot = np.zeros((capacity, len(self.config.intervals)), np.int64)
         self.capacity = capacity
-
-    def _ensure_out(self, rows: int) -> None:
-        if rows > self._out_rows:
-            self._out_rows = max(rows, 2 * self._out_rows)
-            self._out_slot = np.empty(self._out_rows, np.int64)
-            self._out_f = np.empty((self._out_rows, k.N_FLOAT))
-            self._out_i = np.empty((self._out_rows, k.N_INT), np.int64)
 
     def _row_of(self, name: str) -> int:
         row = self.rows.get(name)
@@ -181,7 +197,8 @@ class BarBook:
         trade_rows = rows[batch.instrument_index] if len(batch) else np.empty(0, np.int64)
         side = batch.side if batch.side is not None else np.zeros(len(batch), np.int8)
         too_late = np.zeros(len(batch), dtype=np.bool_)
-        self._ensure_out(len(self.names) * self._per + len(batch) * len(cfg.intervals))
+        out = self._scratch
+        out.ensure(len(self.names) * self._per + len(batch) * len(cfg.intervals))
         n = k.fold_trades(
             trade_rows,
             batch.ts_event_us,
@@ -201,9 +218,9 @@ class BarBook:
             self.istate,
             self.state,
             too_late,
-            self._out_slot,
-            self._out_f,
-            self._out_i,
+            out.slot,
+            out.f,
+            out.i,
         )
         self.watermarks[source] = max(
             int(self.watermarks[source]), int(self.latest_trade_us[source]), batch.watermark_us
@@ -219,9 +236,9 @@ class BarBook:
             self.fstate,
             self.istate,
             self.state,
-            self._out_slot,
-            self._out_f,
-            self._out_i,
+            out.slot,
+            out.f,
+            out.i,
             n,
         )
         return FoldResult(self._emitted(n), self._late(batch, too_late, source))
@@ -229,9 +246,16 @@ class BarBook:
     def _emitted(self, n: int) -> BarBatch:
         row, interval, seq = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
         k.number_bars(
-            self._out_slot, n, self._per, self._slot_interval, self.channel_seq, row, interval, seq
+            self._scratch.slot,
+            n,
+            self._per,
+            self._slot_interval,
+            self.channel_seq,
+            row,
+            interval,
+            seq,
         )
-        f, i = self._out_f[:n], self._out_i[:n]
+        f, i = self._scratch.f[:n], self._scratch.i[:n]
         doubles = np.empty((n, len(BAR_DOUBLES)))
         doubles[:, :5] = f[:, [k.F_OPEN, k.F_HIGH, k.F_LOW, k.F_CLOSE, k.F_VOLUME]]
         doubles[:, 5] = f[:, k.F_PV] / f[:, k.F_VOLUME]
@@ -288,14 +312,15 @@ class BarBook:
         }
 
     @classmethod
-    def restore(cls, config: BarsConfig, data: bytes) -> BarBook:
+    def restore(
+        cls, config: BarsConfig, data: bytes, scratch: FoldScratch | None = None
+    ) -> BarBook:
         """Rebuild a book from `snapshot()`; raise ValueError if it was taken with another layout."""
         with np.load(io.BytesIO(data)) as arrays:
             meta = orjson.loads(arrays["meta"].tobytes())
             if meta["layout"] != config.fingerprint():
                 raise ValueError("snapshot taken with other intervals, grace or max lateness")
-            book = cls(config, capacity=max(16, len(meta["names"])))
-            used = len(meta["names"]) * book._per
+            book = cls(config, capacity=max(16, len(meta["names"])), scratch=scratch)
             occupied = arrays["occupied"]
             book.fstate[occupied], book.istate[occupied], book.state[occupied] = (
                 arrays["fstate"],
@@ -309,5 +334,4 @@ class BarBook:
         book.rows = {name: row for row, name in enumerate(book.names)}
         book.sources = list(meta["sources"])
         book.source_ids = {name: i for i, name in enumerate(book.sources)}
-        book._ensure_out(used)
         return book

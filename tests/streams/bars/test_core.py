@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from reference import reference_bars, split_too_late
 
-from streams.bars.core import BarBook, BarsConfig
+from streams.bars.core import BarBook, BarsConfig, FoldScratch
 from streams.errors import ConfigError
 from streams.models import Bar, TradeBatch
 
@@ -240,3 +242,20 @@ def test_bar_book_channel_seq_counts_every_emission_without_gaps_across_restore(
         seqs.setdefault((bar.instrument, bar.interval), []).append(bar.seq)
 
     assert all(s == list(range(1, len(s) + 1)) for s in seqs.values())
+
+
+def test_books_sharing_one_scratch_fold_as_books_apart() -> None:
+    trades = generated_trades(seed=11, n=3000)
+    halves = (trades[::2], trades[1::2])
+    scratch = FoldScratch()
+    shared = (BarBook(CONFIG, scratch=scratch), BarBook(CONFIG, scratch=scratch))
+    apart = (BarBook(CONFIG), BarBook(CONFIG))
+    got: tuple[list[Bar], list[Bar]] = ([], [])
+    want: tuple[list[Bar], list[Bar]] = ([], [])
+    for i in range(0, 1500, 100):  # interleaved, as a worker's partitions are
+        for side in (0, 1):
+            got[side].extend(shared[side].fold(batch_of(halves[side][i : i + 100])).bars)
+            want[side].extend(apart[side].fold(batch_of(halves[side][i : i + 100])).bars)
+
+    strip = [[dataclasses.replace(b, ts_recv_us=0) for b in bars] for bars in (*got, *want)]
+    assert strip[0] == strip[2] and strip[1] == strip[3] and len(strip[0]) > 100
