@@ -83,7 +83,7 @@ class AckedMessages(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         totals: Tally[str] = Tally()
         for tally in list(self._tallies.values()):
-            totals.update(tally)
+            totals.update(dict(tally))  # one C-level copy: delivery callbacks may add topics
         family = CounterMetricFamily(
             "kafka_messages_acked", "Messages Kafka acknowledged (acks=all).", labels=["topic"]
         )

@@ -46,8 +46,14 @@ class PartitionBook:
     offset: int
     pending: list[Any] = field(default_factory=list)
     messages: BarMessages | None = None  # the book's bar encoder, made at its first bar
+    checkpointing: bool = False  # from the capture until its save is done or failed
     saving: asyncio.Task[None] | None = None  # the checkpoint being compressed and saved
     checkpointed_s: float = field(default_factory=time.monotonic)
+
+    async def settled(self) -> None:
+        """Wait until no checkpoint of this book is in progress."""
+        while self.checkpointing:
+            await (self.saving if self.saving is not None else asyncio.sleep(0.01))
 
 
 class BarAggregator:
@@ -59,7 +65,7 @@ class BarAggregator:
             settings.intervals, settings.grace_s, settings.max_lateness_s
         )
         self.checkpoint_interval_s = settings.checkpoint_interval_s
-        self.store = CheckpointStore(worker.database_url, worker.settings.app_id, TRADES)
+        self.store = CheckpointStore(worker.database_url, worker.settings.group_id, TRADES)
         self.dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
         self.books: dict[int, PartitionBook] = {}
         self.scratch = FoldScratch()  # shared by the books: folds never overlap
@@ -116,8 +122,10 @@ class BarAggregator:
         state.pending.append(event)
         if time.monotonic() - state.checkpointed_s >= self.checkpoint_interval_s:
             await self.checkpoint(message.partition)
-        if len(state.pending) > MAX_UNCHECKPOINTED:  # checkpoints keep failing: hold the stream
-            await asyncio.sleep(self.checkpoint_interval_s)
+        if len(state.pending) > MAX_UNCHECKPOINTED:  # saves are slow or failing: hold the stream
+            await state.settled()
+            if len(state.pending) > MAX_UNCHECKPOINTED:
+                await asyncio.sleep(self.checkpoint_interval_s)
 
     def publish(
         self, state: PartitionBook, result: FoldResult, partition: int, offset: int
@@ -177,17 +185,24 @@ class BarAggregator:
         """Make the partition's outputs durable, then save its book and acknowledge its input.
 
         The book, its offset and the events it covers are captured together before the first
-        await, so events folded meanwhile wait for the next checkpoint. Only the flush holds the
-        stream (a few ms); compressing and saving run in the background, one save at a time per
-        partition, so that a later checkpoint never lands before an earlier one.
+        await, and the partition stays claimed until the save is done, so checkpoints of a
+        partition never overlap and never land out of order. The caller waits for the Kafka
+        flush (a few ms); compressing and saving run in the background, one at a time per
+        worker, and the events are acknowledged after the save.
         """
         state = self.books.get(partition)
-        if state is None or not state.pending or state.saving is not None:
+        if state is None or not state.pending or state.checkpointing:
             return
+        state.checkpointing = True
         events, state.pending = state.pending, []
         offset, arrays = state.offset, state.book.snapshot_arrays()
         state.checkpointed_s = time.monotonic()
-        await asyncio.to_thread(self.worker.publisher.flush)
+        try:
+            await asyncio.to_thread(self.worker.publisher.flush)
+        except BaseException:
+            state.pending[:0] = events
+            state.checkpointing = False
+            raise
         state.saving = asyncio.create_task(self._save(partition, state, offset, arrays, events))
 
     async def _save(
@@ -216,6 +231,7 @@ class BarAggregator:
             return
         finally:
             state.saving = None
+            state.checkpointing = False
         if self.books.get(partition) is state:  # still ours: the new owner commits otherwise
             for event in events:
                 event.ack()
@@ -223,16 +239,17 @@ class BarAggregator:
     async def checkpoint_all(self) -> None:
         """Checkpoint every partition and wait until each save is done (shutdown)."""
         for partition, state in list(self.books.items()):
-            if state.saving is not None:
-                await state.saving
+            await state.settled()
             await self.checkpoint(partition)
-            if state.saving is not None:
-                await state.saving
+            await state.settled()
 
-    def forget(self, partitions: set[int]) -> None:
-        """Drop books of revoked partitions: their next owner restores from the checkpoint."""
+    async def forget(self, partitions: set[int]) -> None:
+        """Drop books of revoked partitions, once their saves are done: their next owner
+        restores from the checkpoint, which must not change after it has read it."""
         for partition in partitions:
-            self.books.pop(partition, None)
+            state = self.books.pop(partition, None)
+            if state is not None:
+                await state.settled()
 
 
 def install(worker: Worker) -> None:
@@ -247,8 +264,11 @@ def install(worker: Worker) -> None:
 
     @worker.app.timer(interval=aggregator.checkpoint_interval_s)
     async def checkpoint_quiet_partitions() -> None:
-        for partition in list(aggregator.books):
-            await aggregator.checkpoint(partition)
+        """Checkpoint the partitions no new message has checkpointed for an interval."""
+        due = time.monotonic() - aggregator.checkpoint_interval_s
+        for partition, state in list(aggregator.books.items()):
+            if state.checkpointed_s <= due:
+                await aggregator.checkpoint(partition)
 
     # Faust's signal types expect (sender, *args, signal=..., **kwargs); ours name their arguments.
     @worker.app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -258,4 +278,4 @@ def install(worker: Worker) -> None:
 
     @worker.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
-        aggregator.forget({tp.partition for tp in revoked if tp.topic == TRADES})
+        await aggregator.forget({tp.partition for tp in revoked if tp.topic == TRADES})

@@ -54,14 +54,17 @@ class CheckpointStore:
         return None if row is None else Checkpoint(row[0], row[1], bytes(row[2]))
 
     async def save(self, partition: int, checkpoint: Checkpoint) -> None:
-        """Replace the partition's checkpoint; raise TransientError if the database is down."""
+        """Replace the partition's checkpoint unless the one stored covers a later offset; raise
+        TransientError if the database is down."""
         try:
             connection = await self._saving_connection()
             await connection.execute(
                 'insert into bar_checkpoints (app_id, topic, partition, "offset", layout, state)'
                 " values (%s, %s, %s, %s, %s, %s)"
                 ' on conflict (app_id, topic, partition) do update set "offset" = excluded."offset",'
-                " layout = excluded.layout, state = excluded.state, updated_at = now()",
+                " layout = excluded.layout, state = excluded.state, updated_at = now()"
+                # a late save from a previous owner never replaces a newer checkpoint
+                ' where bar_checkpoints."offset" <= excluded."offset"',
                 (
                     self.app_id,
                     self.topic,

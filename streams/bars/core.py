@@ -12,7 +12,7 @@ import io
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import orjson
@@ -22,9 +22,6 @@ from streams.bars import kernels as k
 from streams.bars.intervals import parse_intervals
 from streams.errors import ConfigError
 from streams.models import BAR_DOUBLES, Bar, BarBatch, TradeBatch
-
-NO_WINDOW: Final = np.iinfo(np.int64).max
-SNAPSHOT_FORMAT: Final = 2  # 2: only the occupied slots (a third of them in a busy book)
 
 
 @dataclass(frozen=True)
@@ -64,8 +61,8 @@ class BarsConfig:
         return int(self.ring_sizes.sum())
 
     def fingerprint(self) -> str:
-        """Identify the layout and snapshot format, so a snapshot is only restored into its own."""
-        text = orjson.dumps([SNAPSHOT_FORMAT, self.intervals, self.grace_us, self.max_lateness_us])
+        """Identify the layout, so that a snapshot is only restored into the same layout."""
+        text = orjson.dumps([self.intervals, self.grace_us, self.max_lateness_us])
         return hashlib.sha256(text).hexdigest()[:16]
 
 
@@ -164,9 +161,9 @@ class BarBook:
         channel_seq = np.zeros((capacity, len(self.config.intervals)), np.int64)
         channel_seq[: len(self.names)] = self.channel_seq[: len(self.names)]
         self.fstate, self.istate, self.state, self.channel_seq = fstate, istate, state, channel_seq
-        # a cache of the kernel's, not state: a start no trade time reaches means "unknown"
-        self.window_start = np.full((capacity, len(self.config.intervals)), NO_WINDOW, np.int64)
-        self.window_slot = np.zeros((capacity, len(self.config.intervals)), np.int64)
+        # a cache of the kernel's, not state: slot -1 means nothing remembered yet
+        self.window_start = np.zeros((capacity, len(self.config.intervals)), np.int64)
+        self.window_slot = np.full((capacity, len(self.config.intervals)), -1, np.int64)
         self.capacity = capacity
 
     def _row_of(self, name: str) -> int:
@@ -321,7 +318,9 @@ class BarBook:
             if meta["layout"] != config.fingerprint():
                 raise ValueError("snapshot taken with other intervals, grace or max lateness")
             book = cls(config, capacity=max(16, len(meta["names"])), scratch=scratch)
-            occupied = arrays["occupied"]
+            # snapshots hold only the occupied slots; the first ones held every slot in use
+            used = len(meta["names"]) * book._per
+            occupied = arrays["occupied"] if "occupied" in arrays else np.arange(used)
             book.fstate[occupied], book.istate[occupied], book.state[occupied] = (
                 arrays["fstate"],
                 arrays["istate"],

@@ -76,7 +76,7 @@ def fold_trades(
     and not folded. A window displaced from its ring slot is emitted first if anything is due.
     Open/close follow event time, ties by arrival: a later trade with an equal time closes.
     `window_start`/`window_slot` (instrument, interval) remember the last window a trade fell in
-    and its slot, which saves the three integer divisions that finding them costs.
+    and its slot (-1: none yet), which saves the three integer divisions finding them costs.
     """
     n_out = 0
     wm = latest_trade_us[source]
@@ -93,9 +93,9 @@ def fold_trades(
         for k in range(intervals_us.shape[0]):
             length = intervals_us[k]
             start = window_start[row, k]
-            if start <= when and when - start < length:
-                slot = window_slot[row, k]
-            else:
+            slot = window_slot[row, k]  # -1: nothing remembered yet
+            # when - start wraps negative only if the true difference exceeds int64: a miss
+            if slot < 0 or start > when or not 0 <= when - start < length:
                 start = when - (when % length)
                 slot = (
                     row * slots_per_instrument + ring_offsets[k] + (start // length) % ring_sizes[k]

@@ -24,7 +24,7 @@ from streams.metrics import BARS_SUNK, SINK_RETRIES
 from streams.models import Bar
 from streams.settings import SinkSettings, load_settings
 from streams.sink.timescale import BarWriter
-from streams.topics import BAR_BATCHES
+from streams.topics import BARS
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class BarSink:
                 self.dead_letters.publish(
                     reason="refused_by_database",
                     detail=reason,
-                    source=BAR_BATCHES,
+                    source=BARS,  # the refused bar, as md.bars.v1 carries it
                     payload=self.worker.codec.encode_bar(bar),
                     key=bar.instrument.encode(),
                 )

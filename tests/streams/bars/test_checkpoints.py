@@ -55,3 +55,15 @@ async def test_checkpoint_unreachable_database_raises_transient_error() -> None:
         await store.load(3)
     with pytest.raises(TransientError, match="partition 3"):
         await store.save(3, Checkpoint(1, "bars-v1", b"x"))
+
+
+async def test_checkpoint_of_an_earlier_offset_never_replaces_a_later_one(
+    database_url: str,
+) -> None:
+    store = CheckpointStore(database_url, "app", TOPIC)
+    await store.save(1, Checkpoint(20, "bars-v1", b"later"))
+
+    await store.save(1, Checkpoint(10, "bars-v1", b"late save of a previous owner"))
+
+    assert await store.load(1) == Checkpoint(20, "bars-v1", b"later")
+    await store.close()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from reference import reference_bars, split_too_late
 
-from streams.bars.core import BarBook, BarsConfig, FoldScratch
+from streams.bars.core import BarBook, BarsConfig, FoldScratch, encode_snapshot
 from streams.errors import ConfigError
 from streams.models import Bar, TradeBatch
 
@@ -259,3 +259,39 @@ def test_books_sharing_one_scratch_fold_as_books_apart() -> None:
 
     strip = [[dataclasses.replace(b, ts_recv_us=0) for b in bars] for bars in (*got, *want)]
     assert strip[0] == strip[2] and strip[1] == strip[3] and len(strip[0]) > 100
+
+
+def test_trade_at_the_largest_time_lands_in_its_own_instruments_windows() -> None:
+    book = BarBook(CONFIG)
+    book.fold(batch_of([("FIRST", T0, 1.0, 1.0, 0)]))  # row 0: its windows sit at slot 0 up
+    bars = book.fold(batch_of([("LAST", 2**63 - 1, 2.0, 1.0, 0)])).bars
+
+    assert {(b.instrument, b.open) for b in bars} >= {("FIRST", 1.0)}
+    assert all(b.open == (1.0 if b.instrument == "FIRST" else 2.0) for b in bars)
+    first = [b for b in bars if b.instrument == "FIRST"]
+    assert sorted(b.interval for b in first) == sorted(name for name, _ in CONFIG.intervals)
+    assert all(b.trade_count == 1 and b.volume == 1.0 for b in first)
+
+
+def test_restore_reads_the_older_snapshots_that_held_every_slot() -> None:
+    trades = generated_trades(seed=5, n=3000)
+    book = BarBook(CONFIG)
+    for i in range(0, 2000, 250):
+        book.fold(batch_of(trades[i : i + 250]))
+    used = len(book.names) * CONFIG.slots_per_instrument
+    arrays = book.snapshot_arrays()
+    del arrays["occupied"]
+    arrays |= {
+        "fstate": book.fstate[:used],
+        "istate": book.istate[:used],
+        "state": book.state[:used],
+    }
+
+    restored = BarBook.restore(CONFIG, encode_snapshot(arrays))
+
+    rest = batch_of(trades[2000:])
+    strip = [
+        [dataclasses.replace(b, ts_recv_us=0) for b in b_.fold(rest).bars]
+        for b_ in (book, restored)
+    ]
+    assert strip[0] == strip[1] and strip[0]
