@@ -63,6 +63,9 @@ WS_AUTH_FAILURES: Final = Counter(
     "ws_auth_failures", "Connections refused for a bad or missing API key."
 )
 WS_BAD_REQUESTS: Final = Counter("ws_bad_requests", "Client messages refused as malformed.")
+WS_HISTORY_FAILURES: Final = Counter(
+    "ws_history_failures", "Snapshots served without older bars: the database did not answer."
+)
 
 
 class AckedMessages(Collector):

@@ -7,6 +7,7 @@ import signal
 import sys
 
 from gateways.ws.auth import ApiKeys
+from gateways.ws.history import BarHistory
 from gateways.ws.server import Gateway, WsSettings
 from gateways.ws.source import BarSource
 from streams.codec import Codec
@@ -15,11 +16,17 @@ from streams.errors import ConfigError
 from streams.metrics import UP
 from streams.producer import Publisher
 from streams.runtime import configure_logging, schema_registry
-from streams.settings import KafkaSettings, RegistrySettings, load_settings
-from streams.status import kafka_check
+from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
+from streams.status import database_check, kafka_check
 
 
-async def run(settings: WsSettings, kafka: KafkaSettings, codec: Codec, keys: ApiKeys) -> None:
+async def run(
+    settings: WsSettings,
+    kafka: KafkaSettings,
+    codec: Codec,
+    keys: ApiKeys,
+    database: DatabaseSettings | None,
+) -> None:
     publisher = Publisher(kafka.producer_config("marketstream-ws-gateway"))
     source = BarSource(
         kafka.bootstrap,
@@ -27,7 +34,13 @@ async def run(settings: WsSettings, kafka: KafkaSettings, codec: Codec, keys: Ap
         DeadLetterPublisher(publisher, codec, "ws-gateway"),
         settings.rebuild_lookback_s,
     )
-    gateway = Gateway(settings, keys, source, {"kafka": kafka_check(kafka.bootstrap)})
+    checks = {"kafka": kafka_check(kafka.bootstrap)}
+    history = None
+    if database is not None:
+        url = database.url.get_secret_value()
+        history = BarHistory(url)
+        checks["database"] = database_check(url)
+    gateway = Gateway(settings, keys, source, checks, history)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,6 +54,8 @@ async def run(settings: WsSettings, kafka: KafkaSettings, codec: Codec, keys: Ap
         await server.wait_closed()
         await asyncio.to_thread(source.stop)
         await asyncio.to_thread(publisher.flush)
+        if history is not None:
+            await history.close()
 
 
 def main() -> int:
@@ -48,6 +63,7 @@ def main() -> int:
         settings = load_settings(WsSettings)
         kafka = load_settings(KafkaSettings)
         codec = Codec(schema_registry(load_settings(RegistrySettings)))
+        database = load_settings(DatabaseSettings) if settings.snapshot_from_database else None
         keys = ApiKeys.load(
             settings.api_keys.get_secret_value(), settings.api_keys_file, settings.allow_anonymous
         )
@@ -59,7 +75,7 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    asyncio.run(run(settings, kafka, codec, keys))
+    asyncio.run(run(settings, kafka, codec, keys, database))
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -205,16 +205,44 @@ class Hub:
                 session.enqueue(self._fresh(session, log_, self.wildcard_snapshot, recovered=False))
 
     def _fresh(
-        self, session: Session, log_: ChannelLog, bars: int, recovered: bool | None
+        self,
+        session: Session,
+        log_: ChannelLog,
+        bars: int,
+        recovered: bool | None,
+        older: Sequence[tuple[int, bytes]] = (),
     ) -> list[bytes]:
         session.ahead.pop(log_.name, None)
         status: dict[str, object] = {"channel": log_.name, "seq": log_.last_seq}
         if recovered is not None:
             status["recovered"] = recovered
-        return [protocol.event("subscribed", **status), log_.snapshot(bars)]
+        return [protocol.event("subscribed", **status), log_.snapshot(bars, older)]
 
-    def subscribe(self, session: Session, request: protocol.Request) -> list[bytes]:
-        """Register the channels and return what to send first: snapshots or missed events."""
+    def short_of(self, request: protocol.Request) -> list[tuple[protocol.Channel, int | None, int]]:
+        """The channels of a subscribe request whose snapshot wants more bars than the buffer
+        holds: (channel, start of the oldest bar held or None, bars wanted)."""
+        short = []
+        for channel in request.channels:
+            log_ = self.buffer.channels.get(channel.name)
+            resume = request.resume.get(channel.name)
+            if channel.is_wildcard or (
+                log_ and resume is not None and log_.since(resume) is not None
+            ):
+                continue
+            wanted = self.default_snapshot if request.snapshot is None else request.snapshot
+            held, oldest = log_.windows() if log_ else (0, None)
+            if held < wanted:
+                short.append((channel, oldest, wanted))
+        return short
+
+    def subscribe(
+        self,
+        session: Session,
+        request: protocol.Request,
+        older: Mapping[str, Sequence[tuple[int, bytes]]] | None = None,
+    ) -> list[bytes]:
+        """Register the channels and return what to send first: snapshots (with `older` bars
+        of channels, from the database) or missed events."""
         events: list[bytes] = []
         for channel in request.channels:
             if channel.is_wildcard:
@@ -227,18 +255,26 @@ class Hub:
             session.channels.add(channel.name)
             self.by_channel.setdefault(channel.name, set()).add(session)
             bars = self.default_snapshot if request.snapshot is None else request.snapshot
-            events += self._resume_or_fresh(session, self.buffer.log(channel), request, bars)
+            earlier = (older or {}).get(channel.name, ())
+            events += self._resume_or_fresh(
+                session, self.buffer.log(channel), request, bars, earlier
+            )
         return events
 
     def _resume_or_fresh(
-        self, session: Session, log_: ChannelLog, request: protocol.Request, bars: int
+        self,
+        session: Session,
+        log_: ChannelLog,
+        request: protocol.Request,
+        bars: int,
+        older: Sequence[tuple[int, bytes]] = (),
     ) -> list[bytes]:
         last = request.resume.get(log_.name)
         if last is None:
-            return self._fresh(session, log_, bars, recovered=None)
+            return self._fresh(session, log_, bars, None, older)
         missed = log_.since(last)
         if missed is None:
-            return self._fresh(session, log_, bars, recovered=False)
+            return self._fresh(session, log_, bars, False, older)
         if last > log_.last_seq:
             session.ahead[log_.name] = last
         else:

@@ -8,6 +8,7 @@ replaying after a crash re-emits what it already sent) is a duplicate and is dro
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateways.ws import protocol
@@ -44,15 +45,23 @@ class ChannelLog:
         self.bytes += len(entry.bar) + len(entry.event)
         return True
 
-    def snapshot(self, bars: int) -> bytes:
-        """The last `bars` bars (latest revision of each, oldest first) as of the last seq."""
+    def snapshot(self, bars: int, older: Sequence[tuple[int, bytes]] = ()) -> bytes:
+        """The last `bars` bars (latest revision of each, oldest first) as of the last seq;
+        `older` (window start, bar) fills in windows the log does not hold."""
         latest: dict[int, bytes] = {}
         for entry in reversed(self.entries):
             if len(latest) >= bars and entry.ts_us not in latest:
                 break
             latest.setdefault(entry.ts_us, entry.bar)
+        for ts_us, bar in older:
+            latest.setdefault(ts_us, bar)
         picked = [latest[ts] for ts in sorted(latest)[-bars:]] if bars else []
         return protocol.snapshot_event(self.name, self.last_seq, picked)
+
+    def windows(self) -> tuple[int, int | None]:
+        """How many bars (windows) the log holds, and the start of the oldest."""
+        starts = {entry.ts_us for entry in self.entries}
+        return len(starts), min(starts, default=None)
 
     def since(self, seq: int) -> list[bytes] | None:
         """The events after `seq`, or None if some of them are no longer held."""

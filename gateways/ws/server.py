@@ -26,6 +26,7 @@ from websockets.http11 import Request, Response
 
 from gateways.ws import protocol
 from gateways.ws.auth import CLOSE_UNAUTHORIZED, ApiKeys
+from gateways.ws.history import BarHistory
 from gateways.ws.hub import CLOSE_TOO_SLOW, Hub, Session
 from gateways.ws.replay import ReplayBuffer
 from gateways.ws.source import BarSource
@@ -60,17 +61,25 @@ class WsSettings(BaseSettings):
     max_resyncs_per_minute: int = Field(3, ge=0)
     max_bad_requests: int = Field(20, ge=1)
     rebuild_lookback_s: float = Field(3600.0, ge=0)
+    # Fill snapshots deeper than the buffer from the sink's table (at MS_DATABASE_URL).
+    snapshot_from_database: bool = False
     log_level: str = "INFO"
 
 
 class Gateway:
     def __init__(
-        self, settings: WsSettings, keys: ApiKeys, source: BarSource, checks: dict[str, Check]
+        self,
+        settings: WsSettings,
+        keys: ApiKeys,
+        source: BarSource,
+        checks: dict[str, Check],
+        history: BarHistory | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
         self.source = source
         self.checks = checks
+        self.history = history
         self.hub = Hub(
             ReplayBuffer(settings.buffer_per_channel),
             settings.snapshot_default,
@@ -171,7 +180,7 @@ class Gateway:
                         break
                     session.enqueue([protocol.event("error", code="bad_request", message=str(exc))])
                 else:
-                    session.enqueue(self._answer(session, req))
+                    session.enqueue(await self._answer(session, req))
                 wake.set()
                 if writer.done():
                     break
@@ -185,13 +194,17 @@ class Gateway:
                 await writer
             WS_CLIENTS.dec()
 
-    def _answer(self, session: Session, req: protocol.Request) -> list[bytes]:
+    async def _answer(self, session: Session, req: protocol.Request) -> list[bytes]:
         if req.op == "ping":
             return [protocol.event("pong")]
         if req.op == "unsubscribe":
             self.hub.unsubscribe(session, req.channels)
             return [protocol.event("unsubscribed", channels=[c.name for c in req.channels])]
-        return self.hub.subscribe(session, req)
+        older = {}
+        if self.history is not None:  # read before subscribing: the hub's part stays atomic
+            for channel, oldest, wanted in self.hub.short_of(req):
+                older[channel.name] = await self.history.before(channel, oldest, wanted)
+        return self.hub.subscribe(session, req, older)
 
     async def http(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP on the WebSocket port: /health, /health/live, /metrics."""

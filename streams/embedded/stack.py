@@ -89,7 +89,12 @@ class Stack:
                 },
             ),
             Child("simulator", ["connectors", "run", "simulator"], s.connector_port),
-            Child("ws-gateway", ["gateways.ws"], s.ws_port),
+            Child(
+                "ws-gateway",
+                ["gateways.ws"],
+                s.ws_port,
+                {"MS_WS_SNAPSHOT_FROM_DATABASE": "true"},
+            ),
         ]
 
     def child_env(self, database_url: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The WebSocket gateway with a real broker and real clients: seam, resume, restart, slow clients."""
+"""The WebSocket gateway with a real broker and real clients: seam, resume, restart, slow
+clients, deep snapshots from the database."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from conftest import Started, wait_http
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from gateways.ws.history import BarHistory
+from gateways.ws.protocol import parse_channel
 from streams.codec import Codec
 from streams.embedded.ports import free_port
 from streams.models import Bar
 from streams.partitioning import partition_for
 from streams.producer import Publisher
+from streams.sink.timescale import BarWriter
 from streams.topics import BARS
 
 KEY = "test-key-123"
@@ -298,3 +302,40 @@ async def test_gateway_malformed_requests_get_errors_and_connection_survives(
     assert info.value.rcvd is not None and info.value.rcvd.code == 1008
     health = orjson.loads(wait_http(url.replace("ws://", "http://") + "/health"))
     assert health["status"] == "ok"
+
+
+async def test_gateway_fills_a_snapshot_deeper_than_its_buffer_from_the_database(
+    bootstrap: str, codec: Codec, database_url: str, start_gateway: Callable[..., str]
+) -> None:
+    def daily(seq: int, window: int, revision: int = 0) -> Bar:
+        return bar(seq, window, revision, instrument="DEEP", interval="1d")
+
+    writer = BarWriter(database_url)  # what the sink wrote before the gateway (re)started
+    assert await writer.write([daily(seq, seq) for seq in range(1, 7)]) == []
+    await writer.close()
+    publish(bootstrap, codec, [daily(7, 6, revision=1), daily(8, 7)])  # within the lookback
+    url = start_gateway(MS_WS_SNAPSHOT_FROM_DATABASE="true", MS_DATABASE_URL=database_url)
+
+    ws = await subscribe(url, {"op": "subscribe", "channels": ["bars.1d.DEEP"], "snapshot": 5})
+    got = await events(ws, lambda g: any(e["type"] == "snapshot" for e in g))
+    (snapshot,) = [e for e in got if e["type"] == "snapshot"]
+    publish(bootstrap, codec, [daily(9, 8)])
+    live = await events(ws, lambda g: 9 in live_seqs(g))
+    await ws.close()
+
+    assert snapshot["seq"] == 8
+    assert [(b["ts_us"], b["revision"], b["seq"]) for b in snapshot["bars"]] == [
+        (T0 + 3_000_000, 0, 3),
+        (T0 + 4_000_000, 0, 4),
+        (T0 + 5_000_000, 0, 5),
+        (T0 + 6_000_000, 1, 7),  # the buffer's revision, not the table's older row
+        (T0 + 7_000_000, 0, 8),
+    ]
+    assert live_seqs(live) == [9]
+
+
+async def test_history_from_an_unreachable_database_is_empty_not_an_error() -> None:
+    history = BarHistory(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+
+    assert await history.before(parse_channel("bars.1d.DEEP"), None, 5) == []
+    await history.close()

@@ -1,0 +1,66 @@
+"""Bars older than the replay buffer holds, from the database, for deep snapshots.
+
+The buffer is rebuilt from the last `MS_WS_REBUILD_LOOKBACK_S` of md.bars.v1 when the gateway
+starts, which for 1h, 4h or 1d bars is a bar or two. The sink's `bars` table holds every bar
+(the latest revision of each), so a snapshot that wants more than the buffer has reads the
+older ones there. If the database cannot answer, the snapshot holds what the buffer has.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import psycopg
+
+from gateways.ws import protocol
+from streams.metrics import WS_HISTORY_FAILURES
+from streams.models import Bar
+
+log = logging.getLogger(__name__)
+
+_MICROS = "(extract(epoch from {}) * 1000000)::bigint"
+QUERY = (
+    "select instrument, interval, "
+    + _MICROS.format("ts")
+    + ", revision, open, high, low, close, volume, vwap, trade_count, buy_volume, sell_volume,"
+    " source, "
+    + _MICROS.format("ts_event")
+    + ", "
+    + _MICROS.format("ts_recv")
+    + ", seq from bars where instrument = %s and interval = %s"
+    " and ts < timestamptz 'epoch' + %s * interval '1 microsecond' order by ts desc limit %s"
+)
+LATEST: Final = 2**62  # microseconds: a bound past every bar
+
+
+class BarHistory:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+
+    async def before(
+        self, channel: protocol.Channel, ts_us: int | None, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to `limit` bars of `channel` that start before `ts_us` (None: any), oldest first,
+        as (window start, the JSON clients get); [] if the database cannot answer."""
+        try:
+            if self._connection is None or self._connection.closed or self._connection.broken:
+                self._connection = await psycopg.AsyncConnection.connect(
+                    self.url, connect_timeout=3, autocommit=True
+                )
+            cursor = await self._connection.execute(
+                QUERY,
+                (channel.instrument, channel.interval, LATEST if ts_us is None else ts_us, limit),
+            )
+            rows = await cursor.fetchall()
+        except psycopg.Error as exc:
+            WS_HISTORY_FAILURES.inc()
+            log.warning("no older bars for %s from the database: %s", channel.name, exc)
+            return []
+        bars = [Bar(*row) for row in reversed(rows)]
+        return [(bar.ts_us, protocol.bar_json(bar)) for bar in bars]
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
