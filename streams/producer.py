@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter as Tally
 from collections.abc import Callable
 from typing import cast
@@ -26,6 +27,7 @@ class Publisher:
         self.failed: Tally[str] = Tally()
         ACKED_MESSAGES.track(self.acked)
         self._partition_counts: dict[str, int] = {}
+        self._tallying = threading.Lock()
 
     def produce(
         self,
@@ -87,9 +89,11 @@ class Publisher:
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         topic = msg.topic() or "?"
         if err is None:
-            self.acked[topic] += 1
+            with self._tallying:  # a flush in a thread and a poll on the loop both call back
+                self.acked[topic] += 1
             return
-        self.failed[topic] += 1
+        with self._tallying:
+            self.failed[topic] += 1
         DELIVERY_FAILURES.labels(topic).inc()
         log.error("delivery to %s partition %s failed: %s", topic, msg.partition(), err)
 
