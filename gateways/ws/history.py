@@ -9,11 +9,12 @@ older ones there. If the database cannot answer, the snapshot holds what the buf
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Final
 
 import psycopg
 
 from gateways.ws import protocol
+from streams.connection import ReusedConnection
 from streams.metrics import WS_HISTORY_FAILURES
 from streams.models import Bar
 
@@ -36,8 +37,7 @@ LATEST: Final = 2**62  # microseconds: a bound past every bar
 
 class BarHistory:
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._connection = ReusedConnection(url, autocommit=True, connect_timeout=3)
 
     async def before(
         self, channel: protocol.Channel, ts_us: int | None, limit: int
@@ -45,11 +45,8 @@ class BarHistory:
         """Up to `limit` bars of `channel` that start before `ts_us` (None: any), oldest first,
         as (window start, the JSON clients get); [] if the database cannot answer."""
         try:
-            if self._connection is None or self._connection.closed or self._connection.broken:
-                self._connection = await psycopg.AsyncConnection.connect(
-                    self.url, connect_timeout=3, autocommit=True
-                )
-            cursor = await self._connection.execute(
+            connection = await self._connection.get()
+            cursor = await connection.execute(
                 QUERY,
                 (channel.instrument, channel.interval, LATEST if ts_us is None else ts_us, limit),
             )
@@ -62,5 +59,4 @@ class BarHistory:
         return [(bar.ts_us, protocol.bar_json(bar)) for bar in bars]
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
+        await self._connection.close()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 
+from streams.connection import ReusedConnection
 from streams.errors import TransientError
 
 TABLE_SQL = """
@@ -37,7 +37,7 @@ class CheckpointStore:
         self.url = url
         self.app_id = app_id
         self.topic = topic
-        self._connection: psycopg.AsyncConnection[Any] | None = None  # saves reuse one
+        self._saving = ReusedConnection(url, autocommit=True)  # saves reuse one connection
 
     async def load(self, partition: int) -> Checkpoint | None:
         """Return the partition's checkpoint, if any; raise TransientError if the database is down."""
@@ -57,7 +57,7 @@ class CheckpointStore:
         """Replace the partition's checkpoint unless the one stored covers a later offset; raise
         TransientError if the database is down."""
         try:
-            connection = await self._saving_connection()
+            connection = await self._saving.get()
             await connection.execute(
                 'insert into bar_checkpoints (app_id, topic, partition, "offset", layout, state)'
                 " values (%s, %s, %s, %s, %s, %s)"
@@ -78,14 +78,4 @@ class CheckpointStore:
             raise TransientError(f"cannot save checkpoint of partition {partition}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
-
-    async def _saving_connection(self) -> psycopg.AsyncConnection[Any]:
-        """The connection saves reuse (one per worker), opened again after a failure."""
-        if self._connection is None or self._connection.closed or self._connection.broken:
-            self._connection = await psycopg.AsyncConnection.connect(
-                self.url, connect_timeout=5, autocommit=True
-            )
-        return self._connection
+        await self._saving.close()

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
+from streams.connection import ReusedConnection
 from streams.errors import TransientError
 from streams.models import Bar
 
@@ -134,17 +135,10 @@ class BarWriter:
     """One connection, reopened after failures; `write` merges a batch of bars."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._conn: psycopg.AsyncConnection | None = None
-
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=5)
-        return self._conn
+        self._connection = ReusedConnection(url)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        await self._connection.close()
 
     async def write(self, bars: list[Bar]) -> list[tuple[Bar, str]]:
         """Merge `bars`; return those refused for good with the reason. Raise TransientError."""
@@ -156,7 +150,7 @@ class BarWriter:
             else:  # e.g. nanoseconds read as microseconds
                 refused.append((bar, "a time is outside the years 1 to 9999"))
         try:
-            conn = await self._connection()
+            conn = await self._connection.get()
             try:
                 async with conn.transaction():
                     await conn.execute(STAGING_SQL)
@@ -191,7 +185,7 @@ class BarWriter:
                 # A value the database (or the binary dumper) refuses: find it row by row.
                 refused += await self._write_one_by_one(conn, writable)
         except psycopg.OperationalError as exc:
-            self._conn = None
+            await self._connection.close()  # the next write opens a fresh one
             raise TransientError(f"database unavailable: {exc}") from exc
         return refused
 
