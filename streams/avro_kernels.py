@@ -14,6 +14,20 @@ from numpy.typing import NDArray
 MAX_VARINT_BYTES = 10
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def put_varint(out: NDArray[np.uint8], pos: int, value: int) -> int:
+    """Write `value` as a zigzag varint into `out` at `pos` (room for MAX_VARINT_BYTES); return
+    the end position."""
+    v = np.int64(value)
+    z = np.uint64((v << 1) ^ (v >> 63))
+    while z >= 0x80:
+        out[pos] = np.uint8((z & 0x7F) | 0x80)
+        z >>= 7
+        pos += 1
+    out[pos] = np.uint8(z)
+    return pos + 1
+
+
 @numba.njit(cache=True, nogil=True)
 def encode_varints(values: NDArray[np.int64], out: NDArray[np.uint8], pos: int) -> int:
     """Write each value as a zigzag varint into `out` from `pos`; return the end position.
@@ -21,14 +35,7 @@ def encode_varints(values: NDArray[np.int64], out: NDArray[np.uint8], pos: int) 
     `out` must have room for MAX_VARINT_BYTES per value.
     """
     for i in range(values.shape[0]):
-        v = np.int64(values[i])
-        z = np.uint64((v << 1) ^ (v >> 63))
-        while z >= 0x80:
-            out[pos] = np.uint8((z & 0x7F) | 0x80)
-            z >>= 7
-            pos += 1
-        out[pos] = np.uint8(z)
-        pos += 1
+        pos = put_varint(out, pos, values[i])
     return pos
 
 

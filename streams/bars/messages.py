@@ -14,24 +14,13 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from streams.avro_kernels import MAX_VARINT_BYTES
+from streams.avro_kernels import MAX_VARINT_BYTES, put_varint
 from streams.codec import HEADER, MAGIC, encode_string
 from streams.models import BAR_DOUBLES, BarBatch
 from streams.partitioning import partition_for
 
 # varints a Bar holds besides its strings: ts, revision, trade_count, ts_event, ts_recv, seq
 _VARINTS = 6
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _put_varint(out: NDArray[np.uint8], pos: int, value: int) -> int:
-    z = np.uint64((np.int64(value) << 1) ^ (np.int64(value) >> 63))
-    while z >= 0x80:
-        out[pos] = np.uint8((z & 0x7F) | 0x80)
-        z >>= 7
-        pos += 1
-    out[pos] = np.uint8(z)
-    return pos + 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -78,17 +67,17 @@ def encode_bar_frames(
         pos += header.shape[0]
         pos = _put_bytes(out, pos, names, name_offsets, row[b])
         pos = _put_bytes(out, pos, intervals, interval_offsets, interval[b])
-        pos = _put_varint(out, pos, ts_us[b])
-        pos = _put_varint(out, pos, revision[b])
+        pos = put_varint(out, pos, ts_us[b])
+        pos = put_varint(out, pos, revision[b])
         for j in range(48):  # open, high, low, close, volume, vwap
             out[pos + j] = doubles[b, j]
-        pos = _put_varint(out, pos + 48, trade_count[b])
+        pos = put_varint(out, pos + 48, trade_count[b])
         for j in range(16):  # buy_volume, sell_volume
             out[pos + j] = doubles[b, 48 + j]
         pos = _put_bytes(out, pos + 16, sources, source_offsets, source[b])
-        pos = _put_varint(out, pos, ts_event_us[b])
-        pos = _put_varint(out, pos, ts_recv_us)
-        pos = _put_varint(out, pos, seq[b])
+        pos = put_varint(out, pos, ts_event_us[b])
+        pos = put_varint(out, pos, ts_recv_us)
+        pos = put_varint(out, pos, seq[b])
         ends[b] = pos
 
 
