@@ -81,7 +81,7 @@ class LateTrade:
     ts_event_us: int
     price: float
     size: float
-    watermark_us: int
+    latest_trade_us: int  # the source's latest trade in the partition when this one arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +117,23 @@ class FoldScratch:
 
 
 class BarBook:
-    """All bar state of one partition, as numpy arrays folded by the kernels."""
+    """All bar state of one partition, as numpy arrays folded by the kernels.
+
+    State is kept per (source, instrument) row: each source has its own event-time clock, so a
+    replay of last month beside a live feed, or the same file replayed twice, folds into windows
+    of its own and yields exactly its bars. Sequence numbers are per channel (instrument and
+    interval), whatever source a bar came from. A source whose clock has run a day past its
+    latest trade is idle: its windows are all emitted and its rows are released (`_retire`).
+    """
 
     def __init__(
         self, config: BarsConfig, capacity: int = 16, scratch: FoldScratch | None = None
     ) -> None:
         self.config = config
-        self.names: list[str] = []
-        self.rows: dict[str, int] = {}
+        self.instruments: list[str] = []  # every instrument seen: the channels' dictionary
+        self.instrument_ids: dict[str, int] = {}
+        self.row_keys: list[tuple[int, int]] = []  # (source, instrument) of each row
+        self.rows: dict[tuple[int, int], int] = {}
         self.sources: list[str] = []
         self.source_ids: dict[str, int] = {}
         # Per source: the latest trade time, which decides lateness (a function of this
@@ -138,42 +147,62 @@ class BarBook:
         self._per = config.slots_per_instrument
         self._slot_interval = np.repeat(np.arange(len(config.intervals)), self._ring_sizes)
         self._interval_names = [name for name, _ in config.intervals]
+        # a day (the longest interval) plus the lateness past its latest trade: nothing is open
+        self._idle_us = 86_400_000_000 + config.max_lateness_us
         self.fstate: NDArray[np.float64] = np.zeros((0, k.N_FLOAT))
         self.istate: NDArray[np.int64] = np.zeros((0, k.N_INT), np.int64)
         self.state: NDArray[np.int8] = np.zeros(0, np.int8)
+        self.row_instrument: NDArray[np.int64] = np.zeros(0, np.int64)
         self.channel_seq: NDArray[np.int64] = np.zeros((0, len(config.intervals)), np.int64)
         self.capacity = 0
         self._allocate(capacity)
         self._scratch = scratch or FoldScratch()
 
     def _allocate(self, capacity: int) -> None:
-        """Size the state for `capacity` instruments, keeping the rows of known instruments."""
+        """Size the state for `capacity` rows, keeping the rows in use."""
         n = capacity * self._per
         fstate = np.zeros((n, k.N_FLOAT))
         istate = np.zeros((n, k.N_INT), np.int64)
         state = np.zeros(n, np.int8)
-        used = len(self.names) * self._per
+        used = len(self.row_keys) * self._per
         fstate[:used], istate[:used], state[:used] = (
             self.fstate[:used],
             self.istate[:used],
             self.state[:used],
         )
-        channel_seq = np.zeros((capacity, len(self.config.intervals)), np.int64)
-        channel_seq[: len(self.names)] = self.channel_seq[: len(self.names)]
-        self.fstate, self.istate, self.state, self.channel_seq = fstate, istate, state, channel_seq
-        # a cache of the kernel's, not state: slot -1 means nothing remembered yet
-        self.window_start = np.zeros((capacity, len(self.config.intervals)), np.int64)
-        self.window_slot = np.full((capacity, len(self.config.intervals)), -1, np.int64)
+        row_instrument = np.zeros(capacity, np.int64)
+        row_instrument[: len(self.row_keys)] = self.row_instrument[: len(self.row_keys)]
+        self.fstate, self.istate, self.state = fstate, istate, state
+        self.row_instrument = row_instrument
         self.capacity = capacity
+        self._forget_windows()
 
-    def _row_of(self, name: str) -> int:
-        row = self.rows.get(name)
+    def _forget_windows(self) -> None:
+        """Reset the kernel's cache of each row's current window (slot -1: nothing remembered)."""
+        self.window_start = np.zeros((self.capacity, len(self.config.intervals)), np.int64)
+        self.window_slot = np.full((self.capacity, len(self.config.intervals)), -1, np.int64)
+
+    def _instrument_of(self, name: str) -> int:
+        instrument = self.instrument_ids.get(name)
+        if instrument is None:
+            instrument = self.instrument_ids[name] = len(self.instruments)
+            self.instruments.append(name)
+            if instrument >= len(self.channel_seq):
+                grown = np.zeros((max(16, 2 * instrument), len(self._interval_names)), np.int64)
+                grown[: len(self.channel_seq)] = self.channel_seq
+                self.channel_seq = grown
+        return instrument
+
+    def _row_of(self, source: int, name: str) -> int:
+        key = (source, self._instrument_of(name))
+        row = self.rows.get(key)
         if row is None:
-            row = len(self.names)
+            row = len(self.row_keys)
             if row >= self.capacity:
                 self._allocate(2 * self.capacity)
-            self.rows[name] = row
-            self.names.append(name)
+            self.rows[key] = row
+            self.row_keys.append(key)
+            self.row_instrument[row] = key[1]
         return row
 
     def _source_of(self, name: str) -> int:
@@ -190,67 +219,127 @@ class BarBook:
         """Fold one message's trades, advance its source's watermark, and emit what is due."""
         cfg = self.config
         source = self._source_of(batch.source)
-        rows = np.array([self._row_of(name) for name in batch.instruments], dtype=np.int64)
+        known_rows = len(self.row_keys)
+        rows = np.array([self._row_of(source, name) for name in batch.instruments], np.int64)
         trade_rows = rows[batch.instrument_index] if len(batch) else np.empty(0, np.int64)
         side = batch.side if batch.side is not None else np.zeros(len(batch), np.int8)
         too_late = np.zeros(len(batch), dtype=np.bool_)
+        latest_before = int(self.latest_trade_us[source])
         out = self._scratch
-        out.ensure(len(self.names) * self._per + len(batch) * len(cfg.intervals))
+        out.ensure(len(self.row_keys) * self._per + len(batch) * len(cfg.intervals))
         n = k.fold_trades(
-            trade_rows,
-            batch.ts_event_us,
-            batch.price,
-            batch.size,
-            side,
-            source,
-            self.watermarks,
-            cfg.max_lateness_us,
-            self._lengths,
-            self._ring_offsets,
-            self._ring_sizes,
-            self._per,
-            self.window_start,
-            self.window_slot,
-            self.fstate,
-            self.istate,
-            self.state,
-            too_late,
-            out.slot,
-            out.f,
-            out.i,
+            rows=trade_rows,
+            ts=batch.ts_event_us,
+            price=batch.price,
+            size=batch.size,
+            side=side,
+            source=source,
+            latest_trade_us=self.latest_trade_us,
+            max_lateness_us=cfg.max_lateness_us,
+            intervals_us=self._lengths,
+            ring_offsets=self._ring_offsets,
+            ring_sizes=self._ring_sizes,
+            slots_per_instrument=self._per,
+            window_start=self.window_start,
+            window_slot=self.window_slot,
+            fstate=self.fstate,
+            istate=self.istate,
+            state=self.state,
+            too_late=too_late,
+            out_slot=out.slot,
+            out_f=out.f,
+            out_i=out.i,
         )
         self.watermarks[source] = max(
             int(self.watermarks[source]), int(self.latest_trade_us[source]), batch.watermark_us
         )
         n = k.close_due(
-            len(self.names),
-            self.watermarks,
-            cfg.grace_us,
-            self._lengths,
-            self._ring_offsets,
-            self._ring_sizes,
-            self._per,
-            self.fstate,
-            self.istate,
-            self.state,
-            out.slot,
-            out.f,
-            out.i,
-            n,
+            n_rows=len(self.row_keys),
+            watermarks=self.watermarks,
+            grace_us=cfg.grace_us,
+            intervals_us=self._lengths,
+            ring_offsets=self._ring_offsets,
+            ring_sizes=self._ring_sizes,
+            slots_per_instrument=self._per,
+            fstate=self.fstate,
+            istate=self.istate,
+            state=self.state,
+            out_slot=out.slot,
+            out_f=out.f,
+            out_i=out.i,
+            n_out=n,
         )
-        return FoldResult(self._emitted(n), self._late(batch, too_late, source))
+        emitted = self._emitted(n)
+        if self.watermarks[source] - self.latest_trade_us[source] > self._idle_us:
+            self._retire(source)
+        elif len(self.row_keys) > known_rows:  # rows opened for trades that were all too late
+            self._release(
+                [
+                    row
+                    for row in range(known_rows, len(self.row_keys))
+                    if not self.state[row * self._per : (row + 1) * self._per].any()
+                ]
+            )
+        return FoldResult(emitted, self._late(batch, too_late, latest_before))
+
+    def _retire(self, source: int) -> None:
+        """Release an idle source's rows; its later trades older than its clock are too late.
+
+        Every window of the source is emitted by now (none is longer than a day), so its rows
+        hold nothing a bar still needs; raising its latest trade keeps a straggler from opening
+        a window that was already emitted in full.
+        """
+        self.latest_trade_us[source] = self.watermarks[source] - self.config.max_lateness_us
+        self._release([row for row, key in enumerate(self.row_keys) if key[0] == source])
+
+    def _release(self, rows: list[int]) -> None:
+        """Drop `rows` from the book, moving the others down in order."""
+        if not rows:
+            return
+        gone = set(rows)
+        keep = [row for row in range(len(self.row_keys)) if row not in gone]
+        slots = (np.array(keep, np.int64)[:, None] * self._per + np.arange(self._per)).ravel()
+        used = len(keep) * self._per
+        self.fstate[:used] = self.fstate[slots]
+        self.istate[:used] = self.istate[slots]
+        self.state[:used] = self.state[slots]
+        self.state[used:] = k.EMPTY
+        self.row_instrument[: len(keep)] = self.row_instrument[keep]
+        self.row_keys = [self.row_keys[row] for row in keep]
+        self.rows = {key: row for row, key in enumerate(self.row_keys)}
+        self._forget_windows()
+
+    def open_windows(self) -> int:
+        """How many windows hold trades not yet emitted in full (open or awaiting a revision)."""
+        used = len(self.row_keys) * self._per
+        return int(np.count_nonzero((self.state[:used] == k.OPEN) | (self.state[:used] == k.DIRTY)))
+
+    def sequences_only(self) -> BarBook:
+        """Return an empty book whose channels continue this one's sequence numbers.
+
+        For a checkpoint of another incarnation of the input topic: its windows and clocks
+        describe messages that are gone, but subscribers hold its sequence numbers, and a
+        channel's seq must never go back.
+        """
+        book = BarBook(self.config, scratch=self._scratch)
+        for name in self.instruments:
+            book._instrument_of(name)
+        book.channel_seq[: len(self.instruments)] = self.channel_seq[: len(self.instruments)]
+        return book
 
     def _emitted(self, n: int) -> BarBatch:
-        row, interval, seq = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        instrument = np.empty(n, np.int64)
+        interval, seq = np.empty(n, np.int64), np.empty(n, np.int64)
         k.number_bars(
-            self._scratch.slot,
-            n,
-            self._per,
-            self._slot_interval,
-            self.channel_seq,
-            row,
-            interval,
-            seq,
+            out_slot=self._scratch.slot,
+            n_out=n,
+            slots_per_instrument=self._per,
+            slot_interval=self._slot_interval,
+            row_instrument=self.row_instrument,
+            channel_seq=self.channel_seq,
+            instrument=instrument,
+            interval=interval,
+            seq=seq,
         )
         f, i = self._scratch.f[:n], self._scratch.i[:n]
         doubles = np.empty((n, len(BAR_DOUBLES)))
@@ -258,10 +347,10 @@ class BarBook:
         doubles[:, 5] = f[:, k.F_PV] / f[:, k.F_VOLUME]
         doubles[:, 6:] = f[:, [k.F_BUY, k.F_SELL]]
         return BarBatch(
-            instruments=self.names,
+            instruments=self.instruments,
             intervals=self._interval_names,
             sources=self.sources,
-            instrument_index=row,
+            instrument_index=instrument,
             interval_index=interval,
             source_index=i[:, k.I_SOURCE].copy(),
             ts_us=i[:, k.I_START].copy(),
@@ -273,17 +362,19 @@ class BarBook:
             ts_recv_us=time.time_ns() // 1000,
         )
 
-    def _late(self, batch: TradeBatch, too_late: NDArray[np.bool_], source: int) -> list[LateTrade]:
+    @staticmethod
+    def _late(batch: TradeBatch, too_late: NDArray[np.bool_], latest_us: int) -> list[LateTrade]:
         if not too_late.any():
             return []
-        watermark = int(self.latest_trade_us[source])
+        # the source's latest trade as each trade arrived (too-late trades never raise it)
+        latest = np.maximum.accumulate(np.concatenate([[latest_us], batch.ts_event_us]))
         return [
             LateTrade(
                 batch.instruments[batch.instrument_index[t]],
                 int(batch.ts_event_us[t]),
                 float(batch.price[t]),
                 float(batch.size[t]),
-                watermark,
+                int(latest[t]),
             )
             for t in np.flatnonzero(too_late).tolist()
         ]
@@ -294,9 +385,14 @@ class BarBook:
 
     def snapshot_arrays(self) -> dict[str, NDArray[Any]]:
         """Copy the occupied slots a checkpoint needs: cheap, so compressing can run in a thread."""
-        used = len(self.names) * self._per
+        used = len(self.row_keys) * self._per
         occupied = np.flatnonzero(self.state[:used] != k.EMPTY)
-        meta = {"names": self.names, "sources": self.sources, "layout": self.config.fingerprint()}
+        meta = {
+            "instruments": self.instruments,
+            "rows": self.row_keys,
+            "sources": self.sources,
+            "layout": self.config.fingerprint(),
+        }
         return {
             "occupied": occupied,
             "fstate": self.fstate[occupied],
@@ -304,7 +400,7 @@ class BarBook:
             "state": self.state[occupied],
             "watermarks": self.watermarks.copy(),
             "latest_trade_us": self.latest_trade_us.copy(),
-            "channel_seq": self.channel_seq[: len(self.names)].copy(),
+            "channel_seq": self.channel_seq[: len(self.instruments)].copy(),
             "meta": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
         }
 
@@ -317,10 +413,16 @@ class BarBook:
             meta = orjson.loads(arrays["meta"].tobytes())
             if meta["layout"] != config.fingerprint():
                 raise ValueError("snapshot taken with other intervals, grace or max lateness")
-            book = cls(config, capacity=max(16, len(meta["names"])), scratch=scratch)
+            instruments = meta.get("instruments", meta.get("names"))
+            book = cls(
+                config, capacity=max(16, len(meta.get("rows", instruments))), scratch=scratch
+            )
             # snapshots hold only the occupied slots; the first ones held every slot in use
-            used = len(meta["names"]) * book._per
-            occupied = arrays["occupied"] if "occupied" in arrays else np.arange(used)
+            occupied = (
+                arrays["occupied"]
+                if "occupied" in arrays
+                else np.arange(len(instruments) * book._per)
+            )
             book.fstate[occupied], book.istate[occupied], book.state[occupied] = (
                 arrays["fstate"],
                 arrays["istate"],
@@ -328,9 +430,17 @@ class BarBook:
             )
             book.watermarks = arrays["watermarks"].copy()
             book.latest_trade_us = arrays["latest_trade_us"].copy()
-            book.channel_seq[: len(meta["names"])] = arrays["channel_seq"]
-        book.names = list(meta["names"])
-        book.rows = {name: row for row, name in enumerate(book.names)}
+            for name in instruments:
+                book._instrument_of(name)
+            book.channel_seq[: len(instruments)] = arrays["channel_seq"]
+        # books before per-source rows had a row per instrument: it belongs to its last source
+        rows = meta.get("rows") or [
+            (int(book.istate[row * book._per : (row + 1) * book._per, k.I_SOURCE].max()), row)
+            for row in range(len(instruments))
+        ]
+        book.row_keys = [(int(source), int(instrument)) for source, instrument in rows]
+        book.rows = {key: row for row, key in enumerate(book.row_keys)}
+        book.row_instrument[: len(rows)] = [instrument for _, instrument in book.row_keys]
         book.sources = list(meta["sources"])
         book.source_ids = {name: i for i, name in enumerate(book.sources)}
         return book

@@ -1,8 +1,8 @@
 """Numba kernels that fold trades into bar slots and emit bars; no faust, Kafka or database here.
 
-Layout: every instrument has a ring of slots per interval (ring k has `ring_sizes[k]` slots
-from `ring_offsets[k]`, covering the windows that can still change); slot s of instrument i is
-row i * slots_per_instrument + s in every column array. A ring holds the windows from
+Layout: every row (a source's instrument) has a ring of slots per interval (ring k has
+`ring_sizes[k]` slots from `ring_offsets[k]`, covering the windows that can still change); slot
+s of row i is i * slots_per_instrument + s in every column array. A ring holds the windows from
 floor(latest trade - max_lateness) to the latest trade, so a slot is reused only once its
 window can no longer receive trades.
 """
@@ -70,9 +70,10 @@ def fold_trades(
     out_f: NDArray[np.float64],
     out_i: NDArray[np.int64],
 ) -> int:
-    """Fold trades in arrival order; return how many bars were emitted into the out arrays.
+    """Fold one source's trades in arrival order; return how many bars went to the out arrays.
 
-    A trade older than its source's latest trade minus max_lateness is flagged in `too_late`
+    `latest_trade_us[source]` is the source's latest trade in the partition, advanced here. A
+    trade older than it minus max_lateness is flagged in `too_late`
     and not folded. A window displaced from its ring slot is emitted first if anything is due.
     Open/close follow event time, ties by arrival: a later trade with an equal time closes.
     `window_start`/`window_slot` (instrument, interval) remember the last window a trade fell in
@@ -153,7 +154,7 @@ def fold_trades(
 
 @numba.njit(cache=True, nogil=True)
 def close_due(
-    n_instruments: int,
+    n_rows: int,
     watermarks: NDArray[np.int64],
     grace_us: int,
     intervals_us: NDArray[np.int64],
@@ -169,7 +170,7 @@ def close_due(
     n_out: int,
 ) -> int:
     """Emit open windows whose end plus grace the watermark has passed, and every due revision."""
-    for i in range(n_instruments):
+    for i in range(n_rows):
         base = i * slots_per_instrument
         for k in range(intervals_us.shape[0]):
             length = intervals_us[k]
@@ -191,16 +192,21 @@ def number_bars(
     n_out: int,
     slots_per_instrument: int,
     slot_interval: NDArray[np.int64],
+    row_instrument: NDArray[np.int64],
     channel_seq: NDArray[np.int64],
-    row: NDArray[np.int64],
+    instrument: NDArray[np.int64],
     interval: NDArray[np.int64],
     seq: NDArray[np.int64],
 ) -> None:
-    """Give each emitted bar its instrument row, interval and next seq in its channel."""
+    """Give each emitted bar its instrument, interval and next seq in its channel.
+
+    A channel is (instrument, interval): rows of several sources for one instrument share it.
+    """
     for b in range(n_out):
         r = out_slot[b] // slots_per_instrument
+        i = row_instrument[r]
         k = slot_interval[out_slot[b] % slots_per_instrument]
-        channel_seq[r, k] += 1
-        row[b] = r
+        channel_seq[i, k] += 1
+        instrument[b] = i
         interval[b] = k
-        seq[b] = channel_seq[r, k]
+        seq[b] = channel_seq[i, k]

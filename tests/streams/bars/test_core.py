@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import orjson
 import pytest
 from reference import reference_bars, split_too_late
 
@@ -278,13 +279,17 @@ def test_restore_reads_the_older_snapshots_that_held_every_slot() -> None:
     book = BarBook(CONFIG)
     for i in range(0, 2000, 250):
         book.fold(batch_of(trades[i : i + 250]))
-    used = len(book.names) * CONFIG.slots_per_instrument
+    used = len(book.row_keys) * CONFIG.slots_per_instrument
     arrays = book.snapshot_arrays()
     del arrays["occupied"]
+    # one source, so its rows are the instruments in order, as the first books had them
+    assert book.row_keys == [(0, i) for i in range(len(book.instruments))]
+    old_meta = {"names": book.instruments, "sources": book.sources, "layout": CONFIG.fingerprint()}
     arrays |= {
         "fstate": book.fstate[:used],
         "istate": book.istate[:used],
         "state": book.state[:used],
+        "meta": np.frombuffer(orjson.dumps(old_meta), dtype=np.uint8),
     }
 
     restored = BarBook.restore(CONFIG, encode_snapshot(arrays))

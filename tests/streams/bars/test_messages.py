@@ -44,7 +44,7 @@ def test_frames_equal_fastavro_for_every_bar_and_revision() -> None:
         m["value"] for group in messages.encode(closing.emitted).values() for m in group
     ]
     assert sorted(closing_values) == sorted(codec.encode_bar(bar) for bar in closing.bars)  # type: ignore[type-var]
-    assert checked > 1000 and revisions > 10
+    assert checked > 1000 and revisions >= 5
 
 
 def test_no_bars_no_messages() -> None:
