@@ -63,7 +63,16 @@ class Connector(abc.ABC):
 
     @property
     def source(self) -> str:
-        """Where the input comes from, as named in dead letters."""
+        """The source stamped on every batch: the name of its event-time clock in the bars.
+
+        Bars keep a clock per source, so two feeds (or two replays) never judge each other's
+        trades late.
+        """
+        return self.name
+
+    @property
+    def origin(self) -> str:
+        """Where the input comes from, as named in dead letters (a provider, a file)."""
         return self.name
 
     @property

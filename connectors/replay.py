@@ -4,6 +4,11 @@ Both formats carry `ts,symbol,price,size` (ts ISO-8601 in UTC, e.g.
 `2026-01-02T14:30:00.123456Z`; a time without an offset is taken as UTC) and may add `side`
 (buy/sell) and `trade_id`; other columns are ignored. A CSV row is one line. A row that does not
 parse becomes a dead letter with its line number and the reason; the rest still goes through.
+
+Each run is a source of its own (`replay:<file name>:<run id>`), with its own event-time clock,
+so replaying any file, again or after a later one, yields exactly its bars; `--source NAME`
+joins the trades to an existing source's clock instead (e.g. a live feed's, where they may be
+late).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import csv
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +52,13 @@ class ReplayConfig(ConnectorConfig):
         "max", description="1 = real time, 10 = ten times faster, max = no waiting"
     )
     format: Literal["auto", "csv", "jsonl"] = "auto"
+    source: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="the event-time clock the trades join; default: one of this run's own, "
+        "replay:<file name>:<run id>, so that any file replays into exactly its bars",
+    )
 
     @field_validator("speed")
     @classmethod
@@ -150,9 +163,14 @@ class ReplayConnector(Connector):
         super().__init__(config)
         assert isinstance(config, ReplayConfig)
         self.cfg = config
+        self._source = config.source or f"replay:{config.path.name}:{uuid.uuid4().hex[:8]}"
 
     @property
     def source(self) -> str:
+        return self._source
+
+    @property
+    def origin(self) -> str:
         return str(self.cfg.path)
 
     @property

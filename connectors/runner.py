@@ -146,7 +146,7 @@ class ConnectorRunner:
             self.dead_letters.publish(
                 reason=item.reason,
                 detail=item.detail,
-                source=self.connector.source,
+                source=self.connector.origin,
                 payload=item.payload,
                 line_number=item.line_number,
             )
@@ -154,7 +154,7 @@ class ConnectorRunner:
     def _handle_trades(self) -> None:
         if self._pending_trades:
             chunk = TradeBatch.from_trades(
-                self.connector.name, self._pending_trades, time.time_ns() // 1000
+                self.connector.source, self._pending_trades, time.time_ns() // 1000
             )
             self._pending_trades = []
             self.clock.observe(int(chunk.ts_event_us.max()))
@@ -178,7 +178,7 @@ class ConnectorRunner:
     def _heartbeat(self, partitions: Iterable[int], watermark_us: int) -> None:
         """Send each partition an empty batch that advances this source's event clock."""
         self._publish(
-            [(p, TradeBatch.heartbeat(self.connector.name, watermark_us)) for p in partitions]
+            [(p, TradeBatch.heartbeat(self.connector.source, watermark_us)) for p in partitions]
         )
 
     def _publish(self, batches: list[tuple[int, TradeBatch]]) -> None:

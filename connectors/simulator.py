@@ -86,7 +86,7 @@ class SimulatorConnector(Connector):
         ts_event = np.int64(round(step_start_s * 1e6)) + (offsets * 1e6).astype(np.int64)
         self.emitted += size
         return TradeBatch(
-            source=self.name,
+            source=self.source,
             instruments=self.symbols,
             instrument_index=index,
             ts_event_us=ts_event,

@@ -222,7 +222,8 @@ def wait_http(url: str, timeout_s: float = 30) -> bytes:
             with urllib.request.urlopen(url, timeout=2) as response:
                 body: bytes = response.read()
                 return body
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            # TimeoutError: the port is bound but not served yet (a worker binds it early)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

@@ -28,9 +28,11 @@ PARTITIONS = 3  # of the test broker's trades topic
 Key = tuple[str, str, int]
 
 
-def replay(bootstrap: str, path: Path, speed: str = "max") -> dict[str, object]:
+def replay(
+    bootstrap: str, path: Path, speed: str = "max", extra: tuple[str, ...] | list[str] = ()
+) -> subprocess.CompletedProcess[str]:
     result = run_module(
-        ["connectors", "run", "replay", str(path), "--speed", speed],
+        ["connectors", "run", "replay", str(path), "--speed", speed, *extra],
         {"MS_KAFKA_BOOTSTRAP": bootstrap, "MS_CONNECTOR_HTTP_PORT": "0"},
         timeout_s=300,
     )
