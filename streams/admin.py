@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Final
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from streams.errors import TransientError
 from streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
+
+NO_TOPIC_ID: Final = (
+    "AAAAAAAAAAAAAAAAAAAAAA"  # the zero UUID, as a broker without topic ids sends it
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +75,33 @@ def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
     if not states:
         raise TransientError(f"topic {topic} does not exist; run `python -m streams topics create`")
     return states[0].partitions
+
+
+@dataclass(frozen=True, slots=True)
+class TopicIncarnation:
+    """Which incarnation of a topic the broker holds: its id and each partition's end offset.
+
+    `topic_id` is None where the broker does not give topic ids (before Kafka 2.8).
+    """
+
+    topic_id: str | None
+    end_offsets: dict[int, int]
+
+
+def topic_incarnation(bootstrap: str, topic: str, timeout_s: float = 10.0) -> TopicIncarnation:
+    """Return the topic's id and end offsets; raise TransientError if the broker cannot tell."""
+    admin = _admin(bootstrap)
+    try:
+        (described,) = admin.describe_topics(
+            TopicCollection([topic]), request_timeout=timeout_s
+        ).values()
+        description = described.result()
+        latest = admin.list_offsets(
+            {TopicPartition(topic, p.id): OffsetSpec.latest() for p in description.partitions},  # type: ignore[no-untyped-call]
+            request_timeout=timeout_s,
+        )
+        end_offsets = {tp.partition: future.result().offset for tp, future in latest.items()}
+    except KafkaException as exc:
+        raise TransientError(f"cannot describe topic {topic} at {bootstrap}: {exc}") from exc
+    topic_id = str(description.topic_id) if description.topic_id is not None else None
+    return TopicIncarnation(None if topic_id == NO_TOPIC_ID else topic_id, end_offsets)

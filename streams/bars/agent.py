@@ -20,6 +20,7 @@ import faust
 import numpy as np
 import orjson
 
+from streams.admin import TopicIncarnation, topic_incarnation
 from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
 from streams.bars.core import BarBook, BarsConfig, FoldResult, FoldScratch, encode_snapshot
@@ -49,11 +50,35 @@ class PartitionBook:
     checkpointing: bool = False  # from the capture until its save is done or failed
     saving: asyncio.Task[None] | None = None  # the checkpoint being compressed and saved
     checkpointed_s: float = field(default_factory=time.monotonic)
+    topic_id: str | None = None  # the incarnation of the input topic the book folds
 
     async def settled(self) -> None:
         """Wait until no checkpoint of this book is in progress."""
         while self.checkpointing:
             await (self.saving if self.saving is not None else asyncio.sleep(0.01))
+
+
+def stale_because(
+    checkpoint: Checkpoint, incarnation: TopicIncarnation, partition: int
+) -> str | None:
+    """Say why a checkpoint belongs to another incarnation of the topic, or None if it does not.
+
+    Topic ids decide where both sides have one. Without (a checkpoint from before they were
+    kept, a broker before Kafka 2.8), an offset at or past the partition's end gives it away:
+    that log never held the message the checkpoint covers. (Tansu reports the start of the last
+    record batch as the end, so this fallback may discard a checkpoint of its last batch.)
+    """
+    if checkpoint.topic_id and incarnation.topic_id:
+        if checkpoint.topic_id == incarnation.topic_id:
+            return None
+        return (
+            f"it was taken from another incarnation of {TRADES} (topic id "
+            f"{checkpoint.topic_id}, now {incarnation.topic_id})"
+        )
+    end = incarnation.end_offsets.get(partition, 0)
+    if checkpoint.offset >= end:
+        return f"it covers offset {checkpoint.offset}, but the partition ends at {end}"
+    return None
 
 
 class BarAggregator:
@@ -77,33 +102,53 @@ class BarAggregator:
         """Return the partition's book, restoring its checkpoint the first time (retrying)."""
         if partition in self.books:
             return self.books[partition]
-        attempt = 0
-        while True:
-            try:
-                checkpoint = await self.store.load(partition)
-                break
-            except TransientError as exc:
-                attempt += 1
-                log.warning("partition %d: %s; retrying", partition, exc)
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
-        if checkpoint is not None and checkpoint.layout == self.config.fingerprint():
+        checkpoint, incarnation = await self._load(partition)
+        if checkpoint is not None and checkpoint.layout != self.config.fingerprint():
+            log.warning(
+                "partition %d: checkpoint has other intervals; starting empty at %d",
+                partition,
+                checkpoint.offset,
+            )
+            book = PartitionBook(BarBook(self.config, scratch=self.scratch), checkpoint.offset)
+        elif checkpoint is not None and (
+            stale := stale_because(checkpoint, incarnation, partition)
+        ):
+            old = BarBook.restore(self.config, checkpoint.state, self.scratch)
+            log.warning(
+                "partition %d: discarding the bar checkpoint as of offset %d: %s. Bars start "
+                "from this topic's data; %d windows still open in the checkpoint are dropped, "
+                "and channel sequence numbers continue where they were",
+                partition,
+                checkpoint.offset,
+                stale,
+                old.open_windows(),
+            )
+            book = PartitionBook(old.sequences_only(), -1)
+        elif checkpoint is not None:
             book = PartitionBook(
                 BarBook.restore(self.config, checkpoint.state, self.scratch), checkpoint.offset
             )
             log.info("partition %d: restored bars as of offset %d", partition, checkpoint.offset)
         else:
-            if checkpoint is not None:
-                log.warning(
-                    "partition %d: checkpoint has other intervals; starting empty at %d",
-                    partition,
-                    checkpoint.offset,
-                )
-            book = PartitionBook(
-                BarBook(self.config, scratch=self.scratch),
-                -1 if checkpoint is None else checkpoint.offset,
-            )
+            book = PartitionBook(BarBook(self.config, scratch=self.scratch), -1)
+        book.topic_id = incarnation.topic_id
         self.books[partition] = book
         return book
+
+    async def _load(self, partition: int) -> tuple[Checkpoint | None, TopicIncarnation]:
+        """Return the partition's checkpoint and the topic as the broker has it, retrying."""
+        attempt = 0
+        while True:
+            try:
+                checkpoint = await self.store.load(partition)
+                incarnation = await asyncio.to_thread(
+                    topic_incarnation, self.worker.kafka.bootstrap, TRADES
+                )
+                return checkpoint, incarnation
+            except TransientError as exc:
+                attempt += 1
+                log.warning("partition %d: %s; retrying", partition, exc)
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
 
     async def handle(self, event: faust.EventT[bytes]) -> None:
         message = event.message
@@ -144,7 +189,7 @@ class BarAggregator:
             self.dead_letters.publish(
                 reason="too_late",
                 detail=f"ts_event {late.ts_event_us} is more than {self.config.max_lateness_us} us "
-                f"behind the watermark {late.watermark_us}",
+                f"behind the latest trade of its source in the partition, {late.latest_trade_us}",
                 source=TRADES,
                 payload=orjson.dumps(
                     {
@@ -217,7 +262,8 @@ class BarAggregator:
             async with self._saving:  # one compression at a time: it shares the second core
                 snapshot = await asyncio.to_thread(encode_snapshot, arrays)
                 await self.store.save(
-                    partition, Checkpoint(offset, self.config.fingerprint(), snapshot)
+                    partition,
+                    Checkpoint(offset, self.config.fingerprint(), snapshot, state.topic_id),
                 )
         except Exception as exc:  # whatever failed, the input is simply checkpointed later
             log.warning(

@@ -1,4 +1,9 @@
-"""Checkpoints of bar books in PostgreSQL: the book as of an input offset, written atomically."""
+"""Checkpoints of bar books in PostgreSQL: the book as of an input offset, written atomically.
+
+A checkpoint names the incarnation of the topic it was taken from (Kafka's topic id), so a
+topic deleted and created again, or an embedded broker that restarted empty, is noticed: its
+offsets start from 0 again and mean other messages.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import psycopg
 from streams.connection import ReusedConnection
 from streams.errors import TransientError
 
+# Two statements: checkpoints from before topic ids gain the column, empty.
 TABLE_SQL = """
 create table if not exists bar_checkpoints (
     app_id     text        not null,
@@ -18,8 +24,10 @@ create table if not exists bar_checkpoints (
     layout     text        not null,
     state      bytea       not null,
     updated_at timestamptz not null default now(),
+    topic_id   text,
     primary key (app_id, topic, partition)
-)
+);
+alter table bar_checkpoints add column if not exists topic_id text
 """
 
 
@@ -28,6 +36,7 @@ class Checkpoint:
     offset: int
     layout: str
     state: bytes
+    topic_id: str | None = None  # None: taken before checkpoints named their topic's id
 
 
 class CheckpointStore:
@@ -44,27 +53,30 @@ class CheckpointStore:
         try:
             async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
                 cur = await conn.execute(
-                    'select "offset", layout, state from bar_checkpoints'
+                    'select "offset", layout, state, topic_id from bar_checkpoints'
                     " where app_id = %s and topic = %s and partition = %s",
                     (self.app_id, self.topic, partition),
                 )
                 row = await cur.fetchone()
         except psycopg.OperationalError as exc:
             raise TransientError(f"cannot load checkpoint of partition {partition}: {exc}") from exc
-        return None if row is None else Checkpoint(row[0], row[1], bytes(row[2]))
+        return None if row is None else Checkpoint(row[0], row[1], bytes(row[2]), row[3])
 
     async def save(self, partition: int, checkpoint: Checkpoint) -> None:
-        """Replace the partition's checkpoint unless the one stored covers a later offset; raise
-        TransientError if the database is down."""
+        """Replace the partition's checkpoint unless the one stored covers a later offset of the
+        same topic; raise TransientError if the database is down."""
         try:
             connection = await self._saving.get()
             await connection.execute(
-                'insert into bar_checkpoints (app_id, topic, partition, "offset", layout, state)'
-                " values (%s, %s, %s, %s, %s, %s)"
+                "insert into bar_checkpoints"
+                ' (app_id, topic, partition, "offset", layout, state, topic_id)'
+                " values (%s, %s, %s, %s, %s, %s, %s)"
                 ' on conflict (app_id, topic, partition) do update set "offset" = excluded."offset",'
-                " layout = excluded.layout, state = excluded.state, updated_at = now()"
+                " layout = excluded.layout, state = excluded.state, topic_id = excluded.topic_id,"
+                " updated_at = now()"
                 # a late save from a previous owner never replaces a newer checkpoint
-                ' where bar_checkpoints."offset" <= excluded."offset"',
+                ' where bar_checkpoints."offset" <= excluded."offset"'
+                " or bar_checkpoints.topic_id is distinct from excluded.topic_id",
                 (
                     self.app_id,
                     self.topic,
@@ -72,6 +84,7 @@ class CheckpointStore:
                     checkpoint.offset,
                     checkpoint.layout,
                     checkpoint.state,
+                    checkpoint.topic_id,
                 ),
             )
         except psycopg.OperationalError as exc:
