@@ -67,3 +67,40 @@ async def test_checkpoint_of_an_earlier_offset_never_replaces_a_later_one(
 
     assert await store.load(1) == Checkpoint(20, "bars-v1", b"later")
     await store.close()
+
+
+async def test_checkpoint_of_a_new_topic_incarnation_replaces_a_later_offset_of_the_old(
+    database_url: str,
+) -> None:
+    store = CheckpointStore(database_url, "app", TOPIC)
+    await store.save(1, Checkpoint(3420, "bars-v1", b"old topic", "AaIw1vYZfROagrh48XZd5w"))
+
+    await store.save(1, Checkpoint(12, "bars-v1", b"new topic", "Q2xuZXcgdG9waWMgaWQhIQ"))
+
+    assert await store.load(1) == Checkpoint(12, "bars-v1", b"new topic", "Q2xuZXcgdG9waWMgaWQhIQ")
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    ("saved_id", "offset", "current_id", "end", "stale"),
+    [
+        ("AaIw1vYZfROagrh48XZd5w", 3420, "AaIw1vYZfROagrh48XZd5w", 9000, None),
+        ("AaIw1vYZfROagrh48XZd5w", 3420, "AaIw1vYZfROagrh48XZd5w", 100, None),  # ids decide
+        ("AaIw1vYZfROagrh48XZd5w", 3420, "Q2xuZXcgdG9waWMgaWQhIQ", 9000, "another incarnation"),
+        (None, 3420, "Q2xuZXcgdG9waWMgaWQhIQ", 9000, None),
+        (None, 3420, "Q2xuZXcgdG9waWMgaWQhIQ", 3420, "ends at 3420"),
+        ("AaIw1vYZfROagrh48XZd5w", 3420, None, 120, "ends at 120"),
+    ],
+)
+def test_stale_because_topic_ids_decide_and_end_offsets_stand_in(
+    saved_id: str | None, offset: int, current_id: str | None, end: int, stale: str | None
+) -> None:
+    from streams.admin import TopicIncarnation
+    from streams.bars.agent import stale_because
+
+    reason = stale_because(
+        Checkpoint(offset, "bars-v1", b"", saved_id), TopicIncarnation(current_id, {2: end}), 2
+    )
+
+    assert (reason is None) == (stale is None)
+    assert stale is None or (reason is not None and stale in reason)
