@@ -1,7 +1,8 @@
 """`python -m benchmarks <scenario> [flags]`: run one scenario, write its JSON, print its table.
 
 `python -m benchmarks <scenario> --help` lists the scenario's flags. Exit status: 0 done,
-2 unknown scenario or bad flags.
+2 unknown scenario, bad flags, or a --bootstrap broker or --database-url database that cannot
+be reached; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Final, Protocol, cast
 
 from benchmarks.common import RESULTS_DIR, Result, format_table, write_result
+from streams.cli import ArgumentParser, require_broker, require_database, run_cli
+from streams.errors import ConfigError
 from streams.runtime import configure_logging
 
 log = logging.getLogger("benchmarks")
@@ -36,29 +39,25 @@ class Scenario(Protocol):
 
 
 def load_scenario(name: str) -> Scenario:
-    """Import the scenario registered as `name`; raise KeyError listing the valid names."""
+    """Import the scenario registered as `name`; raise ConfigError listing the valid names."""
     try:
         module = SCENARIOS[name]
     except KeyError:
         valid = ", ".join(sorted(SCENARIOS))
-        raise KeyError(f"unknown scenario {name!r}; valid names: {valid}") from None
+        raise ConfigError(f"unknown scenario {name!r}; valid names: {valid}") from None
     return cast(Scenario, importlib.import_module(module))
 
 
 def main(argv: list[str]) -> int:
+    valid = ", ".join(sorted(SCENARIOS))
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: python -m benchmarks <scenario> [flags]\nscenarios: {valid}")
+        return 0
     if not argv or argv[0].startswith("-"):
-        valid = ", ".join(sorted(SCENARIOS))
-        print(
-            f"usage: python -m benchmarks <scenario> [flags]\nscenarios: {valid}", file=sys.stderr
-        )
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        raise ConfigError(f"usage: python -m benchmarks <scenario> [flags]; scenarios: {valid}")
     name, rest = argv[0], argv[1:]
-    try:
-        scenario = load_scenario(name)
-    except KeyError as exc:
-        print(exc.args[0], file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser(
+    scenario = load_scenario(name)
+    parser = ArgumentParser(
         prog=f"python -m benchmarks {name}", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     scenario.add_arguments(parser)
@@ -70,6 +69,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--log-level", default="INFO", help="logging level")
     args = parser.parse_args(rest)
+    if getattr(args, "bootstrap", None):
+        require_broker(args.bootstrap, "--bootstrap")
+    if getattr(args, "database_url", None):
+        require_database(args.database_url, "--database-url")
     configure_logging(args.log_level)
     started = time.perf_counter()
     result = scenario.run(args)
@@ -81,4 +84,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_cli(lambda: main(sys.argv[1:]))

@@ -2,7 +2,8 @@
 
 Options are the connector's settings, as flags (`--rate 5000`) or MS_<NAME>_* variables.
 Exit status: 0 every row published; 3 finished, some rows dead-lettered; 1 Kafka did not
-acknowledge everything; 2 bad settings or a fatal provider error.
+acknowledge everything; 2 bad settings, a taken status port (MS_CONNECTOR_HTTP_PORT; 0 picks
+any free port), an unreachable broker, or a fatal provider error; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from connectors import REGISTRY, connector_class
+from connectors.base import ConnectorConfig
 from connectors.runner import ConnectorRunner
+from streams.cli import EXIT_OK, ArgumentParser, require_broker, run_cli
 from streams.codec import Codec
-from streams.errors import ConfigError, DeliveryError, FatalError, TransientError
+from streams.errors import ConfigError, DeliveryError
 from streams.metrics import UP
 from streams.producer import Publisher
 from streams.runtime import configure_logging, schema_registry
@@ -31,7 +33,7 @@ from streams.topics import TRADES
 
 log = logging.getLogger("connectors")
 
-EXIT_OK, EXIT_DELIVERY, EXIT_CONFIG, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_REJECTED: Final = 3  # the connectors' own status; 0, 1 and 2 are streams.cli's
 
 
 class ConnectorProcessSettings(BaseSettings):
@@ -47,8 +49,24 @@ class ConnectorProcessSettings(BaseSettings):
     log_level: str = "INFO"
 
 
+def settings_problems(name: str, config: type[ConnectorConfig], exc: ValidationError) -> str:
+    """Describe each invalid setting by its flag and its variable, on one line."""
+    prefix = str(config.model_config.get("env_prefix", ""))
+    problems: dict[str, list[str]] = {}
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        problems.setdefault(f"--{field.replace('_', '-')} / {prefix}{field.upper()}", []).append(
+            err["msg"]
+        )
+    described = "; ".join(f"{where}: {' or '.join(msgs)}" for where, msgs in problems.items())
+    return f"invalid {name} settings: {described}"
+
+
 async def run(name: str, argv: list[str]) -> int:
-    cls = connector_class(name)
+    try:
+        cls = connector_class(name)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
     cli: dict[str, Any] = {
         "_cli_parse_args": argv,
         "_cli_prog_name": f"python -m connectors run {name}",
@@ -59,35 +77,40 @@ async def run(name: str, argv: list[str]) -> int:
         config = cls.Config(**cli)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except (ValidationError, SettingsError) as exc:
+    except ValidationError as exc:
+        raise ConfigError(settings_problems(name, cls.Config, exc)) from exc
+    except SettingsError as exc:
         raise ConfigError(f"invalid {name} settings: {exc}") from exc
     process = load_settings(ConnectorProcessSettings)
     kafka = load_settings(KafkaSettings)
     codec = Codec(schema_registry(load_settings(RegistrySettings)))
-    publisher = Publisher(kafka.producer_config(f"marketstream-connector-{name}"))
-    try:
-        partitions = publisher.partitions(TRADES)
-    except DeliveryError as exc:
-        raise ConfigError(f"MS_KAFKA_BOOTSTRAP={kafka.bootstrap}: {exc}") from exc
-    runner = ConnectorRunner(
-        cls(config),
-        publisher,
-        codec,
-        partitions=partitions,
-        batch_max_trades=kafka.batch_max_trades,
-        linger_ms=kafka.linger_ms,
-        heartbeat_ms=process.heartbeat_ms,
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.stop)
+    require_broker(kafka.bootstrap)
+    # A second connector beside `make up` finds 9101 taken: say so before anything is logged.
     status = await serve(
         status_app(f"connector.{name}", {"kafka": kafka_check(kafka.bootstrap)}),
         process.http_host,
         process.http_port,
+        port_variable="MS_CONNECTOR_HTTP_PORT",
     )
-    UP.labels(f"connector.{name}").set(1)
     try:
+        publisher = Publisher(kafka.producer_config(f"marketstream-connector-{name}"))
+        try:
+            partitions = publisher.partitions(TRADES)
+        except DeliveryError as exc:
+            raise ConfigError(f"MS_KAFKA_BOOTSTRAP={kafka.bootstrap}: {exc}") from exc
+        runner = ConnectorRunner(
+            cls(config),
+            publisher,
+            codec,
+            partitions=partitions,
+            batch_max_trades=kafka.batch_max_trades,
+            linger_ms=kafka.linger_ms,
+            heartbeat_ms=process.heartbeat_ms,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.stop)
+        UP.labels(f"connector.{name}").set(1)
         summary = await runner.run()
     finally:
         await status.cleanup()
@@ -106,7 +129,7 @@ async def run(name: str, argv: list[str]) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m connectors",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -117,21 +140,13 @@ def main() -> int:
     run_parser.add_argument("name", help=f"one of: {', '.join(sorted(REGISTRY))}")
     args, rest = parser.parse_known_args()
     if args.command == "list":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         print("\n".join(sorted(REGISTRY)))
         return EXIT_OK
     configure_logging()
-    try:
-        return asyncio.run(run(args.name, rest))
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (ConfigError, FatalError, TransientError) as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
-    except DeliveryError as exc:
-        log.error("not everything was acknowledged: %s", exc)
-        return EXIT_DELIVERY
+    return asyncio.run(run(args.name, rest))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -1,6 +1,9 @@
 """The HTTP API: health, Prometheus metrics, and the schema registry's read side.
 
-Run it with `python -m gateways.http`. Later issues add stats and ops endpoints here.
+Run it with `python -m gateways.http`. Later issues add stats and ops endpoints here. It starts
+even while the broker or the database is down and says so on `/health` (503), as a readiness
+probe should. Exit status: 0 stopped by a signal; 2 bad settings or a taken MS_API_HTTP_PORT
+(0 picks any free port; the port bound is logged).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateways.schema_registry import add_registry_routes
+from streams.cli import run_cli
 from streams.metrics import UP
 from streams.registry import CommittedSchemas
 from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings
@@ -52,7 +56,7 @@ async def serve_until_signalled(app: web.Application, host: str, port: int) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = await serve(app, host, port)
+    runner = await serve(app, host, port, port_variable="MS_API_HTTP_PORT")
     UP.labels("api").set(1)
     try:
         await stop.wait()
@@ -61,27 +65,20 @@ async def serve_until_signalled(app: web.Application, host: str, port: int) -> N
 
 
 def main() -> int:
-    """Load settings, configure logging and serve; exit 2 on bad settings."""
-    import sys
-
-    from streams.errors import ConfigError
+    """Load settings, configure logging and serve until SIGINT or SIGTERM."""
     from streams.runtime import configure_logging
     from streams.settings import load_settings
 
-    try:
-        settings = load_settings(ApiSettings)
-        app = build_app(
-            load_settings(KafkaSettings),
-            load_settings(DatabaseSettings),
-            load_settings(RegistrySettings),
-        )
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(ApiSettings)
+    app = build_app(
+        load_settings(KafkaSettings),
+        load_settings(DatabaseSettings),
+        load_settings(RegistrySettings),
+    )
     configure_logging(settings.log_level)
     asyncio.run(serve_until_signalled(app, settings.http_host, settings.http_port))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main)

@@ -5,22 +5,42 @@ topics create|describe      create our topics (idempotent) or show them
 db migrate                  create our tables (TimescaleDB hypertables when available)
 stack up [--detach]|down|status   the embedded stack behind `make up` / `make down`
 trades tail [--count N]     print trades as they arrive
+bars export                 bars from the database as CSV
+
+Exit status: 0 done; 1 failed (topics missing, no trades, the database failed mid-way);
+2 bad settings or arguments, a taken port, or a broker or database that cannot be reached;
+130 interrupted. The table for all our commands is in streams/cli.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
-from streams.errors import ConfigError, MarketstreamError
+from streams.cli import ArgumentParser, reason, require_broker, require_database, run_cli
+from streams.errors import ConfigError, MarketstreamError, TransientError
 from streams.runtime import configure_logging, schema_registry
 from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
 
 log = logging.getLogger("streams")
+
+
+@contextlib.contextmanager
+def database_failures(what: str) -> Iterator[None]:
+    """Turn a database error after connecting into a one-line failure (exit status 1)."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise MarketstreamError(f"{what} failed: {reason(exc)}") from exc
 
 
 def run_worker(extra: list[str]) -> int:
@@ -30,6 +50,7 @@ def run_worker(extra: list[str]) -> int:
     settings = load_settings(WorkerSettings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     kafka = load_settings(KafkaSettings)
+    require_broker(kafka.bootstrap)  # Faust would crash with a traceback; the database may wait
     codec = Codec(schema_registry(load_settings(RegistrySettings)))
     worker = create_app(settings, kafka, load_settings(DatabaseSettings), codec)
     sys.argv = [
@@ -45,15 +66,21 @@ def run_worker(extra: list[str]) -> int:
 
 
 def topics_command(action: str) -> int:
+    from confluent_kafka import KafkaException
+
     from streams import admin
     from streams.topics import all_topics
 
     kafka = load_settings(KafkaSettings)
+    require_broker(kafka.bootstrap)
     specs = all_topics(kafka.trades_partitions)
     if action == "create":
         created = admin.create_topics(kafka.bootstrap, specs)
         print(f"created: {', '.join(created) or 'none (all exist)'}")
-    states = admin.describe_topics(kafka.bootstrap, [s.name for s in specs])
+    try:
+        states = admin.describe_topics(kafka.bootstrap, [s.name for s in specs])
+    except KafkaException as exc:
+        raise TransientError(f"cannot describe topics at {kafka.bootstrap}: {exc}") from exc
     for state in states:
         print(
             orjson.dumps(
@@ -62,8 +89,10 @@ def topics_command(action: str) -> int:
         )
     missing = {s.name for s in specs} - {s.name for s in states}
     if missing:
-        print(f"missing: {', '.join(sorted(missing))}", file=sys.stderr)
-        return 1
+        raise MarketstreamError(
+            f"topics missing at {kafka.bootstrap}: {', '.join(sorted(missing))};"
+            " run `python -m streams topics create`"
+        )
     return 0
 
 
@@ -73,18 +102,19 @@ def db_command(action: str) -> int:
 
     url = load_settings(DatabaseSettings).url.get_secret_value()
     sink = load_settings(SinkSettings)
-    if action == "migrate":
-        timescale = migrate(
-            url, compress_after_days=sink.compress_after_days, retention=sink.retention
-        )
-        print(f"tables ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
-    else:
-        print(orjson.dumps({"deleted": apply_retention(url, sink.retention)}).decode())
+    require_database(url)
+    with database_failures(f"db {action}"):
+        if action == "migrate":
+            timescale = migrate(
+                url, compress_after_days=sink.compress_after_days, retention=sink.retention
+            )
+            print(f"tables ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
+        else:
+            print(orjson.dumps({"deleted": apply_retention(url, sink.retention)}).decode())
     return 0
 
 
 def bars_command(args: argparse.Namespace) -> int:
-
     from streams.bars.export import export_to_file, parse_time
     from streams.bars.intervals import parse_interval
 
@@ -96,7 +126,11 @@ def bars_command(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     url = load_settings(DatabaseSettings).url.get_secret_value()
-    rows = export_to_file(url, args.interval, Path(args.out), symbols=symbols, start=start, end=end)
+    require_database(url)
+    with database_failures("bars export"):
+        rows = export_to_file(
+            url, args.interval, Path(args.out), symbols=symbols, start=start, end=end
+        )
     print(f"wrote {rows} bars to {args.out}")
     return 0
 
@@ -106,7 +140,10 @@ def stack_command(action: str, detach: bool) -> int:
 
     stack = Stack(load_settings(StackSettings))
     if action == "up":
-        return stack.detach() if detach else stack.supervise()
+        try:
+            return stack.detach() if detach else stack.supervise()
+        except (TimeoutError, subprocess.CalledProcessError) as exc:
+            raise MarketstreamError(f"the stack failed to start: {exc}; see {stack.logs}/") from exc
     if action == "down":
         return stack.down()
     pid = stack.running_supervisor()
@@ -114,8 +151,21 @@ def stack_command(action: str, detach: bool) -> int:
     return 0
 
 
+def trades_command(args: argparse.Namespace) -> int:
+    from streams.codec import Codec
+    from streams.tail import tail_trades
+
+    source = "--bootstrap" if args.bootstrap else "MS_KAFKA_BOOTSTRAP"
+    bootstrap = args.bootstrap or load_settings(KafkaSettings).bootstrap
+    require_broker(bootstrap, source)
+    codec = Codec(schema_registry(load_settings(RegistrySettings)))
+    if not tail_trades(bootstrap, codec, args.count, args.idle_timeout):
+        raise MarketstreamError(f"no trades arrived within {args.idle_timeout:g} s")
+    return 0
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m streams",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -148,30 +198,20 @@ def main() -> int:
     args, extra = parser.parse_known_args()
     if args.command != "worker":
         configure_logging()
-    try:
-        if args.command == "worker":
-            return run_worker(extra)
-        if args.command == "topics":
-            return topics_command(args.action)
-        if args.command == "db":
-            return db_command(args.action)
-        if args.command == "stack":
-            return stack_command(args.action, args.detach)
-        if args.command == "bars":
-            return bars_command(args)
-        from streams.codec import Codec
-        from streams.tail import tail_trades
-
-        bootstrap = args.bootstrap or load_settings(KafkaSettings).bootstrap
-        codec = Codec(schema_registry(load_settings(RegistrySettings)))
-        return 0 if tail_trades(bootstrap, codec, args.count, args.idle_timeout) else 1
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except MarketstreamError as exc:
-        log.error("%s", exc)
-        return 1
+    if args.command == "worker":
+        return run_worker(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "topics":
+        return topics_command(args.action)
+    if args.command == "db":
+        return db_command(args.action)
+    if args.command == "stack":
+        return stack_command(args.action, args.detach)
+    if args.command == "bars":
+        return bars_command(args)
+    return trades_command(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

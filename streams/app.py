@@ -27,7 +27,7 @@ from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 from streams.producer import Publisher
 from streams.settings import DatabaseSettings, KafkaSettings
-from streams.status import database_check, kafka_check, serve, status_app
+from streams.status import database_check, kafka_check, listen, serve_socket, status_app
 from streams.topics import BAR_BATCHES, TRADES
 
 DELIVERY_POLL_S: Final = 0.05
@@ -135,8 +135,11 @@ def create_app(
 
     Agents produce with one confluent-kafka Publisher (acks=all, idempotent): faster than
     Faust's aiokafka producer, and its flush tells exactly when outputs are acknowledged.
-    Agent modules may add routes to `Worker.status` while they install.
+    Agent modules may add routes to `Worker.status` while they install. The status port is
+    bound here, before Faust starts, so that a taken one raises ConfigError naming
+    MS_WORKER_HTTP_PORT instead of crashing the worker from inside a task.
     """
+    status_socket = listen(worker.http_host, worker.http_port, "MS_WORKER_HTTP_PORT")
     app = faust.App(worker.group_id, **faust_config(worker, kafka))
     app.transport = Transport(
         app.conf.broker_consumer, app, fetch_max_wait_ms=worker.fetch_max_wait_ms
@@ -170,6 +173,6 @@ def create_app(
     @app.task
     async def serve_status() -> None:
         """Serve /health, /metrics and what the agents added on the worker's status port."""
-        await serve(built.status, worker.http_host, worker.http_port)
+        await serve_socket(built.status, status_socket)
 
     return built

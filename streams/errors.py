@@ -31,3 +31,9 @@ class FatalError(MarketstreamError):
 
 class DeliveryError(MarketstreamError):
     """Kafka did not acknowledge a message after the producer's own retries."""
+
+
+class UnreachableError(MarketstreamError):
+    """A broker, database or gateway cannot be reached at start; names what points at it."""
+
+    retriable = True

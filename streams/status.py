@@ -2,19 +2,23 @@
 
 `/health` answers 200 when the broker (and the database, where the process uses one) can be
 reached and 503 otherwise, so it serves as a readiness probe; `/health/live` answers 200 while
-the event loop runs, for liveness probes.
+the event loop runs, for liveness probes. Port 0 means any free port; the port bound is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +27,18 @@ CHECK_TIMEOUT_S = 3.0
 
 
 def kafka_check(bootstrap: str) -> Check:
-    """Return a check that fetches cluster metadata from the broker."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "marketstream-health"})
+    """Return a check that fetches cluster metadata from the broker.
+
+    The client is made on the first check, so a process that fails at start never connects.
+    """
+    admin: AdminClient | None = None
 
     async def check() -> None:
+        nonlocal admin
+        if admin is None:
+            admin = AdminClient(
+                {"bootstrap.servers": bootstrap, "client.id": "marketstream-health"}
+            )
         await asyncio.to_thread(admin.list_topics, timeout=CHECK_TIMEOUT_S)
 
     return check
@@ -89,10 +101,45 @@ def status_app(component: str, checks: Mapping[str, Check]) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start serving `app`; the caller awaits `runner.cleanup()` on shutdown."""
+def listen_error(exc: OSError, host: str, port: int, port_variable: str) -> ConfigError:
+    """Describe why listening on host:port failed, as one line naming the variable to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"{port_variable}={port}: port {port} on {host} is taken; stop what listens there"
+            f" or set {port_variable} to a free port (0: any free port)"
+        )
+    return ConfigError(
+        f"{port_variable}={port}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+    )
+
+
+def listen(host: str, port: int, port_variable: str) -> socket.socket:
+    """Bind and listen on host:port (0: any free port); raise ConfigError naming `port_variable`.
+
+    Binding before anything else starts turns a taken port into a one-line error at start,
+    not a traceback from inside a server or a Faust task.
+    """
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        return socket.create_server(address, family=family)
+    except OSError as exc:
+        raise listen_error(exc, host, port, port_variable) from exc
+
+
+async def serve(app: web.Application, host: str, port: int, *, port_variable: str) -> web.AppRunner:
+    """Serve `app` on host:port (0: any free port) and log the port bound; raise ConfigError
+    naming `port_variable` if the port is taken. The caller awaits `runner.cleanup()`."""
+    return await serve_socket(app, listen(host, port, port_variable))
+
+
+async def serve_socket(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    """Serve `app` on a socket from `listen`; the caller awaits `runner.cleanup()` on shutdown."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("status endpoints on http://%s:%d/health and /metrics", host, port)
+    await web.SockSite(runner, sock).start()
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info("status endpoints on http://%s:%d/health and /metrics", shown, port)
     return runner

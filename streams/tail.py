@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from streams.codec import Codec
-from streams.errors import DecodeError
+from streams.errors import DecodeError, TransientError
 from streams.topics import TRADES
 
 
 def tail_trades(bootstrap: str, codec: Codec, count: int, timeout_s: float) -> int:
-    """Print up to `count` new trades (0 = until interrupted); return how many were printed."""
+    """Print up to `count` new trades (0 = until interrupted); return how many were printed.
+
+    Raise TransientError if the broker fails or the topic is missing.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -22,10 +25,15 @@ def tail_trades(bootstrap: str, codec: Codec, count: int, timeout_s: float) -> i
         }
     )
     try:
-        metadata = consumer.list_topics(TRADES, timeout=10)
-        consumer.assign(
-            [TopicPartition(TRADES, p, OFFSET_END) for p in metadata.topics[TRADES].partitions]
-        )
+        try:
+            topic = consumer.list_topics(TRADES, timeout=10).topics[TRADES]
+        except KafkaException as exc:
+            raise TransientError(f"cannot read metadata of {TRADES} at {bootstrap}: {exc}") from exc
+        if topic.error is not None or not topic.partitions:
+            raise TransientError(
+                f"topic {TRADES} is missing at {bootstrap}; run `python -m streams topics create`"
+            )
+        consumer.assign([TopicPartition(TRADES, p, OFFSET_END) for p in topic.partitions])
         printed = 0
         idle = 0.0
         while (not count or printed < count) and idle < timeout_s:

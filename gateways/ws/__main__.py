@@ -1,15 +1,20 @@
-"""`python -m gateways.ws`: serve bars over WebSocket (and /health, /metrics on the same port)."""
+"""`python -m gateways.ws`: serve bars over WebSocket (and /health, /metrics on the same port).
+
+Exit status: 0 stopped by a signal; 2 bad settings, a missing key file, a taken MS_WS_PORT (0
+picks any free port; the port bound is logged) or a broker that cannot be reached at start.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-import sys
 
 from gateways.ws.auth import ApiKeys
 from gateways.ws.history import BarHistory
 from gateways.ws.server import Gateway, WsSettings
 from gateways.ws.source import BarSource
+from streams.cli import reason, require_broker, run_cli
 from streams.codec import Codec
 from streams.dlq import DeadLetterPublisher
 from streams.errors import ConfigError
@@ -17,7 +22,9 @@ from streams.metrics import UP
 from streams.producer import Publisher
 from streams.runtime import configure_logging, schema_registry
 from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
-from streams.status import database_check, kafka_check
+from streams.status import database_check, kafka_check, listen, listen_error
+
+log = logging.getLogger("gateways.ws")
 
 
 async def run(
@@ -45,13 +52,22 @@ async def run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = await gateway.serve()
-    UP.labels("ws-gateway").set(1)
     try:
-        await stop.wait()
+        try:
+            server = await gateway.serve()
+        except OSError as exc:
+            raise listen_error(exc, settings.host, settings.port, "MS_WS_PORT") from exc
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            address = f"{host}:{port}"
+            log.info("bars on ws://%s/, status endpoints on http://%s/health", address, address)
+        UP.labels("ws-gateway").set(1)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            await server.wait_closed()
     finally:
-        server.close()
-        await server.wait_closed()
         await asyncio.to_thread(source.stop)
         await asyncio.to_thread(publisher.flush)
         if history is not None:
@@ -59,25 +75,28 @@ async def run(
 
 
 def main() -> int:
+    settings = load_settings(WsSettings)
+    kafka = load_settings(KafkaSettings)
+    codec = Codec(schema_registry(load_settings(RegistrySettings)))
+    database = load_settings(DatabaseSettings) if settings.snapshot_from_database else None
     try:
-        settings = load_settings(WsSettings)
-        kafka = load_settings(KafkaSettings)
-        codec = Codec(schema_registry(load_settings(RegistrySettings)))
-        database = load_settings(DatabaseSettings) if settings.snapshot_from_database else None
         keys = ApiKeys.load(
             settings.api_keys.get_secret_value(), settings.api_keys_file, settings.allow_anonymous
         )
-        if not keys.configured:
-            raise ConfigError(
-                "set MS_WS_API_KEYS (or MS_WS_API_KEYS_FILE), or MS_WS_ALLOW_ANONYMOUS=true"
-            )
-    except (ConfigError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        raise ConfigError(f"MS_WS_API_KEYS_FILE={settings.api_keys_file}: {reason(exc)}") from exc
+    if not keys.configured:
+        raise ConfigError(
+            "set MS_WS_API_KEYS (or MS_WS_API_KEYS_FILE), or MS_WS_ALLOW_ANONYMOUS=true"
+        )
+    # Without the broker at start the bar source cannot assign its partitions and stops.
+    require_broker(kafka.bootstrap)
+    if settings.port:  # a taken port found before the bar source starts and logs: one line
+        listen(settings.host, settings.port, "MS_WS_PORT").close()
     configure_logging(settings.log_level)
     asyncio.run(run(settings, kafka, codec, keys, database))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

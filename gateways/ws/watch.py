@@ -1,55 +1,104 @@
-"""`python -m gateways.ws.watch`: a small client that prints bars from the gateway, for people."""
+"""`python -m gateways.ws.watch`: a small client that prints bars from the gateway, for people.
+
+Exit status: 0 printed --count bars; 1 the gateway closed the stream; 2 a bad argument, a
+missing key file, a refused key (close code 4401) or a gateway that cannot be reached;
+130 interrupted.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+from http import HTTPStatus
 from pathlib import Path
 
 import orjson
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from gateways.ws.auth import CLOSE_UNAUTHORIZED
+from streams.cli import ArgumentParser, reason, run_cli
+from streams.errors import ConfigError, FatalError, MarketstreamError, UnreachableError
+
+DEFAULT_KEY_FILE = Path(".run/ws-api-key")
+
+
+def closed_error(exc: ConnectionClosed) -> MarketstreamError:
+    """Describe why the gateway closed the connection; a refused key is fatal (exit status 2)."""
+    frame = exc.rcvd
+    if frame is not None and frame.code == CLOSE_UNAUTHORIZED:
+        return FatalError(f"the gateway refused the API key (close code {frame.code})")
+    if frame is None:
+        return MarketstreamError("the gateway closed the connection without a close frame")
+    return MarketstreamError(
+        f"the gateway closed the connection (close code {frame.code}{': ' if frame.reason else ''}"
+        f"{frame.reason})"
+    )
 
 
 async def watch(url: str, key: str, channels: list[str], count: int) -> int:
-    """Subscribe, print one line per event, stop after `count` bars (0: never)."""
+    """Subscribe, print one line per event, stop after `count` bars (0: never).
+
+    Raise FatalError if the key is refused, UnreachableError if the gateway cannot be reached,
+    and MarketstreamError if the gateway closes the stream.
+    """
     seen = 0
-    async with connect(url, additional_headers={"X-API-Key": key}) as ws:
-        await ws.send(
-            orjson.dumps({"op": "subscribe", "channels": channels, "snapshot": 3}).decode()
-        )
-        async for message in ws:
-            for event in orjson.loads(message):
-                if event["type"] == "bar":
-                    b = event["bar"]
-                    print(
-                        f"{event['channel']:<24} seq {event['seq']:>6} rev {event['revision']}  {b['ts']}"
-                        f"  O {b['open']} H {b['high']} L {b['low']} C {b['close']} V {b['volume']:g}"
-                    )
-                    seen += 1
-                elif event["type"] == "snapshot":
-                    print(
-                        f"{event['channel']:<24} snapshot of {len(event['bars'])} bars as of seq {event['seq']}"
-                    )
-                else:
-                    print(orjson.dumps(event).decode())
-            if count and seen >= count:
-                return seen
-    return seen
+    try:
+        ws = await connect(url, additional_headers={"X-API-Key": key})
+    except InvalidURI as exc:
+        raise ConfigError(f"--url {url}: {exc}") from exc
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            raise FatalError(f"the gateway refused the API key (HTTP {status})") from exc
+        raise UnreachableError(f"no gateway at --url {url}: HTTP {status}") from exc
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise UnreachableError(f"cannot reach the gateway at --url {url}: {reason(exc)}") from exc
+    async with ws:
+        try:
+            await ws.send(
+                orjson.dumps({"op": "subscribe", "channels": channels, "snapshot": 3}).decode()
+            )
+            while True:
+                for event in orjson.loads(await ws.recv()):
+                    if event["type"] == "bar":
+                        b = event["bar"]
+                        print(
+                            f"{event['channel']:<24} seq {event['seq']:>6} rev {event['revision']}  {b['ts']}"
+                            f"  O {b['open']} H {b['high']} L {b['low']} C {b['close']} V {b['volume']:g}"
+                        )
+                        seen += 1
+                    elif event["type"] == "snapshot":
+                        print(
+                            f"{event['channel']:<24} snapshot of {len(event['bars'])} bars as of seq {event['seq']}"
+                        )
+                    else:
+                        print(orjson.dumps(event).decode())
+                if count and seen >= count:
+                    return seen
+        except ConnectionClosed as exc:
+            raise closed_error(exc) from exc
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateways.ws.watch", description=__doc__)
+    parser = ArgumentParser(prog="python -m gateways.ws.watch", description=__doc__)
     parser.add_argument("channels", nargs="+", help="e.g. bars.1s.SIM0001 or bars.1m.*")
     parser.add_argument("--url", default="ws://127.0.0.1:8765")
     parser.add_argument(
-        "--key-file", type=Path, help="file holding the API key (default: .run/ws-api-key)"
+        "--key-file", type=Path, help=f"file holding the API key (default: {DEFAULT_KEY_FILE})"
     )
     parser.add_argument("--count", type=int, default=0, help="stop after this many bars")
     args = parser.parse_args()
-    key = (args.key_file or Path(".run/ws-api-key")).read_text().strip()
+    path = args.key_file or DEFAULT_KEY_FILE
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        hint = "" if args.key_file else "; `make up` writes it, or pass --key-file"
+        raise ConfigError(
+            f"cannot read the API key from --key-file {path}: {reason(exc)}{hint}"
+        ) from exc
     asyncio.run(watch(args.url, key, args.channels, args.count))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main)

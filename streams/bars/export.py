@@ -9,6 +9,8 @@ from typing import Final, TextIO
 
 import psycopg
 
+from streams.errors import ConfigError
+
 HEADER: Final = (
     "symbol",
     "interval",
@@ -71,5 +73,14 @@ def export_bars(
 
 
 def export_to_file(url: str, interval: str, path: Path, **kwargs: object) -> int:
-    with path.open("w", newline="") as out:
-        return export_bars(url, interval, out, **kwargs)  # type: ignore[arg-type]
+    """Export to `path`; raise ConfigError if it cannot be written, remove it if the export fails."""
+    try:
+        out = path.open("w", newline="")
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: {exc.strerror or exc}") from exc
+    with out:
+        try:
+            return export_bars(url, interval, out, **kwargs)  # type: ignore[arg-type]
+        except BaseException:
+            path.unlink(missing_ok=True)  # half a CSV would pass for all of it
+            raise

@@ -1,14 +1,18 @@
-"""`/health` reports the broker and the database, and says 503 when one is unreachable."""
+"""`/health` reports the broker and the database, and says 503 when one is unreachable; the API
+takes port 0 as any free port and answers a taken port with one line naming the variable."""
 
 from __future__ import annotations
 
+import re
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 
 import orjson
 import pytest
-from conftest import wait_http
+from conftest import Started, run_module, wait_http
 
 from streams.embedded.ports import free_port
 
@@ -45,3 +49,39 @@ def test_metrics_endpoint_serves_prometheus_text(
     text = wait_http(f"{url}/metrics").decode()
 
     assert 'marketstream_up{component="api"} 1.0' in text
+
+
+def test_api_http_port_taken_exits_2_naming_the_variable(bootstrap: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        result = run_module(
+            ["gateways.http"],
+            {"MS_API_HTTP_PORT": str(port), "MS_KAFKA_BOOTSTRAP": bootstrap},
+            timeout_s=30,
+        )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and f"MS_API_HTTP_PORT={port}" in line
+
+
+def test_api_http_port_zero_serves_health_on_the_logged_port(
+    bootstrap: str,
+    database_url: str,
+    start_process: Callable[[list[str], dict[str, str]], Started],
+) -> None:
+    started = start_process(
+        ["gateways.http"],
+        {"MS_API_HTTP_PORT": "0", "MS_KAFKA_BOOTSTRAP": bootstrap, "MS_DATABASE_URL": database_url},
+    )
+    pattern = re.compile(r"status endpoints on http://127\.0\.0\.1:(\d+)/health")
+    deadline = time.monotonic() + 30
+    while not (found := pattern.search(started.output())):
+        assert started.process.poll() is None, started.output()
+        assert time.monotonic() < deadline, "the API logged no port within 30 s"
+        time.sleep(0.05)
+
+    body = orjson.loads(wait_http(f"http://127.0.0.1:{found.group(1)}/health"))
+
+    assert body["status"] == "ok" and body["component"] == "api"
