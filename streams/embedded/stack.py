@@ -28,9 +28,19 @@ from streams import admin
 from streams.embedded.broker import start_broker, stop_broker
 from streams.embedded.ports import is_listening, wait_listening
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
+from streams.errors import ConfigError
 from streams.topics import all_topics
 
 log = logging.getLogger(__name__)
+
+KEPT_AND_LOST = (
+    "The stack keeps PostgreSQL in {run_dir}/pgdata (bars, bar checkpoints) and the WebSocket "
+    "API key; it loses what the memory broker held: topics, their messages and consumer-group "
+    "offsets. On the next `make up` the worker sees new topics, discards the bar checkpoints "
+    "with a WARNING (bars still open at the stop keep only the trades after the restart) and "
+    "continues every channel's sequence numbers, so a WebSocket client that resumes gets the "
+    "bars after its seq, or a fresh snapshot (recovered: false) where they are gone."
+)
 
 
 class StackSettings(BaseSettings):
@@ -154,11 +164,31 @@ class Stack:
             ]
         )
 
+    def check_ports(self) -> None:
+        """Raise ConfigError naming each child's port that something already listens on.
+
+        The broker and PostgreSQL are reused when found listening; the children are not, and
+        one that finds its port taken would exit while the stack took the port for its own.
+        """
+        taken = [
+            f"MS_STACK_{name.upper()}={port}"
+            for name, port in self.s.model_dump().items()
+            if name.endswith("_port")
+            and name not in ("kafka_port", "postgres_port")
+            and is_listening(port)
+        ]
+        if taken:
+            raise ConfigError(
+                f"ports taken: {', '.join(taken)}; stop what listens there (another stack?"
+                " `make down` stops it) or set those variables to free ports"
+            )
+
     def supervise(self) -> int:
         """Run the stack in the foreground until SIGINT/SIGTERM; return the exit status."""
         if pid := self.running_supervisor():
             print(f"already running (supervisor pid {pid}); reusing it.\n{self.urls()}", flush=True)
             return 0
+        self.check_ports()
         self.logs.mkdir(parents=True, exist_ok=True)
         stopping = False
 
@@ -247,13 +277,14 @@ class Stack:
             stop_broker(broker)
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
-        print("stopped", flush=True)
+        print("stopped.", KEPT_AND_LOST.format(run_dir=self.run_dir), flush=True)
 
     def detach(self) -> int:
         """Start the supervisor in the background; return once it is ready or has failed."""
         if pid := self.running_supervisor():
             print(f"already running (supervisor pid {pid}); reusing it.\n{self.urls()}", flush=True)
             return 0
+        self.check_ports()
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / "stack.log").open("ab") as out:
             process = subprocess.Popen(
@@ -288,5 +319,5 @@ class Stack:
         if self.running_supervisor() == pid:
             print(f"supervisor {pid} did not stop within 90 s", file=sys.stderr)
             return 1
-        print("stopped")
+        print("stopped.", KEPT_AND_LOST.format(run_dir=self.run_dir))
         return 0
