@@ -60,6 +60,13 @@ class ReplayConfig(ConnectorConfig):
         "replay:<file name>:<run id>, so that any file replays into exactly its bars",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _readable(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"{path} is not a file")
+        return path
+
     @field_validator("speed")
     @classmethod
     def _positive(cls, v: float | str) -> float | str:

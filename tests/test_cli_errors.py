@@ -390,8 +390,8 @@ def test_replay_missing_file_exits_2_naming_the_file(bootstrap: str, tmp_path: P
 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and str(missing) in errors[0]
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert str(missing) in result.stderr
 
 
 @pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
