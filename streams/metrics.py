@@ -59,6 +59,11 @@ WS_BUFFER_MESSAGES: Final = Gauge(
     "ws_replay_buffer_messages", "Messages held in the replay buffer."
 )
 WS_BUFFER_BYTES: Final = Gauge("ws_replay_buffer_bytes", "Encoded bytes held in the replay buffer.")
+WS_BUFFER_EVICTIONS: Final = Counter(
+    "ws_replay_buffer_evictions",
+    "Replay buffer entries evicted, oldest of the largest channels, to stay under "
+    "MS_WS_BUFFER_MAX_BYTES.",
+)
 WS_AUTH_FAILURES: Final = Counter(
     "ws_auth_failures", "Connections refused for a bad or missing API key."
 )

@@ -105,11 +105,15 @@ def parse_request(raw: str | bytes, max_snapshot: int) -> Request:
 
 
 def bar_json(bar: Bar) -> bytes:
-    """Encode a bar as the JSON object clients receive (times in microseconds and ISO-8601)."""
+    """Encode a bar as the JSON object clients receive (times in microseconds and ISO-8601).
+
+    Return a copy of orjson's result: that keeps its whole output buffer allocated (kilobytes,
+    many times the JSON), and the replay buffer holds one of these per message.
+    """
     ts = datetime.fromtimestamp(bar.ts_us // 1_000_000, UTC).replace(
         microsecond=bar.ts_us % 1_000_000
     )
-    return orjson.dumps(
+    encoded = orjson.dumps(
         {
             "instrument": bar.instrument,
             "interval": bar.interval,
@@ -131,6 +135,7 @@ def bar_json(bar: Bar) -> bytes:
             "ts_recv_us": bar.ts_recv_us,
         }
     )
+    return memoryview(encoded).tobytes()
 
 
 def bar_event(channel: str, seq: int, revision: int, bar: bytes) -> bytes:

@@ -3,15 +3,30 @@
 Entries are kept per channel in seq order, each with its JSON already encoded, so a snapshot or
 a resume costs no encoding. A message whose seq is not above the channel's last one (a worker
 replaying after a crash re-emits what it already sent) is a duplicate and is dropped.
+
+Two bounds hold memory: each channel keeps at most its last `per_channel` entries, and all of
+them together at most `max_bytes` of JSON. Past that, the largest channels lose their oldest
+entries, down to a common size, so the busiest channels give up history first and quiet ones
+keep theirs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from gateways.ws import protocol
+from streams.metrics import WS_BUFFER_EVICTIONS
+
+log = logging.getLogger(__name__)
+
+NOTHING_DROPPED: Final = -(2**63)  # a window start before any bar's
+# Evicting 1/EVICT_SLACK of the bound below it means the scan of every channel that eviction
+# costs is paid once per that many bytes appended, not on every append at the bound.
+EVICT_SLACK: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,44 +39,67 @@ class Entry:
 
 
 class ChannelLog:
-    """One channel's last `capacity` messages."""
+    """One channel's latest messages: at most `capacity`, fewer once the buffer evicts some."""
 
     def __init__(self, name: str, capacity: int) -> None:
         self.name = name
         self.entries: deque[Entry] = deque(maxlen=capacity)
         self.bytes = 0
-
-    @property
-    def last_seq(self) -> int:
-        return self.entries[-1].seq if self.entries else 0
+        self.last_seq = 0  # kept when entries go: a seq seen once stays a duplicate
+        # The latest window start of any entry dropped: windows up to it may be missing whole.
+        self.dropped_us = NOTHING_DROPPED
 
     def append(self, entry: Entry) -> bool:
         """Add `entry`; return False (and keep nothing) if its seq is not new."""
         if entry.seq <= self.last_seq:
             return False
-        if len(self.entries) == self.entries.maxlen:
-            self.bytes -= len(self.entries[0].bar) + len(self.entries[0].event)
-        self.entries.append(entry)
+        entries = self.entries
+        if len(entries) == entries.maxlen:
+            first = entries[0]
+            self.bytes -= len(first.bar) + len(first.event)
+            if first.ts_us > self.dropped_us:
+                self.dropped_us = first.ts_us
+        entries.append(entry)
         self.bytes += len(entry.bar) + len(entry.event)
+        self.last_seq = entry.seq
         return True
+
+    def evict_to(self, size: int) -> int:
+        """Drop the oldest entries until at most `size` bytes are held; return how many went."""
+        entries, dropped = self.entries, 0
+        while self.bytes > size:
+            first = entries.popleft()
+            self.bytes -= len(first.bar) + len(first.event)
+            if first.ts_us > self.dropped_us:
+                self.dropped_us = first.ts_us
+            dropped += 1
+        return dropped
 
     def snapshot(self, bars: int, older: Sequence[tuple[int, bytes]] = ()) -> bytes:
         """The last `bars` bars (latest revision of each, oldest first) as of the last seq;
-        `older` (window start, bar) fills in windows the log does not hold."""
+        `older` (window start, bar) fills in windows the log does not hold. Without `older`,
+        windows up to the latest one dropped are left out, lest the snapshot skip some."""
+        floor = NOTHING_DROPPED if older else self.dropped_us
         latest: dict[int, bytes] = {}
         for entry in reversed(self.entries):
-            if len(latest) >= bars and entry.ts_us not in latest:
+            if entry.ts_us in latest:
+                continue
+            if len(latest) >= bars:
                 break
-            latest.setdefault(entry.ts_us, entry.bar)
+            if entry.ts_us > floor:
+                latest[entry.ts_us] = entry.bar
         for ts_us, bar in older:
             latest.setdefault(ts_us, bar)
         picked = [latest[ts] for ts in sorted(latest)[-bars:]] if bars else []
         return protocol.snapshot_event(self.name, self.last_seq, picked)
 
     def windows(self) -> tuple[int, int | None]:
-        """How many bars (windows) the log holds, and the start of the oldest."""
-        starts = {entry.ts_us for entry in self.entries}
-        return len(starts), min(starts, default=None)
+        """How many windows the log holds whole (none of their entries dropped), and the start
+        below which bars must come from elsewhere (None: the log never held any)."""
+        whole = {entry.ts_us for entry in self.entries if entry.ts_us > self.dropped_us}
+        if whole:
+            return len(whole), min(whole)
+        return 0, None if self.dropped_us == NOTHING_DROPPED else self.dropped_us + 1
 
     def since(self, seq: int) -> list[bytes] | None:
         """The events after `seq`, or None if some of them are no longer held."""
@@ -72,11 +110,24 @@ class ChannelLog:
         return [e.event for e in self.entries if e.seq > seq]
 
 
-class ReplayBuffer:
-    """Every channel's log, created on its first message."""
+def eviction_level(sizes: Sequence[int], excess: int) -> int:
+    """The size to cut the largest of `sizes` (sorted largest first) down to, so that together
+    they shed at least `excess` bytes; channels at or below it keep everything."""
+    total = 0
+    for k, size in enumerate(sizes, 1):
+        total += size
+        below = sizes[k] if k < len(sizes) else 0
+        if total - k * below >= excess:
+            return max(below, (total - excess) // k)
+    return 0
 
-    def __init__(self, per_channel: int) -> None:
+
+class ReplayBuffer:
+    """Every channel's log, created on its first message; `max_bytes` of JSON at most in all."""
+
+    def __init__(self, per_channel: int, max_bytes: int) -> None:
         self.per_channel = per_channel
+        self.max_bytes = max_bytes
         self.channels: dict[str, ChannelLog] = {}
         self.by_interval: dict[str, list[ChannelLog]] = {}
         self.messages = 0  # totals kept as entries come and go: summing per delivery costs
@@ -91,11 +142,36 @@ class ReplayBuffer:
         return found
 
     def append(self, channel: protocol.Channel, entry: Entry) -> bool:
-        """Add `entry` to its channel's log; return False if its seq is not new there."""
-        log = self.log(channel)
-        held, size = len(log.entries), log.bytes
-        if not log.append(entry):
+        """Add `entry` to its channel's log, evicting if the total passes `max_bytes`; return
+        False if its seq is not new there."""
+        log_ = self.log(channel)
+        held, size = len(log_.entries), log_.bytes
+        if not log_.append(entry):
             return False
-        self.messages += len(log.entries) - held
-        self.bytes += log.bytes - size
+        self.messages += len(log_.entries) - held
+        self.bytes += log_.bytes - size
+        if self.bytes > self.max_bytes:
+            self.evict(self.max_bytes - self.max_bytes // EVICT_SLACK)
         return True
+
+    def evict(self, target: int) -> None:
+        """Cut the largest channels down to a common size, oldest entries first, so that at
+        most `target` bytes are held."""
+        logs = [log_ for log_ in self.channels.values() if log_.bytes]
+        level = eviction_level(sorted([c.bytes for c in logs], reverse=True), self.bytes - target)
+        evicted = cut = 0
+        for log_ in logs:
+            if log_.bytes > level:
+                size = log_.bytes
+                evicted += log_.evict_to(level)
+                self.bytes -= size - log_.bytes
+                cut += 1
+        self.messages -= evicted
+        WS_BUFFER_EVICTIONS.inc(evicted)
+        log.debug(
+            "replay buffer over %d bytes: evicted %d entries, %d channels cut to %d bytes",
+            self.max_bytes,
+            evicted,
+            cut,
+            level,
+        )

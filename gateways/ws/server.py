@@ -55,6 +55,8 @@ class WsSettings(BaseSettings):
     snapshot_max: int = Field(1000, ge=0)
     wildcard_snapshot: int = Field(1, ge=0)
     buffer_per_channel: int = Field(1024, ge=1)
+    # All channels' JSON together; with Python's own overhead about 1.3x this in memory.
+    buffer_max_bytes: int = Field(256 * 1024**2, ge=1)
     queue_max: int = Field(100_000, ge=1)
     max_lag_s: float = Field(5.0, gt=0)
     slow_client_policy: Literal["resync", "disconnect"] = "resync"
@@ -81,7 +83,7 @@ class Gateway:
         self.checks = checks
         self.history = history
         self.hub = Hub(
-            ReplayBuffer(settings.buffer_per_channel),
+            ReplayBuffer(settings.buffer_per_channel, settings.buffer_max_bytes),
             settings.snapshot_default,
             settings.wildcard_snapshot,
             settings.slow_client_policy,

@@ -1,7 +1,8 @@
 """Read md.bars.v1 into the hub: from a lookback at start (rebuilding the replay buffer), then live.
 
 Every replica reads every partition itself (no consumer group), so replicas hold the same
-messages and, with the bars' own seq numbers, give the same answers.
+messages and, with the bars' own seq numbers, give the same answers. The source is ready once
+it has read every partition up to the end offset it saw at start, however busy the topic is.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from streams.codec import Codec
 from streams.dlq import DeadLetterPublisher
@@ -22,6 +23,39 @@ from streams.models import Bar
 from streams.topics import BARS
 
 log = logging.getLogger(__name__)
+
+
+class CatchUp:
+    """Which partitions the reader has not yet read up to their end offsets seen at start."""
+
+    def __init__(self, starts: Mapping[int, int], ends: Mapping[int, int]) -> None:
+        # A partition with nothing between its start and its end is caught up at once.
+        self.behind = {p: end for p, end in ends.items() if end > starts[p]}
+        self.unconfirmed = set(self.behind)
+
+    @property
+    def done(self) -> bool:
+        return not self.behind
+
+    def confirm(self, partition: int, fetched_end: int) -> None:
+        """Raise a partition's end to the high watermark of its first fetch, once.
+
+        Tansu's ListOffsets answers the last batch's base offset + 1, short of the true end;
+        its fetch responses carry the true one. Fixed after one fetch, the end stays reachable
+        on a topic that never stops growing.
+        """
+        if partition in self.unconfirmed:
+            self.unconfirmed.discard(partition)
+            if partition in self.behind:
+                self.behind[partition] = max(self.behind[partition], fetched_end)
+
+    def advance(self, positions: Mapping[int, int]) -> bool:
+        """Record partitions' positions (next offset to read); return True once none is behind."""
+        for partition, position in positions.items():
+            end = self.behind.get(partition)
+            if end is not None and position >= end and partition not in self.unconfirmed:
+                del self.behind[partition]
+        return self.done
 
 
 class BarSource:
@@ -34,7 +68,7 @@ class BarSource:
         self.codec = codec
         self.dead_letters = dead_letters
         self.lookback_s = lookback_s
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # set on the loop, after the bars read up to then
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,23 +85,45 @@ class BarSource:
         if self._thread is not None:
             self._thread.join(10)
 
-    def _assign(self, consumer: Consumer) -> None:
+    def _assign(self, consumer: Consumer) -> CatchUp:
+        """Assign every partition from the lookback; return what must be read to be ready."""
         partitions = consumer.list_topics(BARS, timeout=10).topics[BARS].partitions
+        bounds = {
+            p: consumer.get_watermark_offsets(TopicPartition(BARS, p), timeout=10)
+            for p in partitions
+        }
         since_ms = int((time.time() - self.lookback_s) * 1000)
         wanted = [TopicPartition(BARS, p, since_ms) for p in partitions]
         try:
-            starts = consumer.offsets_for_times(wanted, timeout=10)
+            offsets = consumer.offsets_for_times(wanted, timeout=10)
+            found = {tp.partition: tp.offset for tp in offsets}
         except KafkaException as exc:
             log.warning(
                 "offsets_for_times unsupported (%s); reading %s from the beginning", exc, BARS
             )
-            starts = [TopicPartition(BARS, p, OFFSET_BEGINNING) for p in partitions]
-        consumer.assign(
-            [
-                tp if tp.offset >= 0 else TopicPartition(BARS, tp.partition, OFFSET_BEGINNING)
-                for tp in starts
-            ]
+            found = {p: OFFSET_BEGINNING for p in partitions}
+        starts = {}
+        for p, offset in found.items():
+            low, high = bounds[p]
+            # OFFSET_END: no message since the lookback, so nothing to rebuild from.
+            starts[p] = offset if offset >= 0 else high if offset == OFFSET_END else low
+        consumer.assign([TopicPartition(BARS, p, offset) for p, offset in starts.items()])
+        log.info(
+            "rebuilding the replay buffer from %s, (start, end) offsets by partition: %s",
+            BARS,
+            {p: (starts[p], bounds[p][1]) for p in sorted(starts)},
         )
+        return CatchUp(starts, {p: high for p, (_, high) in bounds.items()})
+
+    @staticmethod
+    def _caught_up(consumer: Consumer, catch_up: CatchUp) -> bool:
+        """Confirm ends from fetched high watermarks, then compare positions with them."""
+        for partition in list(catch_up.unconfirmed):
+            _, high = consumer.get_watermark_offsets(TopicPartition(BARS, partition), cached=True)
+            if high >= 0:  # OFFSET_INVALID until the partition's first fetch response
+                catch_up.confirm(partition, high)
+        behind = [TopicPartition(BARS, p) for p in catch_up.behind]
+        return catch_up.advance({tp.partition: tp.offset for tp in consumer.position(behind)})
 
     def _run(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Bar]], object]) -> None:
         consumer = Consumer(
@@ -78,12 +134,21 @@ class BarSource:
                 "fetch.wait.max.ms": 10,
             }
         )
+        started = time.monotonic()
         try:
-            self._assign(consumer)
+            catch_up: CatchUp | None = self._assign(consumer)
             while not self._stop.is_set():
+                if catch_up is not None and (catch_up.done or self._caught_up(consumer, catch_up)):
+                    # Queued after every deliver so far: ready means those bars are in the hub.
+                    loop.call_soon_threadsafe(self.ready.set)
+                    log.info(
+                        "replay buffer rebuilt: read %s to its end offsets at start in %.1f s",
+                        BARS,
+                        time.monotonic() - started,
+                    )
+                    catch_up = None
                 messages = consumer.consume(5000, 0.05)
                 if not messages:
-                    self.ready.set()  # caught up with what was there at start
                     continue
                 bars = []
                 for msg in messages:
