@@ -115,6 +115,19 @@ class BarSource:
         )
         return CatchUp(starts, {p: high for p, (_, high) in bounds.items()})
 
+    def _assign_when_reachable(self, consumer: Consumer) -> CatchUp | None:
+        """Assign as `_assign` does, retrying with backoff while the broker does not answer
+        (the gateway stays unready meanwhile); None if stopped first."""
+        delay_s = 0.5
+        while not self._stop.is_set():
+            try:
+                return self._assign(consumer)
+            except KafkaException as exc:
+                log.warning("cannot read %s yet (%s); retrying in %.1f s", BARS, exc, delay_s)
+                self._stop.wait(delay_s)
+                delay_s = min(30.0, 2 * delay_s)
+        return None
+
     @staticmethod
     def _caught_up(consumer: Consumer, catch_up: CatchUp) -> bool:
         """Confirm ends from fetched high watermarks, then compare positions with them."""
@@ -136,7 +149,7 @@ class BarSource:
         )
         started = time.monotonic()
         try:
-            catch_up: CatchUp | None = self._assign(consumer)
+            catch_up = self._assign_when_reachable(consumer)
             while not self._stop.is_set():
                 if catch_up is not None and (catch_up.done or self._caught_up(consumer, catch_up)):
                     # Queued after every deliver so far: ready means those bars are in the hub.

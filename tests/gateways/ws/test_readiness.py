@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Started, wait_http
+from conftest import Started, eventually, wait_http
 from test_gateway import CHANNEL, KEY, bar, events, history, publish, subscribe
 from test_gateway import start_gateway as start_gateway  # a fixture
 
@@ -157,3 +158,37 @@ async def test_gateway_started_while_bars_keep_arriving_becomes_ready_with_bars_
         (b.ts_us, b.revision, b.seq) for b in (latest[ts] for ts in sorted(latest))
     ], "every bar published before the start is in the first snapshot"
     assert all(snapshots[name]["seq"] >= 1 for name in busy), "and what came since"
+
+
+async def test_bar_source_started_before_its_broker_waits_then_becomes_ready(
+    codec: Codec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateways.ws.source import BarSource
+    from streams import admin
+    from streams.dlq import DeadLetterPublisher
+    from streams.embedded.broker import start_broker, stop_broker
+    from streams.topics import all_topics
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    publisher = Publisher({"bootstrap.servers": address})
+    source = BarSource(address, codec, DeadLetterPublisher(publisher, codec, "test"), 3600)
+    source.start(asyncio.get_running_loop(), lambda bars: None)
+    broker = None
+    try:
+        # the first metadata request times out (10 s); the source must outlive it and retry
+        await eventually(
+            lambda: "retrying" in caplog.text, timeout_s=30, what="a retry after the timeout"
+        )
+        assert source._thread is not None and source._thread.is_alive()
+        assert not source.ready.is_set()
+        broker = start_broker(port, tmp_path / "tansu.log")
+        admin.create_topics(address, all_topics(PARTITIONS))
+
+        await asyncio.wait_for(asyncio.to_thread(source.ready.wait, 60), 65)
+        await asyncio.sleep(0)  # ready is set on the loop; let the callback run
+        assert source.ready.is_set()
+    finally:
+        await asyncio.to_thread(source.stop)
+        if broker is not None:
+            stop_broker(broker)
