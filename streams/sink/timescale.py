@@ -1,205 +1,174 @@
-"""Write bars to PostgreSQL/TimescaleDB: COPY into a staging table, then one merge per batch.
+"""Write bars to PostgreSQL/TimescaleDB with binary COPY, idempotently: the highest revision wins.
 
-The merge is idempotent on (instrument, interval, ts) and keeps the highest revision, so
-replays and duplicates after a crash change nothing. A connection failure raises
-TransientError for the caller to retry; rows the database refuses for good are returned with
-the reason, after the rest of the batch has been written.
+The COPY stream is built from the batches' numpy columns (streams/sink/copy.py) and holds one
+row per key, already chosen as the highest revision (the later on a tie). First revisions are
+COPYed straight into `bars`, in a savepoint; the other rows, and first revisions already there
+(a replay), go into a staging table and one `insert ... on conflict do update where revision
+higher` merge. So replays and duplicates after a crash change nothing. A connection failure
+raises TransientError for the caller to retry; rows the database refuses for good are returned
+with the reason, after the rest of the batch has been written.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
-from datetime import UTC, datetime, timedelta
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
+import numpy as np
 import psycopg
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
+from numpy.typing import NDArray
 
 from streams.connection import ReusedConnection
 from streams.errors import TransientError
-from streams.models import Bar
+from streams.models import Bar, BarBatch
+from streams.sink.copy import (
+    BAR_COLUMNS,
+    COLUMNS,
+    COPY_COLUMNS,
+    KEY,
+    REVISION,
+    BarRows,
+    EncodedNames,
+    bar_field,
+    encode_copy,
+    encode_names,
+    refusals,
+    winners,
+)
 
 log = logging.getLogger(__name__)
 
-COLUMNS: Final = (
-    "instrument",
-    "interval",
-    "ts",
-    "revision",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-    "buy_volume",
-    "sell_volume",
-    "source",
-    "ts_event",
-    "ts_recv",
-    "seq",
-)
 _COLUMN_LIST: Final = ", ".join(COLUMNS)
+# Created once per connection (committed, so that a failed batch does not drop it); `like`
+# copies no index, and a temp table writes no WAL.
 STAGING_SQL: Final = (
     "create temp table if not exists bars_staging (like bars) on commit delete rows"
 )
-COPY_SQL: Final = f"copy bars_staging ({_COLUMN_LIST}) from stdin (format binary)"
-# Binary COPY types, in COLUMNS order; times go as int microseconds (see _MicrosDumper).
-COPY_TYPES: Final = (
-    "text",
-    "text",
-    "timestamptz",
-    "int4",
-    "float8",
-    "float8",
-    "float8",
-    "float8",
-    "float8",
-    "float8",
-    "int8",
-    "float8",
-    "float8",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "int8",
+COPY_SQL: Final = f"copy bars_staging ({', '.join(COPY_COLUMNS)}) from stdin (format binary)"
+INSERT_COPY_SQL: Final = f"copy bars ({', '.join(COPY_COLUMNS)}) from stdin (format binary)"
+MERGE_SQL: Final = (
+    f"insert into bars ({_COLUMN_LIST}) select {_COLUMN_LIST} from bars_staging"
+    f" on conflict ({', '.join(KEY)}) do update set"
+    f" {', '.join(f'{c} = excluded.{c}' for c in COLUMNS if c not in KEY)}"
+    f" where excluded.{REVISION} >= bars.{REVISION}"
 )
-_PG_EPOCH_US: Final = 946_684_800_000_000  # 2000-01-01, PostgreSQL's binary time origin
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-# Times Python's datetime can hold (years 1 to 9999): readers of the table must be able to.
-_MIN_US: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
-_MAX_US: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
-_pack_micros = struct.Struct(">q").pack
-
-
-class _MicrosDumper(Dumper):
-    """Dump int microseconds since the Unix epoch as a binary timestamptz, without a datetime.
-
-    Registered by OID only, on the COPY cursor: building datetimes and formatting text cost
-    more than the whole rest of a batch write.
-    """
-
-    format = Format.BINARY
-    oid = psycopg.adapters.types["timestamptz"].oid
-
-    def dump(self, obj: int) -> bytes:
-        return _pack_micros(obj - _PG_EPOCH_US)
-
-
-MERGE_SQL: Final = f"""
-insert into bars ({_COLUMN_LIST})
-select distinct on (instrument, interval, ts) {_COLUMN_LIST}
-from bars_staging order by instrument, interval, ts, revision desc
-on conflict (instrument, interval, ts) do update set
-    {", ".join(f"{c} = excluded.{c}" for c in COLUMNS[3:])}
-where excluded.revision >= bars.revision
-"""
-INSERT_ONE_SQL: Final = (
-    f"insert into bars ({_COLUMN_LIST}) values ({', '.join(['%s'] * len(COLUMNS))})"
-    f" on conflict (instrument, interval, ts) do update set"
-    f" {', '.join(f'{c} = excluded.{c}' for c in COLUMNS[3:])} where excluded.revision >= bars.revision"
-)
-
-
-def _micros_to_datetime(us: int) -> datetime:
-    """Convert for the row-by-row fallback, which passes ordinary parameters."""
-    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
-
-
-def bar_row(bar: Bar) -> tuple[object, ...]:
-    return (
-        bar.instrument,
-        bar.interval,
-        _micros_to_datetime(bar.ts_us),
-        bar.revision,
-        bar.open,
-        bar.high,
-        bar.low,
-        bar.close,
-        bar.volume,
-        bar.vwap,
-        bar.trade_count,
-        bar.buy_volume,
-        bar.sell_volume,
-        bar.source,
-        _micros_to_datetime(bar.ts_event_us),
-        _micros_to_datetime(bar.ts_recv_us),
-        bar.seq,
-    )
+# Bar fields held as int64 in BarRows: a Python int beyond that cannot be written at all.
+_INT_FIELDS: Final = tuple(bar_field(c, t) for c, t in BAR_COLUMNS if t not in ("text", "float8"))
 
 
 class BarWriter:
-    """One connection, reopened after failures; `write` merges a batch of bars."""
+    """One connection, reopened after failures; `write_batches` merges bars in one transaction."""
 
     def __init__(self, url: str) -> None:
         self._connection = ReusedConnection(url)
+        self._staged: psycopg.AsyncConnection[Any] | None = None  # has bars_staging
 
     async def close(self) -> None:
         await self._connection.close()
+        self._staged = None
 
-    async def write(self, bars: list[Bar]) -> list[tuple[Bar, str]]:
-        """Merge `bars`; return those refused for good with the reason. Raise TransientError."""
-        refused: list[tuple[Bar, str]] = []
-        writable: list[Bar] = []
-        for bar in bars:
-            if all(_MIN_US <= t <= _MAX_US for t in (bar.ts_us, bar.ts_event_us, bar.ts_recv_us)):
-                writable.append(bar)
-            else:  # e.g. nanoseconds read as microseconds
-                refused.append((bar, "a time is outside the years 1 to 9999"))
+    async def write_batches(self, batches: Sequence[BarBatch]) -> list[tuple[Bar, str]]:
+        """Merge the bars of `batches`; return those refused for good with the reason.
+
+        Raise TransientError when the database cannot be reached.
+        """
+        rows = BarRows.from_batches(batches)
+        return [(rows.bar(row), reason) for row, reason in await self._write(rows)]
+
+    async def write(self, bars: Sequence[Bar]) -> list[tuple[Bar, str]]:
+        """Merge Bar objects, as `write_batches` does, for callers that hold bars one by one."""
+        refused: list[tuple[int, str]] = []
+        fits: list[int] = []
+        for i, bar in enumerate(bars):
+            beyond = [f for f in _INT_FIELDS if not -(2**63) <= getattr(bar, f) < 2**63]
+            if beyond:
+                refused.append((i, f"{beyond[0]} is out of range for int8"))
+            else:
+                fits.append(i)
+        rows = BarRows.from_bars([bars[i] for i in fits])
+        refused += [(fits[row], reason) for row, reason in await self._write(rows)]
+        return [(bars[i], reason) for i, reason in sorted(refused)]
+
+    async def _write(self, rows: BarRows) -> list[tuple[int, str]]:
+        """Merge `rows`; return (row, reason) for those refused, in row order."""
+        if not len(rows):
+            return []
         try:
             conn = await self._connection.get()
-            try:
-                async with conn.transaction():
-                    await conn.execute(STAGING_SQL)
-                    cursor = conn.cursor()
-                    cursor.adapters.register_dumper(None, _MicrosDumper)
-                    async with cursor.copy(COPY_SQL) as copy:
-                        copy.set_types(COPY_TYPES)
-                        for b in writable:
-                            await copy.write_row(
-                                (
-                                    b.instrument,
-                                    b.interval,
-                                    b.ts_us,
-                                    b.revision,
-                                    b.open,
-                                    b.high,
-                                    b.low,
-                                    b.close,
-                                    b.volume,
-                                    b.vwap,
-                                    b.trade_count,
-                                    b.buy_volume,
-                                    b.sell_volume,
-                                    b.source,
-                                    b.ts_event_us,
-                                    b.ts_recv_us,
-                                    b.seq,
-                                )
-                            )
-                    await conn.execute(MERGE_SQL)
-            except (psycopg.DataError, psycopg.IntegrityError, ValueError, OverflowError):
-                # A value the database (or the binary dumper) refuses: find it row by row.
-                refused += await self._write_one_by_one(conn, writable)
-        except psycopg.OperationalError as exc:
-            await self._connection.close()  # the next write opens a fresh one
-            raise TransientError(f"database unavailable: {exc}") from exc
-        return refused
-
-    async def _write_one_by_one(
-        self, conn: psycopg.AsyncConnection, bars: list[Bar]
-    ) -> list[tuple[Bar, str]]:
-        """Find the rows the database refuses; write the others."""
-        refused = []
-        async with conn.transaction():
-            for bar in bars:
-                row = bar_row(bar)
+            names = encode_names(rows, conn.info.encoding)
+            refused = refusals(rows, names)
+            writable = np.ones(len(rows), np.bool_)
+            writable[[row for row, _ in refused]] = False
+            merged = winners(rows, np.flatnonzero(writable))
+            if len(merged):
+                await self._stage(conn)
                 try:
                     async with conn.transaction():
-                        await conn.execute(INSERT_ONE_SQL, row)
+                        await self._merge(conn, rows, merged, names)
                 except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                    refused.append((bar, f"{type(exc).__name__}: {exc}".strip()))
+                    log.warning("bars: the database refused %d rows at once: %s", len(merged), exc)
+                    async with conn.transaction():
+                        refused += await self._merge_apart(conn, rows, merged, names, exc)
+        except psycopg.OperationalError as exc:
+            await self.close()  # the next write opens a fresh connection
+            raise TransientError(f"database unavailable: {exc}") from exc
+        return sorted(refused)
+
+    async def _stage(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if conn is not self._staged:
+            await conn.execute(STAGING_SQL)
+            await conn.commit()
+            self._staged = conn
+
+    @staticmethod
+    async def _merge(
+        conn: psycopg.AsyncConnection[Any],
+        rows: BarRows,
+        which: NDArray[np.intp],
+        names: dict[str, EncodedNames],
+    ) -> None:
+        """Write rows `which` (one per key) as the upsert would, in the open transaction.
+
+        A bar's first revision is almost always new, and a plain COPY into `bars` costs the
+        server far less than staging and merging; so first revisions are tried that way, in a
+        savepoint, and if any is refused (one is there already: a replay) they are merged too.
+        """
+        first = rows.columns[REVISION][which] == 0
+        if first.any():
+            try:
+                async with conn.transaction():
+                    await _copy(conn, INSERT_COPY_SQL, encode_copy(rows, which[first], names))
+                which = which[~first]
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.NotSupportedError):
+                pass  # merged below with the rest, as every row was before
+        if len(which):
+            await _copy(conn, COPY_SQL, encode_copy(rows, which, names))
+            await conn.execute(MERGE_SQL)
+
+    async def _merge_apart(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        rows: BarRows,
+        which: NDArray[np.intp],
+        names: dict[str, EncodedNames],
+        exc: psycopg.Error,
+    ) -> list[tuple[int, str]]:
+        """Merge each half of `which`, which the database refused for `exc`, in a savepoint;
+        halve refused halves again until each refused row is alone. Return those rows."""
+        if len(which) == 1:
+            return [(int(which[0]), f"{type(exc).__name__}: {exc}".strip())]
+        refused: list[tuple[int, str]] = []
+        for half in np.array_split(which, 2):
+            try:
+                async with conn.transaction():
+                    await self._merge(conn, rows, half, names)
+                    await conn.execute("truncate bars_staging")  # for the next half
+            except (psycopg.DataError, psycopg.IntegrityError) as half_exc:
+                refused += await self._merge_apart(conn, rows, half, names, half_exc)
         return refused
+
+
+async def _copy(conn: psycopg.AsyncConnection[Any], sql: str, data: bytes) -> None:
+    async with conn.cursor().copy(sql) as copy:
+        await copy.write(data)

@@ -20,8 +20,9 @@ from daily import bar, daily_bars, day_us, micros
 from psycopg.conninfo import make_conninfo
 
 from streams.models import Bar
+from streams.sink.copy import COLUMNS
 from streams.sink.migrations import WEEKLY_COLUMNS, migrate
-from streams.sink.timescale import COLUMNS, BarWriter
+from streams.sink.timescale import BarWriter
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("TIMESCALE_TEST_URL"),

@@ -11,7 +11,8 @@ import pytest
 from streams.embedded.ports import free_port
 from streams.errors import TransientError
 from streams.models import Bar
-from streams.sink.timescale import COLUMNS, BarWriter
+from streams.sink.copy import BAR_COLUMNS, COLUMNS
+from streams.sink.timescale import BarWriter
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
@@ -231,10 +232,21 @@ async def test_writer_connection_killed_raises_transient_error_then_reconnects(
     assert stored(database_url) == [bar("A"), bar("B")]
 
 
-def test_writer_copy_types_name_a_type_for_every_column() -> None:
-    from streams.sink.timescale import COLUMNS, COPY_TYPES
+def test_bar_columns_name_every_column_of_the_migrated_table_with_its_type(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        table = conn.execute(
+            "select attname, format_type(atttypid, atttypmod) from pg_attribute"
+            " where attrelid = 'bars'::regclass and attnum > 0 and not attisdropped"
+            " order by attnum"
+        ).fetchall()
+    names = {
+        "text": "text",
+        "int4": "integer",
+        "int8": "bigint",
+        "float8": "double precision",
+        "timestamptz": "timestamp with time zone",
+    }
 
-    assert len(COPY_TYPES) == len(COLUMNS)
-    assert [
-        t for c, t in zip(COLUMNS, COPY_TYPES, strict=True) if c in ("ts", "ts_event", "ts_recv")
-    ] == ["timestamptz"] * 3
+    assert table == [(column, names[pg_type]) for column, pg_type in BAR_COLUMNS]
