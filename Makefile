@@ -33,8 +33,9 @@ test: install
 	$(PY) -m pytest
 
 lint: install
-	$(PY) -m ruff check streams connectors gateways schemas benchmarks tests
+	$(PY) -m ruff check shared streams connectors gateways schemas benchmarks tests
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 ## make bench: every benchmark scenario, ours against its peers (about 15 minutes); figures go
 ## to benchmarks/results/. Quix Streams pins another confluent-kafka, so it gets a venv apart.

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Final, Protocol, cast
 
 from benchmarks.common import RESULTS_DIR, Result, format_table, write_result
-from streams.cli import ArgumentParser, require_broker, require_database, run_cli
-from streams.errors import ConfigError
-from streams.runtime import configure_logging
+from shared.cli import ArgumentParser, configure_logging, require_broker, require_database, run_cli
+from shared.errors import ConfigError
 
 log = logging.getLogger("benchmarks")
 

@@ -63,18 +63,18 @@ from benchmarks.produce import PEER_SCHEMA, encode_trade, per_trade_records
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.event_clock import END_OF_STREAM_ADVANCE_US
 from connectors.runner import ConnectorRunner
-from streams.bars.intervals import DEFAULT_INTERVALS, parse_intervals
-from streams.codec import Codec
+from shared.codec import Codec
+from shared.errors import DeliveryError
+from shared.intervals import DEFAULT_INTERVALS, parse_intervals
+from shared.models import TradeBatch
+from shared.partitioning import partition_for
+from shared.publisher import OnAck, Publisher
+from shared.schema_ids import CommittedSchemas
+from shared.settings import BarsSettings, KafkaSettings
+from shared.topics import BAR_BATCHES, BARS, DLQ, TRADES, TopicSpec, all_topics
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.errors import DeliveryError
-from streams.models import TradeBatch
-from streams.partitioning import partition_for
-from streams.producer import OnAck, Publisher
-from streams.registry import CommittedSchemas
-from streams.settings import BarsSettings, KafkaSettings
-from streams.sink.migrations import migrate
-from streams.topics import BAR_BATCHES, BARS, DLQ, TRADES, TopicSpec, all_topics
+from streams.migrations import migrate
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import numpy as np
 from benchmarks.produce import first_trades
 from connectors.event_clock import END_OF_STREAM_ADVANCE_US
 from connectors.simulator import SimulatorConfig, SimulatorConnector
-from streams.bars.intervals import DAY_US
-from streams.models import TradeBatch
+from shared.intervals import DAY_US
+from shared.models import TradeBatch
 
 START_US: Final[int] = SimulatorConfig.model_fields["start_us"].default
 

@@ -21,9 +21,9 @@ from numpy.typing import NDArray
 
 from benchmarks import common
 from benchmarks.bars_data import latency_start_us
-from streams.bars.intervals import DEFAULT_INTERVALS, parse_intervals
-from streams.codec import Codec
-from streams.partitioning import partition_for
+from shared.codec import Codec
+from shared.intervals import DEFAULT_INTERVALS, parse_intervals
+from shared.partitioning import partition_for
 
 LENGTHS_US: Final = dict(parse_intervals(DEFAULT_INTERVALS))
 LATENCY_INTERVAL: Final = "1m"

@@ -93,12 +93,12 @@ def run_naive_faust(args: argparse.Namespace) -> int:
     """Run the naive agent until SIGTERM; Faust's worker owns the process from here on."""
     import faust
 
+    from shared.codec import Codec
+    from shared.intervals import parse_intervals
+    from shared.models import Bar
+    from shared.schema_ids import CommittedSchemas
+    from shared.settings import KafkaSettings
     from streams.app import WorkerSettings, faust_config
-    from streams.bars.intervals import parse_intervals
-    from streams.codec import Codec
-    from streams.models import Bar
-    from streams.registry import CommittedSchemas
-    from streams.settings import KafkaSettings
 
     counters = Counters(NAIVE)
     serve_counters(counters, args.port)

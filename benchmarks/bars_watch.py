@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks import common, processes
-from streams.topics import BARS
+from shared.topics import BARS
 
 STALL_S: Final = 60.0  # a processor that shows no progress for this long has failed
 

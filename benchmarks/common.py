@@ -29,10 +29,10 @@ from typing import Any, Final
 
 import numpy as np
 
-from streams import admin
+from shared import kafka_admin
+from shared.topics import TopicSpec
 from streams.embedded.broker import start_broker, stop_broker, tansu_binary
 from streams.embedded.ports import free_port
-from streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 def create_topic(bootstrap: str, like: TopicSpec, name: str, partitions: int) -> None:
     """Create topic `name` with `like`'s configs and `partitions` partitions."""
     spec = dataclasses.replace(like, name=name, partitions=partitions)
-    if not admin.create_topics(bootstrap, (spec,)):
+    if not kafka_admin.create_topics(bootstrap, (spec,)):
         log.warning("topic %s already existed; results include whatever it held", name)
 
 

@@ -34,13 +34,13 @@ from benchmarks.common import PathResult, Result
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.runner import ConnectorRunner
 from connectors.simulator import SimulatorConfig, SimulatorConnector
-from streams.codec import Codec, frame
-from streams.errors import DeliveryError
-from streams.models import TradeBatch
-from streams.producer import OnAck, Publisher
-from streams.registry import CommittedSchemas
-from streams.settings import KafkaSettings
-from streams.topics import TRADES, TopicSpec, all_topics
+from shared.codec import Codec, frame
+from shared.errors import DeliveryError
+from shared.models import TradeBatch
+from shared.publisher import OnAck, Publisher
+from shared.schema_ids import CommittedSchemas
+from shared.settings import KafkaSettings
+from shared.topics import TRADES, TopicSpec, all_topics
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def _topic(name: str) -> str:
 
 
 def _fresh_topic(args: argparse.Namespace, bootstrap: str, name: str) -> str:
-    """Create a topic like the trades topic (configs from streams.topics) under a fresh name."""
+    """Create a topic like the trades topic (configs from shared.topics) under a fresh name."""
     spec: TopicSpec = next(s for s in all_topics(args.partitions) if s.name == TRADES)
     topic = _topic(name)
     common.create_topic(bootstrap, spec, topic, args.partitions)

@@ -55,11 +55,12 @@ from psycopg.pq import Format
 
 from benchmarks import common
 from benchmarks.common import PathResult, Result
-from streams.bars.intervals import parse_interval
+from shared.intervals import parse_interval
+from shared.models import BAR_DOUBLES, Bar, BarBatch
+from shared.settings import SinkSettings
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.models import BAR_DOUBLES, Bar, BarBatch
-from streams.settings import SinkSettings
+from streams.migrations import migrate
 from streams.sink.copy import (
     BAR_COLUMNS,
     COLUMNS,
@@ -69,7 +70,6 @@ from streams.sink.copy import (
     PG_EPOCH_US,
     bar_field,
 )
-from streams.sink.migrations import migrate
 from streams.sink.timescale import COPY_SQL, INSERT_COPY_SQL, MERGE_SQL, STAGING_SQL, BarWriter
 
 log = logging.getLogger(__name__)

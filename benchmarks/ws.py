@@ -47,16 +47,16 @@ import numpy as np
 from benchmarks import common, processes
 from benchmarks.common import PathResult, Result
 from benchmarks.ws_clients import MEASURED, WARM
-from streams import admin
-from streams.codec import Codec
+from shared import kafka_admin
+from shared.codec import Codec
+from shared.models import Bar
+from shared.partitioning import partition_for
+from shared.publisher import Publisher
+from shared.schema_ids import CommittedSchemas
+from shared.settings import KafkaSettings
+from shared.topics import BARS, all_topics
 from streams.embedded.broker import start_broker, stop_broker
 from streams.embedded.ports import free_port
-from streams.models import Bar
-from streams.partitioning import partition_for
-from streams.producer import Publisher
-from streams.registry import CommittedSchemas
-from streams.settings import KafkaSettings
-from streams.topics import BARS, all_topics
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def _parameters(args: argparse.Namespace, results: list[PathResult]) -> dict[str
         "over wall seconds, from the first measured bar to the end of the drain wait",
         "memory_definition": "server VmRSS with every client connected and subscribed and no "
         "bars yet, minus VmRSS before the first client connected, over the clients subscribed",
-        "publisher": "this process: streams.producer.Publisher with KafkaSettings.producer_config "
+        "publisher": "this process: shared.publisher.Publisher with KafkaSettings.producer_config "
         "(acks=all, idempotent), Codec.encode_bar, key=instrument, partition=partition_for",
         "client": "benchmarks/ws_clients.py: asyncio Protocol per connection, minimal RFC 6455, "
         "events counted by substring, full orjson parse only on sampled clients",
@@ -495,7 +495,7 @@ def measure(
     """Run path `name` with `n_clients` subscribers at `rate` bars/s; see the module docstring."""
     codec = Codec(CommittedSchemas())
     with broker(work) as (bootstrap, broker_pid):
-        admin.create_topics(bootstrap, all_topics(args.partitions))
+        kafka_admin.create_topics(bootstrap, all_topics(args.partitions))
         with server(name, bootstrap, work) as (process, url):
             pid = process.pid
             time.sleep(1.0)

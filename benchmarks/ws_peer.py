@@ -27,10 +27,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streams.codec import Codec
-from streams.registry import CommittedSchemas
-from streams.runtime import configure_logging
-from streams.topics import BARS
+from shared.cli import configure_logging
+from shared.codec import Codec
+from shared.schema_ids import CommittedSchemas
+from shared.topics import BARS
 
 log = logging.getLogger("benchmarks.ws_peer")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from connectors.base import Connector
 
-REGISTRY: Final[dict[str, str]] = {
+CONNECTORS: Final[dict[str, str]] = {
     "replay": "connectors.replay:ReplayConnector",
     "simulator": "connectors.simulator:SimulatorConnector",
 }
@@ -17,10 +17,10 @@ REGISTRY: Final[dict[str, str]] = {
 def connector_class(name: str) -> type[Connector]:
     """Import the connector registered as `name`; raise KeyError listing the valid names."""
     try:
-        path = REGISTRY[name]
+        path = CONNECTORS[name]
     except KeyError:
         raise KeyError(
-            f"unknown connector {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
+            f"unknown connector {name!r}; valid names: {', '.join(sorted(CONNECTORS))}"
         ) from None
     module, _, attr = path.partition(":")
     cls: type[Connector] = getattr(importlib.import_module(module), attr)

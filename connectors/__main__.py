@@ -18,22 +18,22 @@ import orjson
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from connectors import REGISTRY, connector_class
+from connectors import CONNECTORS, connector_class
 from connectors.base import ConnectorConfig
 from connectors.runner import ConnectorRunner
-from streams.cli import EXIT_OK, ArgumentParser, require_broker, run_cli
-from streams.codec import Codec
-from streams.errors import ConfigError, DeliveryError
-from streams.metrics import UP
-from streams.producer import Publisher
-from streams.runtime import configure_logging, schema_registry
-from streams.settings import KafkaSettings, RegistrySettings, load_settings
-from streams.status import kafka_check, serve, status_app
-from streams.topics import TRADES
+from shared.cli import EXIT_OK, ArgumentParser, configure_logging, require_broker, run_cli
+from shared.codec import Codec
+from shared.errors import ConfigError, DeliveryError
+from shared.metrics import UP
+from shared.publisher import Publisher
+from shared.schema_registry import schema_registry
+from shared.settings import KafkaSettings, RegistrySettings, load_settings
+from shared.status import kafka_check, serve, status_app
+from shared.topics import TRADES
 
 log = logging.getLogger("connectors")
 
-EXIT_REJECTED: Final = 3  # the connectors' own status; 0, 1 and 2 are streams.cli's
+EXIT_REJECTED: Final = 3  # the connectors' own status; 0, 1 and 2 are shared.cli's
 
 
 class ConnectorProcessSettings(BaseSettings):
@@ -137,12 +137,12 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the connectors")
     run_parser = commands.add_parser("run", help="run one connector", add_help=False)
-    run_parser.add_argument("name", help=f"one of: {', '.join(sorted(REGISTRY))}")
+    run_parser.add_argument("name", help=f"one of: {', '.join(sorted(CONNECTORS))}")
     args, rest = parser.parse_known_args()
     if args.command == "list":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        print("\n".join(sorted(REGISTRY)))
+        print("\n".join(sorted(CONNECTORS)))
         return EXIT_OK
     configure_logging()
     return asyncio.run(run(args.name, rest))

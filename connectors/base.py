@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import ClassVar
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.errors import FatalError, TransientError
-from streams.models import Trade, TradeBatch
+from shared.errors import FatalError, TransientError
+from shared.models import Trade, TradeBatch
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError", "Record", "Rejected", "TransientError"]
-
-MAX_SYMBOL_LENGTH: Final = 64
-_SYMBOL: Final = re.compile(rf"[^\s\x00-\x1f\x7f]{{1,{MAX_SYMBOL_LENGTH}}}")
 
 Record = Trade | TradeBatch
 
@@ -29,21 +25,6 @@ class Rejected:
     detail: str
     payload: bytes
     line_number: int | None = None
-
-
-def symbol_problem(symbol: str) -> str | None:
-    """Return why `symbol` is not a well-formed instrument symbol, or None if it is.
-
-    Well formed: 1 to 64 characters, none of them whitespace or control characters. Any such
-    symbol is accepted (BRK.B, BTC-USD, ES=F, ^GSPC, EUR/USD, KXHIGHNY-24DEC01-B45).
-    """
-    if not symbol:
-        return "empty symbol"
-    if len(symbol) > MAX_SYMBOL_LENGTH:
-        return f"symbol longer than {MAX_SYMBOL_LENGTH} characters"
-    if not _SYMBOL.fullmatch(symbol):
-        return f"symbol {symbol[:MAX_SYMBOL_LENGTH]!r} contains whitespace or control characters"
-    return None
 
 
 class ConnectorConfig(BaseSettings):

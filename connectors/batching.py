@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from streams.models import TradeBatch
-from streams.partitioning import partition_for
+from shared.models import TradeBatch
+from shared.partitioning import partition_for
 
 
 @dataclass(slots=True)

@@ -27,8 +27,9 @@ import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import CliPositionalArg, SettingsConfigDict
 
-from connectors.base import Connector, ConnectorConfig, FatalError, Record, Rejected, symbol_problem
-from streams.models import Side, Trade
+from connectors.base import Connector, ConnectorConfig, FatalError, Record, Rejected
+from shared.models import Side, Trade
+from shared.symbols import symbol_problem
 
 REQUIRED: Final = ("ts", "symbol", "price", "size")
 SIDES: Final = {

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from connectors.base import Connector, Rejected
 from connectors.batching import PartitionBatcher
 from connectors.event_clock import EventClock
-from streams.codec import Codec
-from streams.dlq import DeadLetterPublisher
-from streams.errors import FatalError, TransientError
-from streams.metrics import BATCH_SIZE, BATCHES_PUBLISHED, RECONNECTS, TRADES_PUBLISHED
-from streams.models import Trade, TradeBatch
-from streams.producer import Publisher
-from streams.topics import TRADES
+from shared.codec import Codec
+from shared.dead_letters import DeadLetterPublisher
+from shared.errors import FatalError, TransientError
+from shared.metrics import BATCH_SIZE, BATCHES_PUBLISHED, RECONNECTS, TRADES_PUBLISHED
+from shared.models import Trade, TradeBatch
+from shared.publisher import Publisher
+from shared.topics import TRADES
 
 log = logging.getLogger(__name__)
 

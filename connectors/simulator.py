@@ -19,7 +19,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
-from streams.models import TradeBatch
+from shared.models import TradeBatch
 
 STEP_S: Final = 0.02
 MAX_CHUNK: Final = 65_536

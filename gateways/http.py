@@ -16,12 +16,12 @@ from aiohttp import web
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateways.schema_registry import add_registry_routes
-from streams.cli import run_cli
-from streams.metrics import UP
-from streams.registry import CommittedSchemas
-from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings
-from streams.status import database_check, kafka_check, serve, status_app
+from gateways.registry_api import add_registry_routes
+from shared.cli import run_cli
+from shared.metrics import UP
+from shared.schema_ids import CommittedSchemas
+from shared.settings import DatabaseSettings, KafkaSettings, RegistrySettings
+from shared.status import database_check, kafka_check, serve, status_app
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ async def serve_until_signalled(app: web.Application, host: str, port: int) -> N
 
 def main() -> int:
     """Load settings, configure logging and serve until SIGINT or SIGTERM."""
-    from streams.runtime import configure_logging
-    from streams.settings import load_settings
+    from shared.cli import configure_logging
+    from shared.settings import load_settings
 
     settings = load_settings(ApiSettings)
     app = build_app(

@@ -24,10 +24,17 @@ from pathlib import Path
 
 import orjson
 
-from streams.cli import ArgumentParser, reason, require_broker, require_database, run_cli
-from streams.errors import ConfigError, MarketstreamError, TransientError
-from streams.runtime import configure_logging, schema_registry
-from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
+from shared.cli import (
+    ArgumentParser,
+    configure_logging,
+    reason,
+    require_broker,
+    require_database,
+    run_cli,
+)
+from shared.errors import ConfigError, MarketstreamError, TransientError
+from shared.schema_registry import schema_registry
+from shared.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
 
 log = logging.getLogger("streams")
 
@@ -44,8 +51,8 @@ def database_failures(what: str) -> Iterator[None]:
 
 
 def run_worker(extra: list[str]) -> int:
+    from shared.codec import Codec
     from streams.app import WorkerSettings, create_app
-    from streams.codec import Codec
 
     settings = load_settings(WorkerSettings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
@@ -68,17 +75,17 @@ def run_worker(extra: list[str]) -> int:
 def topics_command(action: str) -> int:
     from confluent_kafka import KafkaException
 
-    from streams import admin
-    from streams.topics import all_topics
+    from shared import kafka_admin
+    from shared.topics import all_topics
 
     kafka = load_settings(KafkaSettings)
     require_broker(kafka.bootstrap)
     specs = all_topics(kafka.trades_partitions)
     if action == "create":
-        created = admin.create_topics(kafka.bootstrap, specs)
+        created = kafka_admin.create_topics(kafka.bootstrap, specs)
         print(f"created: {', '.join(created) or 'none (all exist)'}")
     try:
-        states = admin.describe_topics(kafka.bootstrap, [s.name for s in specs])
+        states = kafka_admin.describe_topics(kafka.bootstrap, [s.name for s in specs])
     except KafkaException as exc:
         raise TransientError(f"cannot describe topics at {kafka.bootstrap}: {exc}") from exc
     for state in states:
@@ -97,8 +104,8 @@ def topics_command(action: str) -> int:
 
 
 def db_command(action: str) -> int:
-    from streams.settings import SinkSettings
-    from streams.sink.migrations import apply_retention, migrate
+    from shared.settings import SinkSettings
+    from streams.migrations import apply_retention, migrate
 
     url = load_settings(DatabaseSettings).url.get_secret_value()
     sink = load_settings(SinkSettings)
@@ -115,8 +122,8 @@ def db_command(action: str) -> int:
 
 
 def bars_command(args: argparse.Namespace) -> int:
+    from shared.intervals import parse_interval
     from streams.bars.export import export_to_file, parse_time
-    from streams.bars.intervals import parse_interval
 
     try:
         parse_interval(args.interval)
@@ -152,7 +159,7 @@ def stack_command(action: str, detach: bool) -> int:
 
 
 def trades_command(args: argparse.Namespace) -> int:
-    from streams.codec import Codec
+    from shared.codec import Codec
     from streams.tail import tail_trades
 
     source = "--bootstrap" if args.bootstrap else "MS_KAFKA_BOOTSTRAP"

@@ -22,13 +22,13 @@ from aiohttp import web
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.codec import Codec
+from shared.codec import Codec
+from shared.publisher import Publisher
+from shared.settings import DatabaseSettings, KafkaSettings
+from shared.status import database_check, kafka_check, listen, serve_socket, status_app
+from shared.topics import BAR_BATCHES, TRADES
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
-from streams.producer import Publisher
-from streams.settings import DatabaseSettings, KafkaSettings
-from streams.status import database_check, kafka_check, listen, serve_socket, status_app
-from streams.topics import BAR_BATCHES, TRADES
 
 DELIVERY_POLL_S: Final = 0.05
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.codec import Codec
-from streams.errors import DecodeError
-from streams.models import TradeBatch
+from shared.codec import Codec
+from shared.errors import DecodeError
+from shared.models import TradeBatch
 
 
 class DecodedTradeBatches:

@@ -7,9 +7,9 @@ import uuid
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
-from streams.codec import Codec
-from streams.errors import DecodeError, TransientError
-from streams.topics import TRADES
+from shared.codec import Codec
+from shared.errors import DecodeError, TransientError
+from shared.topics import TRADES
 
 
 def tail_trades(bootstrap: str, codec: Codec, count: int, timeout_s: float) -> int:

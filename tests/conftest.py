@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from streams import admin
-from streams.codec import Codec
+from shared import kafka_admin
+from shared.codec import Codec
+from shared.schema_ids import CommittedSchemas
+from shared.topics import all_topics
 from streams.embedded.broker import start_broker, stop_broker
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.registry import CommittedSchemas
-from streams.sink.migrations import migrate
-from streams.topics import all_topics
+from streams.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def bootstrap(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     process = start_broker(port, tmp_path / "tansu.log")
     address = f"127.0.0.1:{port}"
-    admin.create_topics(address, all_topics(3))
+    kafka_admin.create_topics(address, all_topics(3))
     yield address
     stop_broker(process)
 

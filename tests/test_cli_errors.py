@@ -14,12 +14,12 @@ import orjson
 import pytest
 from conftest import Started, run_module, wait_http
 
-from streams.codec import Codec
+from shared.codec import Codec
+from shared.models import Bar
+from shared.partitioning import partition_for
+from shared.publisher import Publisher
+from shared.topics import BARS
 from streams.embedded.ports import free_port
-from streams.models import Bar
-from streams.partitioning import partition_for
-from streams.producer import Publisher
-from streams.topics import BARS
 
 KEY = "watch-test-key"
 STATUS_LINE = re.compile(r"status endpoints on http://127\.0\.0\.1:(\d+)/health")

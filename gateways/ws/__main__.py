@@ -14,15 +14,15 @@ from gateways.ws.auth import ApiKeys
 from gateways.ws.history import BarHistory
 from gateways.ws.server import Gateway, WsSettings
 from gateways.ws.source import BarSource
-from streams.cli import reason, require_broker, run_cli
-from streams.codec import Codec
-from streams.dlq import DeadLetterPublisher
-from streams.errors import ConfigError
-from streams.metrics import UP
-from streams.producer import Publisher
-from streams.runtime import configure_logging, schema_registry
-from streams.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
-from streams.status import database_check, kafka_check, listen, listen_error
+from shared.cli import configure_logging, reason, require_broker, run_cli
+from shared.codec import Codec
+from shared.dead_letters import DeadLetterPublisher
+from shared.errors import ConfigError
+from shared.metrics import UP
+from shared.publisher import Publisher
+from shared.schema_registry import schema_registry
+from shared.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
+from shared.status import database_check, kafka_check, listen, listen_error
 
 log = logging.getLogger("gateways.ws")
 

@@ -14,9 +14,9 @@ from typing import Final
 import psycopg
 
 from gateways.ws import protocol
-from streams.connection import ReusedConnection
-from streams.metrics import WS_HISTORY_FAILURES
-from streams.models import Bar
+from shared.metrics import WS_HISTORY_FAILURES
+from shared.models import Bar
+from shared.postgres import ReusedConnection
 
 log = logging.getLogger(__name__)
 

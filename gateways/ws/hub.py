@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from gateways.ws import protocol
-from gateways.ws.replay import ChannelLog, Entry, ReplayBuffer
-from streams.metrics import WS_BUFFER_BYTES, WS_BUFFER_MESSAGES, WS_DROPPED
-from streams.models import Bar
+from gateways.ws.buffer import ChannelLog, Entry, ReplayBuffer
+from shared.metrics import WS_BUFFER_BYTES, WS_BUFFER_MESSAGES, WS_DROPPED
+from shared.models import Bar
 
 log = logging.getLogger(__name__)
 

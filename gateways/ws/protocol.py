@@ -13,9 +13,9 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from connectors.base import symbol_problem
-from streams.bars.intervals import parse_interval
-from streams.models import Bar
+from shared.intervals import parse_interval
+from shared.models import Bar
+from shared.symbols import symbol_problem
 
 WILDCARD: Final = "*"
 MAX_CHANNELS_PER_REQUEST: Final = 1000

@@ -26,13 +26,13 @@ from websockets.http11 import Request, Response
 
 from gateways.ws import protocol
 from gateways.ws.auth import CLOSE_UNAUTHORIZED, ApiKeys
+from gateways.ws.buffer import ReplayBuffer
 from gateways.ws.history import BarHistory
 from gateways.ws.hub import CLOSE_TOO_SLOW, Hub, Session
-from gateways.ws.replay import ReplayBuffer
 from gateways.ws.source import BarSource
-from streams.metrics import WS_AUTH_FAILURES, WS_BAD_REQUESTS, WS_CLIENTS, WS_PUBLISH_LATENCY
-from streams.models import Bar
-from streams.status import Check, run_checks
+from shared.metrics import WS_AUTH_FAILURES, WS_BAD_REQUESTS, WS_CLIENTS, WS_PUBLISH_LATENCY
+from shared.models import Bar
+from shared.status import Check, run_checks
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
-from streams.codec import Codec
-from streams.dlq import DeadLetterPublisher
-from streams.errors import DecodeError
-from streams.models import Bar
-from streams.topics import BARS
+from shared.codec import Codec
+from shared.dead_letters import DeadLetterPublisher
+from shared.errors import DecodeError
+from shared.models import Bar
+from shared.topics import BARS
 
 log = logging.getLogger(__name__)
 

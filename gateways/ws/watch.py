@@ -16,8 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from gateways.ws.auth import CLOSE_UNAUTHORIZED
-from streams.cli import ArgumentParser, reason, run_cli
-from streams.errors import ConfigError, FatalError, MarketstreamError, UnreachableError
+from shared.cli import ArgumentParser, reason, run_cli
+from shared.errors import ConfigError, FatalError, MarketstreamError, UnreachableError
 
 DEFAULT_KEY_FILE = Path(".run/ws-api-key")
 

@@ -20,18 +20,18 @@ import faust
 import numpy as np
 import orjson
 
-from streams.admin import TopicIncarnation, topic_incarnation
+from shared.codec import BAR
+from shared.dead_letters import DeadLetterPublisher
+from shared.errors import DecodeError, TransientError
+from shared.kafka_admin import TopicIncarnation, topic_incarnation
+from shared.metrics import BAR_EMIT_DELAY, BARS_EMITTED, TRADES_PROCESSED
+from shared.models import BarBatch
+from shared.settings import BarsSettings, load_settings
+from shared.topics import BAR_BATCHES, BARS, TRADES
 from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
 from streams.bars.core import BarBook, BarsConfig, FoldResult, FoldScratch, encode_snapshot
-from streams.bars.messages import BarMessages
-from streams.codec import BAR
-from streams.dlq import DeadLetterPublisher
-from streams.errors import DecodeError, TransientError
-from streams.metrics import BAR_EMIT_DELAY, BARS_EMITTED, TRADES_PROCESSED
-from streams.models import BarBatch
-from streams.settings import BarsSettings, load_settings
-from streams.topics import BAR_BATCHES, BARS, TRADES
+from streams.bars.frames import BarFrames
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class PartitionBook:
     book: BarBook
     offset: int
     pending: list[Any] = field(default_factory=list)
-    messages: BarMessages | None = None  # the book's bar encoder, made at its first bar
+    frames: BarFrames | None = None  # the book's bar encoder, made at its first bar
     checkpointing: bool = False  # from the capture until its save is done or failed
     saving: asyncio.Task[None] | None = None  # the checkpoint being compressed and saved
     checkpointed_s: float = field(default_factory=time.monotonic)
@@ -177,9 +177,9 @@ class BarAggregator:
     ) -> None:
         bars = result.emitted
         if len(bars):
-            if state.messages is None:
-                state.messages = self.bar_messages()
-            for bars_partition, messages in state.messages.encode(bars).items():
+            if state.frames is None:
+                state.frames = self.bar_frames()
+            for bars_partition, messages in state.frames.encode(bars).items():
                 self.worker.publisher.produce_batch(BARS, bars_partition, messages)
             self.worker.publisher.produce(
                 BAR_BATCHES, self.worker.codec.encode_bar_batch(bars), partition=partition
@@ -204,10 +204,10 @@ class BarAggregator:
                 source_offset=offset,
             )
 
-    def bar_messages(self) -> BarMessages:
+    def bar_frames(self) -> BarFrames:
         if not self.bars_partitions:
             self.bars_partitions = self.worker.publisher.partitions(BARS)
-        return BarMessages(self.worker.codec.schema_id(BAR), self.bars_partitions)
+        return BarFrames(self.worker.codec.schema_id(BAR), self.bars_partitions)
 
     def count(self, bars: BarBatch) -> None:
         """Count bars per interval and kind; observe each interval's worst first-emission delay."""

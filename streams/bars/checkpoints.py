@@ -2,7 +2,7 @@
 
 A checkpoint names the incarnation of the topic it was taken from (Kafka's topic id), so a
 topic deleted and created again, or an embedded broker that restarted empty, is noticed: its
-offsets start from 0 again and mean other messages.
+offsets start from 0 again and mean other messages. The table is created by `streams.migrations`.
 """
 
 from __future__ import annotations
@@ -11,24 +11,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from streams.connection import ReusedConnection
-from streams.errors import TransientError
-
-# Two statements: checkpoints from before topic ids gain the column, empty.
-TABLE_SQL = """
-create table if not exists bar_checkpoints (
-    app_id     text        not null,
-    topic      text        not null,
-    partition  integer     not null,
-    "offset"   bigint      not null,
-    layout     text        not null,
-    state      bytea       not null,
-    updated_at timestamptz not null default now(),
-    topic_id   text,
-    primary key (app_id, topic, partition)
-);
-alter table bar_checkpoints add column if not exists topic_id text
-"""
+from shared.errors import TransientError
+from shared.postgres import ReusedConnection
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,10 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from shared.errors import ConfigError
+from shared.intervals import parse_intervals
+from shared.models import BAR_DOUBLES, Bar, BarBatch, TradeBatch
 from streams.bars import kernels as k
-from streams.bars.intervals import parse_intervals
-from streams.errors import ConfigError
-from streams.models import BAR_DOUBLES, Bar, BarBatch, TradeBatch
 
 
 @dataclass(frozen=True)

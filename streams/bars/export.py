@@ -9,7 +9,7 @@ from typing import Final, TextIO
 
 import psycopg
 
-from streams.errors import ConfigError
+from shared.errors import ConfigError
 
 HEADER: Final = (
     "symbol",

@@ -24,12 +24,12 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams import admin
+from shared import kafka_admin
+from shared.errors import ConfigError
+from shared.topics import all_topics
 from streams.embedded.broker import start_broker, stop_broker
 from streams.embedded.ports import is_listening, wait_listening
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.errors import ConfigError
-from streams.topics import all_topics
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class Stack:
                 start_postgres(self.pg_data, self.s.postgres_port)
                 started_postgres = True
             database_url = ensure_database(self.s.postgres_port, "marketstream")
-            admin.create_topics(self.bootstrap, all_topics(self.s.trades_partitions))
+            kafka_admin.create_topics(self.bootstrap, all_topics(self.s.trades_partitions))
             subprocess.run(
                 [sys.executable, "-m", "streams", "db", "migrate"],
                 check=True,

@@ -18,14 +18,14 @@ from typing import Any
 
 import faust
 
+from shared.dead_letters import DeadLetterPublisher
+from shared.errors import DecodeError, TransientError
+from shared.metrics import BARS_SUNK, SINK_RETRIES
+from shared.models import Bar, BarBatch
+from shared.settings import SinkSettings, load_settings
+from shared.topics import BARS
 from streams.app import Worker, manual_acks
-from streams.dlq import DeadLetterPublisher
-from streams.errors import DecodeError, TransientError
-from streams.metrics import BARS_SUNK, SINK_RETRIES
-from streams.models import Bar, BarBatch
-from streams.settings import SinkSettings, load_settings
 from streams.sink.timescale import BarWriter
-from streams.topics import BARS
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from streams.models import BAR_DOUBLES, Bar, BarBatch
+from shared.models import BAR_DOUBLES, Bar, BarBatch
 
 PgType = Literal["text", "int4", "int8", "float8", "timestamptz"]
 

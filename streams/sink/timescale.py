@@ -19,9 +19,9 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 
-from streams.connection import ReusedConnection
-from streams.errors import TransientError
-from streams.models import Bar, BarBatch
+from shared.errors import TransientError
+from shared.models import Bar, BarBatch
+from shared.postgres import ReusedConnection
 from streams.sink.copy import (
     BAR_COLUMNS,
     COLUMNS,

@@ -7,12 +7,12 @@ import logging
 import faust
 from aiohttp import web
 
+from shared.dead_letters import DeadLetterPublisher
+from shared.errors import DecodeError
+from shared.metrics import TRADES_PROCESSED
+from shared.status import json_response
 from streams.app import Worker
-from streams.dlq import DeadLetterPublisher
-from streams.errors import DecodeError
-from streams.metrics import TRADES_PROCESSED
 from streams.stats.core import TradeTally
-from streams.status import json_response
 
 log = logging.getLogger(__name__)
 

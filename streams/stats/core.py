@@ -12,7 +12,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from streams.models import TradeBatch
+from shared.models import TradeBatch
 
 
 @numba.njit(cache=True, nogil=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from connectors.batching import PartitionBatcher
-from streams.codec import Codec
-from streams.models import TradeBatch
-from streams.partitioning import partition_for
+from shared.codec import Codec
+from shared.models import TradeBatch
+from shared.partitioning import partition_for
 
 PARTITIONS = 4
 SYMBOLS = ("AAPL", "MSFT", "BRK.B", "BTC-USD", "ES=F", "^GSPC", "EUR/USD", "TSLA", "NVDA", "META")

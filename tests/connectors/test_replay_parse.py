@@ -10,8 +10,8 @@ import pytest
 
 from connectors.base import Rejected
 from connectors.replay import parse_csv, parse_fields, parse_jsonl, parse_timestamp_us
-from streams.errors import FatalError
-from streams.models import Side, Trade
+from shared.errors import FatalError
+from shared.models import Side, Trade
 
 HEADER = "ts,symbol,price,size,side,trade_id"
 TS = "2026-01-05T14:30:00.000100Z"

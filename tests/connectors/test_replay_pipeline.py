@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 from conftest import ROOT, at_least, decoded_trades, read_topic, run_module
 
-from streams.codec import Codec
-from streams.topics import DLQ, TRADES
+from shared.codec import Codec
+from shared.topics import DLQ, TRADES
 
 CSV_WITH_3_BAD = ROOT / "tests/data/replay/trades_with_3_bad_rows.csv"
 GOOD_ROWS = [

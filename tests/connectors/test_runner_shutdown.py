@@ -9,9 +9,9 @@ import urllib.request
 import orjson
 from conftest import decoded_trades, read_topic, wait_http
 
-from streams.codec import Codec
+from shared.codec import Codec
+from shared.topics import TRADES
 from streams.embedded.ports import free_port
-from streams.topics import TRADES
 
 
 def published(url: str) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from connectors.simulator import MAX_CHUNK, SimulatorConfig, SimulatorConnector
-from streams.models import TradeBatch
+from shared.models import TradeBatch
 
 START_US = 1_767_225_600_000_000
 

@@ -13,7 +13,7 @@ import fastavro
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from streams.registry import fingerprint
+from shared.schema_ids import fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 AVRO_DIR = ROOT / "schemas" / "avro"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import schemas
-from streams.codec import Codec, frame
-from streams.errors import DecodeError
-from streams.models import BarBatch
+from shared.codec import Codec, frame
+from shared.errors import DecodeError
+from shared.models import BarBatch
 
 T0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
 

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 import schemas
-from streams.codec import (
+from shared.codec import (
     Codec,
     decode_trade_batch_body,
     encode_trade_batch_body,
     frame,
     unframe,
 )
-from streams.errors import DecodeError
-from streams.models import Bar, DeadLetter, TradeBatch
+from shared.errors import DecodeError
+from shared.models import Bar, DeadLetter, TradeBatch
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS: dict[str, list[dict[str, Any]]] = json.loads((ROOT / "schemas" / "ids.json").read_text())

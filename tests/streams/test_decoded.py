@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streams.codec import Codec
+from shared.codec import Codec
+from shared.errors import DecodeError
+from shared.models import TradeBatch
 from streams.decoded import DecodedTradeBatches
-from streams.errors import DecodeError
-from streams.models import TradeBatch
 
 
 @dataclass

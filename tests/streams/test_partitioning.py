@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.partitioning import murmur2, partition_for
+from shared.partitioning import murmur2, partition_for
 
 # From Kafka's clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java (testMurmur2).
 JAVA_VECTORS = [

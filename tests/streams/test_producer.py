@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from conftest import at_least, read_topic
 
-from streams.producer import Publisher
-from streams.settings import KafkaSettings
-from streams.topics import BARS
+from shared.publisher import Publisher
+from shared.settings import KafkaSettings
+from shared.topics import BARS
 
 
 def test_produce_batch_retries_what_a_full_queue_refuses(bootstrap: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.models import TradeBatch
+from shared.models import TradeBatch
 from streams.stats.core import TradeTally
 
 T0 = 1_767_623_400_000_000

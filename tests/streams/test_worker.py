@@ -15,12 +15,12 @@ import psycopg
 import pytest
 from conftest import RunningWorker, at_least, eventually, read_topic
 
-from streams.bars.intervals import DEFAULT_INTERVALS
-from streams.codec import Codec
-from streams.models import TradeBatch
-from streams.partitioning import partition_for
-from streams.producer import Publisher
-from streams.topics import BAR_BATCHES, DLQ, TRADES
+from shared.codec import Codec
+from shared.intervals import DEFAULT_INTERVALS
+from shared.models import TradeBatch
+from shared.partitioning import partition_for
+from shared.publisher import Publisher
+from shared.topics import BAR_BATCHES, DLQ, TRADES
 
 
 def metrics(url: str) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from test_gateway import CHANNEL, T0, bar, events, history, live_seqs, publish, subscribe
 from test_gateway import start_gateway as start_gateway  # a fixture
 
-from streams.codec import Codec
+from shared.codec import Codec
 from streams.sink.timescale import BarWriter
 
 BOUND = 100_000  # bytes: about 140 of the 420 messages below

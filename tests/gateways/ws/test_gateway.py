@@ -16,13 +16,13 @@ from websockets.exceptions import ConnectionClosed
 
 from gateways.ws.history import BarHistory
 from gateways.ws.protocol import parse_channel
-from streams.codec import Codec
+from shared.codec import Codec
+from shared.models import Bar
+from shared.partitioning import partition_for
+from shared.publisher import Publisher
+from shared.topics import BARS
 from streams.embedded.ports import free_port
-from streams.models import Bar
-from streams.partitioning import partition_for
-from streams.producer import Publisher
 from streams.sink.timescale import BarWriter
-from streams.topics import BARS
 
 KEY = "test-key-123"
 T0 = 1_767_623_400_000_000

@@ -15,11 +15,11 @@ from test_gateway import CHANNEL, KEY, bar, events, history, publish, subscribe
 from test_gateway import start_gateway as start_gateway  # a fixture
 
 from gateways.ws.source import CatchUp
-from streams.codec import Codec
+from shared.codec import Codec
+from shared.partitioning import partition_for
+from shared.publisher import Publisher
+from shared.topics import BARS
 from streams.embedded.ports import free_port
-from streams.partitioning import partition_for
-from streams.producer import Publisher
-from streams.topics import BARS
 
 PARTITIONS = 3  # the bootstrap fixture's
 
@@ -164,10 +164,10 @@ async def test_bar_source_started_before_its_broker_waits_then_becomes_ready(
     codec: Codec, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from gateways.ws.source import BarSource
-    from streams import admin
-    from streams.dlq import DeadLetterPublisher
+    from shared import kafka_admin
+    from shared.dead_letters import DeadLetterPublisher
+    from shared.topics import all_topics
     from streams.embedded.broker import start_broker, stop_broker
-    from streams.topics import all_topics
 
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -183,7 +183,7 @@ async def test_bar_source_started_before_its_broker_waits_then_becomes_ready(
         assert source._thread is not None and source._thread.is_alive()
         assert not source.ready.is_set()
         broker = start_broker(port, tmp_path / "tansu.log")
-        admin.create_topics(address, all_topics(PARTITIONS))
+        kafka_admin.create_topics(address, all_topics(PARTITIONS))
 
         await asyncio.wait_for(asyncio.to_thread(source.ready.wait, 60), 65)
         await asyncio.sleep(0)  # ready is set on the loop; let the callback run

@@ -11,9 +11,9 @@ import orjson
 from prometheus_client import REGISTRY
 
 from gateways.ws import protocol
+from gateways.ws.buffer import ChannelLog, Entry, ReplayBuffer, eviction_level
 from gateways.ws.hub import Hub, Session
-from gateways.ws.replay import ChannelLog, Entry, ReplayBuffer, eviction_level
-from streams.models import Bar
+from shared.models import Bar
 
 T0 = 1_767_623_400_000_000  # 2026-01-05 14:30 UTC
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from reference import RefBar, reference_bars, split_too_late
 
-from streams.partitioning import partition_for
+from shared.partitioning import partition_for
 
 T0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
 Trade = tuple[str, int, float, float, int]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from shared.errors import TransientError
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
 from streams.embedded.ports import free_port
-from streams.errors import TransientError
 
 TOPIC = "md.trades.v1"
 
@@ -95,7 +95,7 @@ async def test_checkpoint_of_a_new_topic_incarnation_replaces_a_later_offset_of_
 def test_stale_because_topic_ids_decide_and_end_offsets_stand_in(
     saved_id: str | None, offset: int, current_id: str | None, end: int, stale: str | None
 ) -> None:
-    from streams.admin import TopicIncarnation
+    from shared.kafka_admin import TopicIncarnation
     from streams.bars.agent import stale_because
 
     reason = stale_because(

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from reference import reference_bars, split_too_late
 
+from shared.errors import ConfigError
+from shared.models import Bar, TradeBatch
 from streams.bars.core import BarBook, BarsConfig, FoldScratch, encode_snapshot
-from streams.errors import ConfigError
-from streams.models import Bar, TradeBatch
 
 T0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
 CONFIG = BarsConfig.parse("1s,5s,1m,1h,1d", grace_s=2.0, max_lateness_s=60.0)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import run_module
 
+from shared.models import Bar
 from streams.bars.export import export_bars
-from streams.models import Bar
 from streams.sink.timescale import BarWriter
 
 T0 = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z

@@ -11,10 +11,10 @@ from conftest import RunningWorker, read_topic
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.runner import ConnectorRunner
-from streams.codec import Codec
-from streams.models import Trade
-from streams.producer import Publisher
-from streams.topics import BARS
+from shared.codec import Codec
+from shared.models import Trade
+from shared.publisher import Publisher
+from shared.topics import BARS
 
 GRACE_S = 2.0
 

@@ -18,9 +18,9 @@ from generated import expected, generate, write_csv
 from reference import RefBar
 
 from connectors.replay import EPOCH
-from streams.bars.intervals import DEFAULT_INTERVALS, parse_intervals
-from streams.codec import Codec
-from streams.topics import BARS, DLQ
+from shared.codec import Codec
+from shared.intervals import DEFAULT_INTERVALS, parse_intervals
+from shared.topics import BARS, DLQ
 
 INTERVALS = parse_intervals(DEFAULT_INTERVALS)
 MAX_LATENESS_US = 60_000_000

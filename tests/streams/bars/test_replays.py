@@ -17,8 +17,8 @@ from test_pipeline import (
     wait_for_rows,
 )
 
-from streams.codec import Codec
-from streams.topics import DLQ
+from shared.codec import Codec
+from shared.topics import DLQ
 
 MONTH_US = 31 * 86_400_000_000
 

@@ -8,8 +8,8 @@ import pytest
 from reference import reference_bars, split_too_late
 from test_core import CONFIG, T0, batch_of, final, generated_trades
 
+from shared.models import Bar, TradeBatch
 from streams.bars.core import BarBook
-from streams.models import Bar, TradeBatch
 
 MARCH = T0 + 59 * 86_400_000_000  # 2026-03-05T14:30:00Z
 TWO_DAYS_US = 2 * 86_400_000_000

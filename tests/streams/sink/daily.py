@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from streams.models import Bar
+from shared.models import Bar
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

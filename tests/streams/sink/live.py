@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 
-from streams.models import BAR_DOUBLES, Bar, BarBatch
+from shared.models import BAR_DOUBLES, Bar, BarBatch
 from streams.sink.copy import COLUMNS
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -10,10 +10,10 @@ import psycopg
 from conftest import RunningWorker, at_least, eventually, read_topic
 from live import MINUTE_US, RECV_2, T0, bar, bar_batch, read_bars
 
-from streams.codec import Codec
-from streams.models import Bar
-from streams.producer import Publisher
-from streams.topics import BAR_BATCHES, BARS, DLQ
+from shared.codec import Codec
+from shared.models import Bar
+from shared.publisher import Publisher
+from shared.topics import BAR_BATCHES, BARS, DLQ
 
 
 def stored(url: str) -> list[Bar]:

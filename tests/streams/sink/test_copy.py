@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 from live import MINUTE_US, RECV_2, T0, bar, bar_batch, read_bars
 
-from streams.models import Bar
+from shared.models import Bar
 from streams.sink.copy import (
     COPY_COLUMNS,
     HEADER,

@@ -12,9 +12,9 @@ import pytest
 from conftest import PostgresServer, run_module
 from daily import DAILY, bar, daily_bars, day_us, micros
 
+from shared.errors import ConfigError
 from streams.embedded.postgres import ensure_database
-from streams.errors import ConfigError
-from streams.sink.migrations import apply_retention, migrate, parse_retention
+from streams.migrations import apply_retention, migrate, parse_retention
 from streams.sink.timescale import BarWriter
 
 DAY_US = 86_400_000_000

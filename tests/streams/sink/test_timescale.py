@@ -19,9 +19,9 @@ from conftest import run_module
 from daily import bar, daily_bars, day_us, micros
 from psycopg.conninfo import make_conninfo
 
-from streams.models import Bar
+from shared.models import Bar
+from streams.migrations import WEEKLY_COLUMNS, migrate
 from streams.sink.copy import COLUMNS
-from streams.sink.migrations import WEEKLY_COLUMNS, migrate
 from streams.sink.timescale import BarWriter
 
 pytestmark = pytest.mark.skipif(

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from shared.errors import TransientError
+from shared.models import Bar
 from streams.embedded.ports import free_port
-from streams.errors import TransientError
-from streams.models import Bar
 from streams.sink.copy import BAR_COLUMNS, COLUMNS
 from streams.sink.timescale import BarWriter
 

@@ -15,10 +15,10 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import wait_http
 
-from streams.codec import Codec
-from streams.models import TradeBatch
-from streams.producer import Publisher
-from streams.topics import TRADES
+from shared.codec import Codec
+from shared.models import TradeBatch
+from shared.publisher import Publisher
+from shared.topics import TRADES
 
 
 @pytest.fixture

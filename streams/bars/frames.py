@@ -14,10 +14,10 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from streams.avro_kernels import MAX_VARINT_BYTES, put_varint
-from streams.codec import HEADER, MAGIC, encode_string
-from streams.models import BAR_DOUBLES, BarBatch
-from streams.partitioning import partition_for
+from shared.avro_kernels import MAX_VARINT_BYTES, put_varint
+from shared.codec import HEADER, MAGIC, encode_string
+from shared.models import BAR_DOUBLES, BarBatch
+from shared.partitioning import partition_for
 
 # varints a Bar holds besides its strings: ts, revision, trade_count, ts_event, ts_recv, seq
 _VARINTS = 6
@@ -102,7 +102,7 @@ class StringTable:
         self.longest = max(len(p) for p in self._parts)
 
 
-class BarMessages:
+class BarFrames:
     """Turn one partition book's emitted bars into Kafka message values, keys and partitions."""
 
     def __init__(self, schema_id: int, partitions: int) -> None:

@@ -1,5 +1,5 @@
-"""What every command line does the same way: one line on stderr for an expected failure, one
-table of exit statuses, and quick checks that the broker and the database can be reached.
+"""What every command line does the same way: logging to stderr, one line there for an expected
+failure, one table of exit statuses, and quick checks that the broker and database answer.
 
     0    done
     1    ran but failed: Kafka did not acknowledge everything, a topic is missing, the
@@ -16,12 +16,13 @@ start the service, then run again) and because it is what a connector has always
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 from collections.abc import Callable
 from typing import Final, NoReturn
 
-from streams.errors import ConfigError, FatalError, MarketstreamError, UnreachableError
+from shared.errors import ConfigError, FatalError, MarketstreamError, UnreachableError
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -29,6 +30,15 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 CONNECT_TIMEOUT_S: Final = 3
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr, one line per record; only entry points call this."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
 
 
 class ArgumentParser(argparse.ArgumentParser):

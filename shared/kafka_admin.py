@@ -9,8 +9,8 @@ from typing import Final
 from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
-from streams.errors import TransientError
-from streams.topics import TopicSpec
+from shared.errors import TransientError
+from shared.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 

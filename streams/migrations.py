@@ -14,9 +14,8 @@ from typing import Final
 import orjson
 import psycopg
 
-from streams.bars.checkpoints import TABLE_SQL as CHECKPOINTS_TABLE
-from streams.bars.intervals import parse_interval
-from streams.errors import ConfigError
+from shared.errors import ConfigError
+from shared.intervals import parse_interval
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,22 @@ create table if not exists bars (
     seq         bigint           not null default 0,
     primary key (instrument, interval, ts)
 )
+"""
+# The aggregate_bars agent's checkpoints (streams.bars.checkpoints). Two statements:
+# checkpoints from before topic ids gain the column, empty.
+CHECKPOINTS_TABLE: Final = """
+create table if not exists bar_checkpoints (
+    app_id     text        not null,
+    topic      text        not null,
+    partition  integer     not null,
+    "offset"   bigint      not null,
+    layout     text        not null,
+    state      bytea       not null,
+    updated_at timestamptz not null default now(),
+    topic_id   text,
+    primary key (app_id, topic, partition)
+);
+alter table bar_checkpoints add column if not exists topic_id text
 """
 BARS_SEQ_COLUMN: Final = "alter table bars add column if not exists seq bigint not null default 0"
 BARS_BY_TIME: Final = "create index if not exists bars_interval_ts on bars (interval, ts desc)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from streams.errors import ConfigError
+from shared.errors import ConfigError
 
 DEFAULT_INTERVALS: Final = "1s,5s,15s,1m,5m,15m,1h,4h,1d"
 UNIT_US: Final = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}

@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 from test_core import T0, batch_of, generated_trades
 
+from shared.codec import BAR, Codec
+from shared.models import TradeBatch
+from shared.partitioning import partition_for
+from shared.schema_ids import CommittedSchemas
 from streams.bars.core import BarBook, BarsConfig
-from streams.bars.messages import BarMessages
-from streams.codec import BAR, Codec
-from streams.models import TradeBatch
-from streams.partitioning import partition_for
-from streams.registry import CommittedSchemas
+from streams.bars.frames import BarFrames
 
 CONFIG = BarsConfig.parse("1s,5s,1m,1h,1d", grace_s=2.0, max_lateness_s=60.0)
 
@@ -20,7 +20,7 @@ CONFIG = BarsConfig.parse("1s,5s,1m,1h,1d", grace_s=2.0, max_lateness_s=60.0)
 def test_frames_equal_fastavro_for_every_bar_and_revision() -> None:
     codec = Codec(CommittedSchemas())
     book = BarBook(CONFIG)
-    messages = BarMessages(codec.schema_id(BAR), partitions=6)
+    messages = BarFrames(codec.schema_id(BAR), partitions=6)
     renamed = {"AAPL": "ÄPFEL", "MSFT": "株式-7203", "BRK.B": "B" * 300}  # UTF-8, long names
     trades = [(renamed.get(s, s), *rest) for s, *rest in generated_trades(seed=7, n=3000)]
     checked = revisions = 0
@@ -51,5 +51,5 @@ def test_no_bars_no_messages() -> None:
     book = BarBook(CONFIG)
     result = book.fold(batch_of([("X", T0, 1.0, 1.0, 0)]))
     assert len(result.emitted) == 0
-    assert BarMessages(3, partitions=6).encode(result.emitted) == {}
+    assert BarFrames(3, partitions=6).encode(result.emitted) == {}
     assert np.array_equal(result.emitted.doubles, np.empty((0, 8)))

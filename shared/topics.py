@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from streams import codec
+from shared import codec
 
 DAY_MS: Final = 24 * 3600 * 1000
 

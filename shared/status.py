@@ -18,7 +18,7 @@ from aiohttp import web
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.errors import ConfigError
+from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

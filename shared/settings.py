@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.errors import ConfigError
+from shared.errors import ConfigError
 
 
 class KafkaSettings(BaseSettings):

@@ -10,8 +10,8 @@ from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.errors import DeliveryError
-from streams.metrics import ACKED_MESSAGES, DELIVERY_FAILURES
+from shared.errors import DeliveryError
+from shared.metrics import ACKED_MESSAGES, DELIVERY_FAILURES
 
 log = logging.getLogger(__name__)
 

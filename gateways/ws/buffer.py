@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateways.ws import protocol
-from streams.metrics import WS_BUFFER_EVICTIONS
+from shared.metrics import WS_BUFFER_EVICTIONS
 
 log = logging.getLogger(__name__)
 

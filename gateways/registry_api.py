@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streams.registry import CommittedSchemas, RegisteredSchema
-from streams.status import json_response
-from streams.topics import subjects
+from shared.schema_ids import CommittedSchemas, RegisteredSchema
+from shared.status import json_response
+from shared.topics import subjects
 
 SUBJECT_NOT_FOUND = 40401
 VERSION_NOT_FOUND = 40402

@@ -6,11 +6,11 @@ import logging
 import time
 from typing import Any
 
-from streams.codec import Codec
-from streams.metrics import DEAD_LETTERS
-from streams.models import DeadLetter
-from streams.producer import Publisher
-from streams.topics import DLQ
+from shared.codec import Codec
+from shared.metrics import DEAD_LETTERS
+from shared.models import DeadLetter
+from shared.publisher import Publisher
+from shared.topics import DLQ
 
 log = logging.getLogger(__name__)
 

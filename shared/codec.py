@@ -17,10 +17,10 @@ import fastavro
 import numpy as np
 from numpy.typing import NDArray
 
-from streams.avro_kernels import MAX_VARINT_BYTES, decode_varints, encode_varints
-from streams.errors import DecodeError
-from streams.models import Bar, BarBatch, DeadLetter, TradeBatch
-from streams.registry import SchemaRegistry
+from shared.avro_kernels import MAX_VARINT_BYTES, decode_varints, encode_varints
+from shared.errors import DecodeError
+from shared.models import Bar, BarBatch, DeadLetter, TradeBatch
+from shared.schema_ids import SchemaRegistry
 
 MAGIC: Final = 0
 HEADER: Final = struct.Struct(">bI")
