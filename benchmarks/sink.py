@@ -55,20 +55,21 @@ from psycopg.pq import Format
 
 from benchmarks import common
 from benchmarks.common import PathResult, Result
+from shared.bar_fields import BAR_DOUBLES
 from shared.intervals import parse_interval
-from shared.models import BAR_DOUBLES, Bar, BarBatch
+from shared.models import Bar, BarBatch
 from shared.settings import SinkSettings
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
 from streams.migrations import migrate
 from streams.sink.copy import (
+    ATTRIBUTE,
     BAR_COLUMNS,
     COLUMNS,
     KEY,
     MAX_US,
     MIN_US,
     PG_EPOCH_US,
-    bar_field,
 )
 from streams.sink.timescale import COPY_SQL, INSERT_COPY_SQL, MERGE_SQL, STAGING_SQL, BarWriter
 
@@ -704,7 +705,7 @@ def bar_row(bar: Bar) -> tuple[object, ...]:
     return tuple(
         _micros_to_datetime(value) if pg_type == "timestamptz" else value
         for value, pg_type in zip(
-            (getattr(bar, bar_field(c, t)) for c, t in BAR_COLUMNS), _COPY_TYPES, strict=True
+            (getattr(bar, ATTRIBUTE[c]) for c, t in BAR_COLUMNS), _COPY_TYPES, strict=True
         )
     )
 

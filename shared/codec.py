@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.avro_kernels import MAX_VARINT_BYTES, decode_varints, encode_varints
+from shared.bar_fields import BAR_FIELDS
 from shared.errors import DecodeError
 from shared.models import Bar, BarBatch, DeadLetter, TradeBatch
 from shared.schema_ids import SchemaRegistry
@@ -443,29 +444,8 @@ class Codec:
     def decode_bar(self, data: bytes) -> Bar:
         schema_id, body = self._resolve(BAR, data)
         rec = self._fastavro_read(BAR, schema_id, body)
-        rec["ts_us"] = rec.pop("ts")
-        rec["ts_event_us"] = rec.pop("ts_event")
-        rec["ts_recv_us"] = rec.pop("ts_recv")
-        return Bar(**rec)
+        return Bar(**{field.attribute: rec[field.name] for field in BAR_FIELDS})
 
 
 def _bar_record(bar: Bar) -> dict[str, Any]:
-    return {
-        "instrument": bar.instrument,
-        "interval": bar.interval,
-        "ts": bar.ts_us,
-        "revision": bar.revision,
-        "open": bar.open,
-        "high": bar.high,
-        "low": bar.low,
-        "close": bar.close,
-        "volume": bar.volume,
-        "vwap": bar.vwap,
-        "trade_count": bar.trade_count,
-        "buy_volume": bar.buy_volume,
-        "sell_volume": bar.sell_volume,
-        "source": bar.source,
-        "ts_event": bar.ts_event_us,
-        "ts_recv": bar.ts_recv_us,
-        "seq": bar.seq,
-    }
+    return {field.name: getattr(bar, field.attribute) for field in BAR_FIELDS}

@@ -8,10 +8,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
+
+from shared.bar_fields import BAR_DOUBLES
 
 
 class Side(enum.IntEnum):
@@ -118,7 +119,10 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """OHLCV bar over the event-time window [ts_us, ts_us + interval) (see schemas/avro/bar.avsc)."""
+    """OHLCV bar over the event-time window [ts_us, ts_us + interval) (see schemas/avro/bar.avsc).
+
+    The attributes are `shared.bar_fields.BAR_ATTRIBUTES`, in schema order (tested).
+    """
 
     instrument: str
     interval: str
@@ -139,8 +143,6 @@ class Bar:
     seq: int = 0
 
 
-# The Bar schema's doubles, in its field order: what BarBatch.doubles holds per bar.
-BAR_DOUBLES: Final = ("open", "high", "low", "close", "volume", "vwap", "buy_volume", "sell_volume")
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -14,33 +14,21 @@ from typing import Final
 import orjson
 import psycopg
 
+from shared.bar_fields import BAR_FIELDS, BAR_KEY
 from shared.errors import ConfigError
 from shared.intervals import parse_interval
 
 log = logging.getLogger(__name__)
 
-BARS_TABLE: Final = """
-create table if not exists bars (
-    instrument  text             not null,
-    interval    text             not null,
-    ts          timestamptz      not null,
-    revision    integer          not null,
-    open        double precision not null,
-    high        double precision not null,
-    low         double precision not null,
-    close       double precision not null,
-    volume      double precision not null,
-    vwap        double precision not null,
-    trade_count bigint           not null,
-    buy_volume  double precision not null default 0,
-    sell_volume double precision not null default 0,
-    source      text             not null,
-    ts_event    timestamptz      not null,
-    ts_recv     timestamptz      not null,
-    seq         bigint           not null default 0,
-    primary key (instrument, interval, ts)
+BARS_TABLE: Final = (
+    "create table if not exists bars ("
+    + ", ".join(
+        f"{f.name} {f.pg_type} not null" + ("" if f.default is None else f" default {f.default}")
+        for f in BAR_FIELDS
+    )
+    + f", primary key ({', '.join(BAR_KEY)}))"
 )
-"""
+
 # The aggregate_bars agent's checkpoints (streams.bars.checkpoints). Two statements:
 # checkpoints from before topic ids gain the column, empty.
 CHECKPOINTS_TABLE: Final = """
@@ -57,7 +45,12 @@ create table if not exists bar_checkpoints (
 );
 alter table bar_checkpoints add column if not exists topic_id text
 """
-BARS_SEQ_COLUMN: Final = "alter table bars add column if not exists seq bigint not null default 0"
+# Fields added to the schema later (those with a default) are added to tables made before them.
+BARS_ADDED_COLUMNS: Final = tuple(
+    f"alter table bars add column if not exists {f.name} {f.pg_type} not null default {f.default}"
+    for f in BAR_FIELDS
+    if f.default is not None
+)
 BARS_BY_TIME: Final = "create index if not exists bars_interval_ts on bars (interval, ts desc)"
 RETENTION_SQL: Final = (
     "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
@@ -132,7 +125,8 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
     with psycopg.connect(url, autocommit=True) as conn:
         timescale = timescale_available(conn)
         conn.execute(BARS_TABLE)
-        conn.execute(BARS_SEQ_COLUMN)
+        for added in BARS_ADDED_COLUMNS:
+            conn.execute(added)
         conn.execute(BARS_BY_TIME)
         conn.execute(CHECKPOINTS_TABLE)
         if timescale:

@@ -14,22 +14,15 @@ from typing import Final
 import psycopg
 
 from gateways.ws import protocol
+from shared.bar_fields import BAR_ATTRIBUTES, select_list
 from shared.metrics import WS_HISTORY_FAILURES
 from shared.models import Bar
 from shared.postgres import ReusedConnection
 
 log = logging.getLogger(__name__)
 
-_MICROS = "(extract(epoch from {}) * 1000000)::bigint"
-QUERY = (
-    "select instrument, interval, "
-    + _MICROS.format("ts")
-    + ", revision, open, high, low, close, volume, vwap, trade_count, buy_volume, sell_volume,"
-    " source, "
-    + _MICROS.format("ts_event")
-    + ", "
-    + _MICROS.format("ts_recv")
-    + ", seq from bars where instrument = %s and interval = %s"
+QUERY: Final = (
+    f"select {select_list()} from bars where instrument = %s and interval = %s"
     " and ts < timestamptz 'epoch' + %s * interval '1 microsecond' order by ts desc limit %s"
 )
 LATEST: Final = 2**62  # microseconds: a bound past every bar
@@ -55,7 +48,7 @@ class BarHistory:
             WS_HISTORY_FAILURES.inc()
             log.warning("no older bars for %s from the database: %s", channel.name, exc)
             return []
-        bars = [Bar(*row) for row in reversed(rows)]
+        bars = [Bar(**dict(zip(BAR_ATTRIBUTES, row, strict=True))) for row in reversed(rows)]
         return [(bar.ts_us, protocol.bar_json(bar)) for bar in bars]
 
     async def close(self) -> None:

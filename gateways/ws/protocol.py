@@ -7,12 +7,14 @@ of one or more events, so a busy connection gets many events per WebSocket frame
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
 
+from shared.bar_fields import BAR_ATTRIBUTES
 from shared.intervals import parse_interval
 from shared.models import Bar
 from shared.symbols import symbol_problem
@@ -104,8 +106,12 @@ def parse_request(raw: str | bytes, max_snapshot: int) -> Request:
     return Request(op, channels, snapshot, dict(resume))
 
 
+_bar_values: Final = operator.attrgetter(*BAR_ATTRIBUTES)
+
+
 def bar_json(bar: Bar) -> bytes:
-    """Encode a bar as the JSON object clients receive (times in microseconds and ISO-8601).
+    """Encode a bar as the JSON object clients receive: its attributes (times in microseconds),
+    and its window start `ts` in ISO-8601 too.
 
     Return a copy of orjson's result: that keeps its whole output buffer allocated (kilobytes,
     many times the JSON), and the replay buffer holds one of these per message.
@@ -113,28 +119,8 @@ def bar_json(bar: Bar) -> bytes:
     ts = datetime.fromtimestamp(bar.ts_us // 1_000_000, UTC).replace(
         microsecond=bar.ts_us % 1_000_000
     )
-    encoded = orjson.dumps(
-        {
-            "instrument": bar.instrument,
-            "interval": bar.interval,
-            "ts": ts.isoformat().replace("+00:00", "Z"),
-            "ts_us": bar.ts_us,
-            "open": bar.open,
-            "high": bar.high,
-            "low": bar.low,
-            "close": bar.close,
-            "volume": bar.volume,
-            "vwap": bar.vwap,
-            "trade_count": bar.trade_count,
-            "buy_volume": bar.buy_volume,
-            "sell_volume": bar.sell_volume,
-            "revision": bar.revision,
-            "seq": bar.seq,
-            "source": bar.source,
-            "ts_event_us": bar.ts_event_us,
-            "ts_recv_us": bar.ts_recv_us,
-        }
-    )
+    fields = dict(zip(BAR_ATTRIBUTES, _bar_values(bar), strict=True))
+    encoded = orjson.dumps({"ts": ts.isoformat().replace("+00:00", "Z"), **fields})
     return memoryview(encoded).tobytes()
 
 

@@ -18,9 +18,10 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from shared.bar_fields import BAR_DOUBLES
 from shared.errors import ConfigError
 from shared.intervals import parse_intervals
-from shared.models import BAR_DOUBLES, Bar, BarBatch, TradeBatch
+from shared.models import Bar, BarBatch, TradeBatch
 from streams.bars import kernels as k
 
 

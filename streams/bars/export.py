@@ -9,10 +9,13 @@ from typing import Final, TextIO
 
 import psycopg
 
+from shared.bar_fields import bar_field
 from shared.errors import ConfigError
 
-HEADER: Final = (
-    "symbol",
+# The bar fields an export has, in order (bar_field refuses a name the schema lacks); the
+# instrument's column is called `symbol`.
+FIELDS: Final = (
+    "instrument",
     "interval",
     "ts",
     "open",
@@ -23,6 +26,7 @@ HEADER: Final = (
     "vwap",
     "trade_count",
 )
+HEADER: Final = tuple("symbol" if name == "instrument" else bar_field(name).name for name in FIELDS)
 
 
 def parse_time(text: str) -> datetime:
@@ -51,8 +55,7 @@ def export_bars(
         conditions.append("ts < %s")
         params.append(end)  # type: ignore[arg-type]
     query = (
-        "select instrument, interval, ts, open, high, low, close, volume, vwap, trade_count from bars"
-        f" where {' and '.join(conditions)} order by instrument, ts"
+        f"select {', '.join(FIELDS)} from bars where {' and '.join(conditions)} order by instrument, ts"
     )
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(HEADER)

@@ -15,8 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.avro_kernels import MAX_VARINT_BYTES, put_varint
+from shared.bar_fields import BAR_DOUBLES
 from shared.codec import HEADER, MAGIC, encode_string
-from shared.models import BAR_DOUBLES, BarBatch
+from shared.models import BarBatch
 from shared.partitioning import partition_for
 
 # varints a Bar holds besides its strings: ts, revision, trade_count, ts_event, ts_recv, seq

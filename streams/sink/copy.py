@@ -1,7 +1,7 @@
 """The `bars` columns, and bars as a PostgreSQL binary COPY stream built from numpy columns.
 
-`BAR_COLUMNS` is the one list of the table's columns and their PostgreSQL types: the COPY
-column list, the stream's field layout and the merge statement are all derived from it. A
+`BAR_COLUMNS`, the table's columns and their PostgreSQL types from `shared.bar_fields`, gives
+the COPY column list, the stream's field layout and the merge statement. A
 binary COPY row is an int16 field count, then per field an int32 length and the big-endian
 value. The fixed-width fields of all rows are written through one structured numpy dtype; text
 is encoded once per dictionary entry and gathered by code, so no Python runs per row. Pure:
@@ -14,39 +14,21 @@ import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.models import BAR_DOUBLES, Bar, BarBatch
+from shared.bar_fields import BAR_DOUBLES, BAR_FIELDS, BAR_KEY, PgType
+from shared.models import Bar, BarBatch
 
-PgType = Literal["text", "int4", "int8", "float8", "timestamptz"]
-
-# The columns of `bars`, in table order. A timestamptz column `c` holds Bar field `c_us`; a
-# text column `c` is BarBatch dictionary `cs` with codes `c_index`; float8 columns are
-# BarBatch.doubles; the others are BarBatch columns of the same name.
-BAR_COLUMNS: Final[tuple[tuple[str, PgType], ...]] = (
-    ("instrument", "text"),
-    ("interval", "text"),
-    ("ts", "timestamptz"),
-    ("revision", "int4"),
-    ("open", "float8"),
-    ("high", "float8"),
-    ("low", "float8"),
-    ("close", "float8"),
-    ("volume", "float8"),
-    ("vwap", "float8"),
-    ("trade_count", "int8"),
-    ("buy_volume", "float8"),
-    ("sell_volume", "float8"),
-    ("source", "text"),
-    ("ts_event", "timestamptz"),
-    ("ts_recv", "timestamptz"),
-    ("seq", "int8"),
-)
+# The columns of `bars`, in table order, from the Bar schema. A text column `c` is BarBatch
+# dictionary `cs` with codes `c_index`; float8 columns are BarBatch.doubles; the others are
+# BarBatch columns named as the Bar attribute.
+BAR_COLUMNS: Final = tuple((field.name, field.pg_type) for field in BAR_FIELDS)
+ATTRIBUTE: Final = {field.name: field.attribute for field in BAR_FIELDS}
 COLUMNS: Final = tuple(column for column, _ in BAR_COLUMNS)
-KEY: Final = ("instrument", "interval", "ts")  # the primary key: one row per bar
+KEY: Final = BAR_KEY  # the primary key: one row per bar
 REVISION: Final = "revision"  # the highest wins; on a tie, the later row
 TEXT_COLUMNS: Final = tuple(column for column, pg_type in BAR_COLUMNS if pg_type == "text")
 _FIXED: Final = tuple((column, t) for column, t in BAR_COLUMNS if t != "text")
@@ -78,11 +60,6 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_US: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 MAX_US: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _INT4: Final = (-(2**31), 2**31 - 1)
-
-
-def bar_field(column: str, pg_type: PgType) -> str:
-    """Name the Bar field that `column` holds."""
-    return f"{column}_us" if pg_type == "timestamptz" else column
 
 
 def _unify(dictionaries: Sequence[Sequence[str]]) -> tuple[list[str], list[NDArray[np.int64]]]:
@@ -119,7 +96,7 @@ class BarRows:
         names: dict[str, list[str]] = {}
         columns: dict[str, NDArray[Any]] = {}
         for column, pg_type in BAR_COLUMNS:
-            field = bar_field(column, pg_type)
+            field = ATTRIBUTE[column]
             if pg_type == "text":
                 dictionaries = [getattr(b, f"{column}s") for b in batches]
                 names[column], codes = _unify(dictionaries)
@@ -145,7 +122,7 @@ class BarRows:
         names: dict[str, list[str]] = {}
         columns: dict[str, NDArray[Any]] = {}
         for column, pg_type in BAR_COLUMNS:
-            values = [getattr(b, bar_field(column, pg_type)) for b in bars]
+            values = [getattr(b, ATTRIBUTE[column]) for b in bars]
             if pg_type == "text":
                 names[column] = sorted(set(values))
                 code = {name: i for i, name in enumerate(names[column])}
@@ -158,7 +135,7 @@ class BarRows:
         fields: dict[str, Any] = {}
         for column, pg_type in BAR_COLUMNS:
             value = self.columns[column][row].item()
-            fields[bar_field(column, pg_type)] = (
+            fields[ATTRIBUTE[column]] = (
                 self.names[column][value] if pg_type == "text" else value
             )
         return Bar(**fields)

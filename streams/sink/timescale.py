@@ -23,6 +23,7 @@ from shared.errors import TransientError
 from shared.models import Bar, BarBatch
 from shared.postgres import ReusedConnection
 from streams.sink.copy import (
+    ATTRIBUTE,
     BAR_COLUMNS,
     COLUMNS,
     COPY_COLUMNS,
@@ -30,7 +31,6 @@ from streams.sink.copy import (
     REVISION,
     BarRows,
     EncodedNames,
-    bar_field,
     encode_copy,
     encode_names,
     refusals,
@@ -54,7 +54,7 @@ MERGE_SQL: Final = (
     f" where excluded.{REVISION} >= bars.{REVISION}"
 )
 # Bar fields held as int64 in BarRows: a Python int beyond that cannot be written at all.
-_INT_FIELDS: Final = tuple(bar_field(c, t) for c, t in BAR_COLUMNS if t not in ("text", "float8"))
+_INT_FIELDS: Final = tuple(ATTRIBUTE[c] for c, t in BAR_COLUMNS if t not in ("text", "float8"))
 
 
 class BarWriter:

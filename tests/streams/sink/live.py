@@ -9,7 +9,8 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 
-from shared.models import BAR_DOUBLES, Bar, BarBatch
+from shared.bar_fields import BAR_DOUBLES
+from shared.models import Bar, BarBatch
 from streams.sink.copy import COLUMNS
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
