@@ -48,14 +48,12 @@ from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import psycopg
-from numpy.typing import NDArray
 from psycopg.adapt import Dumper
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import Format
 
 from benchmarks import common
 from benchmarks.common import PathResult, Result
-from shared.bar_fields import BAR_DOUBLES
 from shared.intervals import parse_interval
 from shared.models import Bar, BarBatch
 from shared.settings import SinkSettings
@@ -415,36 +413,7 @@ def bar_batches(chunk: Sequence[Bar]) -> list[BarBatch]:
     """Return `chunk` as the BarBatch messages `sink_bars` decodes: one per run of a ts_recv."""
     recv = np.array([b.ts_recv_us for b in chunk], np.int64)
     cuts = [0, *(np.flatnonzero(recv[1:] != recv[:-1]) + 1).tolist(), len(chunk)]
-    return [_bar_batch(chunk[i:j]) for i, j in itertools.pairwise(cuts)]
-
-
-def _bar_batch(bars: Sequence[Bar]) -> BarBatch:
-    def dictionary(values: list[str]) -> tuple[list[str], NDArray[np.int64]]:
-        names = list(dict.fromkeys(values))
-        code = {n: i for i, n in enumerate(names)}
-        return names, np.array([code[v] for v in values], np.int64)
-
-    def longs(field: str) -> NDArray[np.int64]:
-        return np.array([getattr(b, field) for b in bars], np.int64)
-
-    instruments, instrument_index = dictionary([b.instrument for b in bars])
-    intervals, interval_index = dictionary([b.interval for b in bars])
-    sources, source_index = dictionary([b.source for b in bars])
-    return BarBatch(
-        instruments=instruments,
-        intervals=intervals,
-        sources=sources,
-        instrument_index=instrument_index,
-        interval_index=interval_index,
-        source_index=source_index,
-        ts_us=longs("ts_us"),
-        revision=longs("revision"),
-        trade_count=longs("trade_count"),
-        ts_event_us=longs("ts_event_us"),
-        seq=longs("seq"),
-        doubles=np.array([[getattr(b, f) for f in BAR_DOUBLES] for b in bars], np.float64),
-        ts_recv_us=bars[0].ts_recv_us,
-    )
+    return [BarBatch.from_bars(chunk[i:j]) for i, j in itertools.pairwise(cuts)]
 
 
 # running

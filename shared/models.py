@@ -170,6 +170,40 @@ class BarBatch:
     def __len__(self) -> int:
         return len(self.instrument_index)
 
+    @classmethod
+    def from_bars(cls, bars: Sequence[Bar], unused_names: Sequence[str] = ()) -> BarBatch:
+        """Return bars that share one `ts_recv_us` as columns: the inverse of `bars()`, for
+        tools and tests. `unused_names` open every dictionary, as an aggregator's hold names
+        that no bar of a batch uses."""
+        (ts_recv_us,) = {bar.ts_recv_us for bar in bars}
+
+        def dictionary(values: list[str]) -> tuple[list[str], NDArray[np.int64]]:
+            names = list(dict.fromkeys([*unused_names, *values]))
+            code = {name: i for i, name in enumerate(names)}
+            return names, np.array([code[v] for v in values], np.int64)
+
+        def longs(attribute: str) -> NDArray[np.int64]:
+            return np.array([getattr(bar, attribute) for bar in bars], np.int64)
+
+        instruments, instrument_index = dictionary([bar.instrument for bar in bars])
+        intervals, interval_index = dictionary([bar.interval for bar in bars])
+        sources, source_index = dictionary([bar.source for bar in bars])
+        return cls(
+            instruments=instruments,
+            intervals=intervals,
+            sources=sources,
+            instrument_index=instrument_index,
+            interval_index=interval_index,
+            source_index=source_index,
+            ts_us=longs("ts_us"),
+            revision=longs("revision"),
+            trade_count=longs("trade_count"),
+            ts_event_us=longs("ts_event_us"),
+            seq=longs("seq"),
+            doubles=np.array([[getattr(bar, f) for f in BAR_DOUBLES] for bar in bars], np.float64),
+            ts_recv_us=ts_recv_us,
+        )
+
     def bars(self) -> list[Bar]:
         """The bars as `Bar` objects, in order."""
         return [

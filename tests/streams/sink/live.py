@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import psycopg
-from numpy.typing import NDArray
 
-from shared.bar_fields import BAR_DOUBLES
 from shared.models import Bar, BarBatch
 from streams.sink.copy import COLUMNS
 
@@ -49,30 +46,7 @@ def bar(
 def bar_batch(bars: Sequence[Bar], unused: str = "MSFT") -> BarBatch:
     """The bars as one BarBatch, as the aggregator sends them: one ts_recv, and dictionaries
     that also hold a name no bar uses."""
-    (ts_recv_us,) = {b.ts_recv_us for b in bars}
-
-    def dictionary(values: list[str]) -> tuple[list[str], NDArray[np.int64]]:
-        names = [unused, *dict.fromkeys(values)]
-        return names, np.array([names.index(v) for v in values], np.int64)
-
-    instruments, instrument_index = dictionary([b.instrument for b in bars])
-    intervals, interval_index = dictionary([b.interval for b in bars])
-    sources, source_index = dictionary([b.source for b in bars])
-    return BarBatch(
-        instruments=instruments,
-        intervals=intervals,
-        sources=sources,
-        instrument_index=instrument_index,
-        interval_index=interval_index,
-        source_index=source_index,
-        ts_us=np.array([b.ts_us for b in bars], np.int64),
-        revision=np.array([b.revision for b in bars], np.int64),
-        trade_count=np.array([b.trade_count for b in bars], np.int64),
-        ts_event_us=np.array([b.ts_event_us for b in bars], np.int64),
-        seq=np.array([b.seq for b in bars], np.int64),
-        doubles=np.array([[getattr(b, f) for f in BAR_DOUBLES] for b in bars], np.float64),
-        ts_recv_us=ts_recv_us,
-    )
+    return BarBatch.from_bars(bars, unused_names=[unused])
 
 
 def micros(moment: datetime) -> int:
