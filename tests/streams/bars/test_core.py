@@ -17,14 +17,20 @@ T0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
 CONFIG = BarsConfig.parse("1s,5s,1m,1h,1d", grace_s=2.0, max_lateness_s=60.0)
 
 
-def batch_of(trades: list[tuple[str, int, float, float, int]], watermark_us: int = 0) -> TradeBatch:
+def batch_of(
+    trades: list[tuple[str, int, float, float, int]], watermark_us: int | None = None
+) -> TradeBatch:
+    """The trades as one source's batch, stamped as a connector stamps it: by default with the
+    latest event time of the batch (a replay's clock), received a few ms after each trade."""
     symbols = tuple(dict.fromkeys(t[0] for t in trades))
+    if watermark_us is None:
+        watermark_us = max((t[1] for t in trades), default=T0)
     return TradeBatch(
         source="test",
         instruments=symbols,
         instrument_index=np.array([symbols.index(t[0]) for t in trades], np.int32),
         ts_event_us=np.array([t[1] for t in trades], np.int64),
-        ts_recv_us=np.zeros(len(trades), np.int64),
+        ts_recv_us=np.array([min(t[1], 2**63 - 3_001) + 3_000 for t in trades], np.int64),
         price=np.array([t[2] for t in trades]),
         size=np.array([t[3] for t in trades]),
         side=np.array([t[4] for t in trades], np.int8),
