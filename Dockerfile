@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas schemas
+COPY shared shared
 COPY streams streams
 COPY connectors connectors
 COPY gateways gateways
