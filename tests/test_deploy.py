@@ -75,3 +75,19 @@ def test_k8s_and_compose_workers_run_every_agent_exactly_once() -> None:
     for agent_sets in (compose_workers, k8s_workers):
         agents = [agent for agent_set in agent_sets for agent in agent_set.split(",")]
         assert sorted(agents) == sorted(AGENTS)
+
+
+def test_image_copies_every_package_the_distribution_ships() -> None:
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = {
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+
+    assert packages and packages <= copied, packages - copied
