@@ -61,6 +61,11 @@ class Connector(abc.ABC):
         """True if event time follows the wall clock (see connectors.event_clock)."""
         return True
 
+    def closes_clock(self, finished: bool) -> bool:
+        """Whether the runner, as the run ends, advances its source's clock past every window
+        (closing every bar it opened): for a feed on its own data clock, once it has finished."""
+        return finished and not self.live
+
     @abc.abstractmethod
     def stream(self) -> AsyncIterator[Record | Rejected]:
         """Yield records until the feed ends; raise TransientError to be reconnected."""

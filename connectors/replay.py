@@ -64,7 +64,7 @@ class ReplayConfig(ConnectorConfig):
     @field_validator("path")
     @classmethod
     def _readable(cls, path: Path) -> Path:
-        if not path.is_file():
+        if not path.exists() or path.is_dir():  # pipes and /dev/stdin are welcome
             raise ValueError(f"{path} is not a file")
         return path
 
@@ -180,6 +180,11 @@ class ReplayConnector(Connector):
     @property
     def origin(self) -> str:
         return str(self.cfg.path)
+
+    def closes_clock(self, finished: bool) -> bool:
+        """A run's own source has no future, finished or not: close its bars. A source joined
+        with --source is someone else's clock: leave it where the feed has it."""
+        return self.cfg.source is None
 
     @property
     def live(self) -> bool:

@@ -95,7 +95,7 @@ class ConnectorRunner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._publish(self.batcher.drain())
-            if self._finished(feed) and not self.clock.live:
+            if self.connector.closes_clock(self._finished(feed)):
                 self._heartbeat(range(self.batcher.partitions), self.clock.end_of_stream_us())
             await asyncio.to_thread(self.publisher.flush)
         if feed.done() and not feed.cancelled() and (exc := feed.exception()) is not None:

@@ -13,19 +13,25 @@ from typing import Final
 
 import orjson
 import psycopg
+from psycopg import sql
 
-from shared.bar_fields import BAR_FIELDS, BAR_KEY
+from shared.bar_fields import BAR_FIELDS, BAR_KEY, BarField
 from shared.errors import ConfigError
 from shared.intervals import parse_interval
 
 log = logging.getLogger(__name__)
 
+
+
+def _column(field: BarField) -> str:
+    """The column definition of a bar field: not null, with the field's Avro default if any."""
+    default = "" if field.default is None else f" default {sql.Literal(field.default).as_string()}"
+    return f"{field.name} {field.pg_type} not null{default}"
+
+
 BARS_TABLE: Final = (
     "create table if not exists bars ("
-    + ", ".join(
-        f"{f.name} {f.pg_type} not null" + ("" if f.default is None else f" default {f.default}")
-        for f in BAR_FIELDS
-    )
+    + ", ".join(_column(f) for f in BAR_FIELDS)
     + f", primary key ({', '.join(BAR_KEY)}))"
 )
 
@@ -47,7 +53,7 @@ alter table bar_checkpoints add column if not exists topic_id text
 """
 # Fields added to the schema later (those with a default) are added to tables made before them.
 BARS_ADDED_COLUMNS: Final = tuple(
-    f"alter table bars add column if not exists {f.name} {f.pg_type} not null default {f.default}"
+    f"alter table bars add column if not exists {_column(f)}"
     for f in BAR_FIELDS
     if f.default is not None
 )

@@ -12,7 +12,7 @@ import io
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import orjson
@@ -117,6 +117,9 @@ class FoldScratch:
             self.i = np.empty((self.rows, k.N_INT), np.int64)
 
 
+NEVER_US: Final = np.int64(np.iinfo(np.int64).min // 2)  # a source's clock before any message
+
+
 class BarBook:
     """All bar state of one partition, as numpy arrays folded by the kernels.
 
@@ -211,9 +214,8 @@ class BarBook:
         if source is None:
             source = self.source_ids[name] = len(self.sources)
             self.sources.append(name)
-            never = np.int64(np.iinfo(np.int64).min // 2)
-            self.latest_trade_us = np.append(self.latest_trade_us, never)
-            self.watermarks = np.append(self.watermarks, never)
+            self.latest_trade_us = np.append(self.latest_trade_us, NEVER_US)
+            self.watermarks = np.append(self.watermarks, NEVER_US)
         return source
 
     def fold(self, batch: TradeBatch) -> FoldResult:
@@ -271,7 +273,8 @@ class BarBook:
             n_out=n,
         )
         emitted = self._emitted(n)
-        if self.watermarks[source] - self.latest_trade_us[source] > self._idle_us:
+        latest = self.latest_trade_us[source]
+        if latest > NEVER_US and self.watermarks[source] - latest > self._idle_us:
             self._retire(source)
         elif len(self.row_keys) > known_rows:  # rows opened for trades that were all too late
             self._release(
@@ -284,13 +287,15 @@ class BarBook:
         return FoldResult(emitted, self._late(batch, too_late, latest_before))
 
     def _retire(self, source: int) -> None:
-        """Release an idle source's rows; its later trades older than its clock are too late.
+        """Release an idle source's rows; its later trades older than its clock less the maximum
+        lateness are too late.
 
         Every window of the source is emitted by now (none is longer than a day), so its rows
-        hold nothing a bar still needs; raising its latest trade keeps a straggler from opening
-        a window that was already emitted in full.
+        hold nothing a bar still needs; raising its latest trade to its clock keeps a straggler
+        from opening a window that was already emitted in full, since every such window ended
+        a day before the clock.
         """
-        self.latest_trade_us[source] = self.watermarks[source] - self.config.max_lateness_us
+        self.latest_trade_us[source] = self.watermarks[source]
         self._release([row for row, key in enumerate(self.row_keys) if key[0] == source])
 
     def _release(self, rows: list[int]) -> None:
@@ -415,8 +420,9 @@ class BarBook:
             if meta["layout"] != config.fingerprint():
                 raise ValueError("snapshot taken with other intervals, grace or max lateness")
             instruments = meta.get("instruments", meta.get("names"))
+            rows = meta["rows"] if "rows" in meta else None
             book = cls(
-                config, capacity=max(16, len(meta.get("rows", instruments))), scratch=scratch
+                config, capacity=max(16, len(instruments if rows is None else rows)), scratch=scratch
             )
             # snapshots hold only the occupied slots; the first ones held every slot in use
             occupied = (
@@ -434,14 +440,49 @@ class BarBook:
             for name in instruments:
                 book._instrument_of(name)
             book.channel_seq[: len(instruments)] = arrays["channel_seq"]
-        # books before per-source rows had a row per instrument: it belongs to its last source
-        rows = meta.get("rows") or [
-            (int(book.istate[row * book._per : (row + 1) * book._per, k.I_SOURCE].max()), row)
-            for row in range(len(instruments))
-        ]
-        book.row_keys = [(int(source), int(instrument)) for source, instrument in rows]
-        book.rows = {key: row for row, key in enumerate(book.row_keys)}
-        book.row_instrument[: len(rows)] = [instrument for _, instrument in book.row_keys]
         book.sources = list(meta["sources"])
         book.source_ids = {name: i for i, name in enumerate(book.sources)}
+        if rows is None:
+            book._split_instrument_rows(len(instruments))
+        else:
+            book.row_keys = [(int(source), int(instrument)) for source, instrument in rows]
+            book.row_instrument[: len(rows)] = [instrument for _, instrument in book.row_keys]
+        book.rows = {key: row for row, key in enumerate(book.row_keys)}
         return book
+
+    def _split_instrument_rows(self, instruments: int) -> None:
+        """Adopt a book from before per-source rows: a row per instrument, holding windows of
+        any source, and latest trades never advanced (the kernel was handed the watermarks).
+
+        Each source's windows move to a row of their own, and each source's latest trade is
+        the latest trade of its windows, so folding continues as if the book had been kept so.
+        """
+        per = self._per
+        self.row_keys = []
+        extra: list[tuple[int, int]] = []  # (row, source) of windows to move to a row of their own
+        for row in range(instruments):
+            slots = slice(row * per, (row + 1) * per)
+            occupied = self.state[slots] != k.EMPTY
+            sources = sorted(set(self.istate[slots, k.I_SOURCE][occupied].tolist())) or [0]
+            self.row_keys.append((sources[0], row))
+            self.row_instrument[row] = row
+            extra += [(row, source) for source in sources[1:]]
+        for row, source in extra:
+            new = len(self.row_keys)
+            if new >= self.capacity:
+                self._allocate(2 * self.capacity)
+            old, moved = slice(row * per, (row + 1) * per), slice(new * per, (new + 1) * per)
+            mine = (self.state[old] != k.EMPTY) & (self.istate[old, k.I_SOURCE] == source)
+            self.fstate[moved][mine] = self.fstate[old][mine]
+            self.istate[moved][mine] = self.istate[old][mine]
+            self.state[moved][mine] = self.state[old][mine]
+            self.state[old][mine] = k.EMPTY
+            self.row_keys.append((source, row))
+            self.row_instrument[new] = row
+        used = len(self.row_keys) * per
+        occupied = self.state[:used] != k.EMPTY
+        for source in range(len(self.sources)):
+            mine = occupied & (self.istate[:used, k.I_SOURCE] == source)
+            if mine.any():
+                latest = int(self.istate[:used, k.I_CLOSE_TS][mine].max())
+                self.latest_trade_us[source] = max(int(self.latest_trade_us[source]), latest)

@@ -168,3 +168,78 @@ def test_bar_book_live_feed_and_replay_beside_it_each_yield_exact_bars(seed: int
 
     assert_equals_reference(live_bars, live)
     assert_equals_reference(history_bars, history)
+
+
+def test_bar_book_source_heartbeated_before_its_first_trade_keeps_its_trades() -> None:
+    book = BarBook(CONFIG)
+    clock = T0 + 3 * 3_600_000_000  # another partition's instrument set the replay's clock
+
+    book.fold(TradeBatch.heartbeat("replay:sorted.csv:1", clock))
+    trades = [("MSFT", T0 + i * 1_000_000, 410.0 + i, 10.0, 1) for i in range(100)]
+    result = book.fold(dataclasses.replace(batch_of(trades, clock), source="replay:sorted.csv:1"))
+
+    closing = book.fold(TradeBatch.heartbeat("replay:sorted.csv:1", clock + TWO_DAYS_US))
+
+    assert result.too_late == []
+    assert_equals_reference(result.bars + closing.bars, trades)
+
+
+def test_bar_book_restored_from_a_book_before_per_source_rows_continues_every_source() -> None:
+    import numpy as np
+    import orjson
+
+    from streams.bars import kernels as k
+    from streams.bars.core import NEVER_US, BarsConfig, encode_snapshot
+
+    config = BarsConfig.parse("1s,5s", grace_s=2.0, max_lateness_s=60.0)
+    book = BarBook(config)
+    live = [("ES=F", T0 + 500_000, 6010.25, 3.0, 1)]
+    replayed = [("ES=F", T0 + 10_500_000, 6011.0, 2.0, -1)]
+    book.fold(dataclasses.replace(batch_of(live, T0 + 600_000), source="cme"))
+    book.fold(dataclasses.replace(batch_of(replayed, T0 + 10_600_000), source="replay:es.csv:1"))
+    # the old layout: one row per instrument holding both sources' windows, and latest trades
+    # never advanced (the kernel was handed the watermarks)
+    per = config.slots_per_instrument
+    fstate, istate, state = (
+        book.fstate[: 2 * per].copy(),
+        book.istate[: 2 * per].copy(),
+        book.state[: 2 * per].copy(),
+    )
+    second = state[per:] != k.EMPTY
+    fstate[:per][second], istate[:per][second], state[:per][second] = (
+        fstate[per:][second],
+        istate[per:][second],
+        state[per:][second],
+    )
+    meta = {"names": book.instruments, "sources": book.sources, "layout": config.fingerprint()}
+    old = {
+        "fstate": fstate[:per],
+        "istate": istate[:per],
+        "state": state[:per],
+        "watermarks": book.watermarks.copy(),
+        "latest_trade_us": np.full(2, NEVER_US),
+        "channel_seq": book.channel_seq[:1].copy(),
+        "meta": np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+    }
+
+    restored = BarBook.restore(config, encode_snapshot(old))
+
+    assert sorted(restored.row_keys) == sorted(book.row_keys)
+    assert list(restored.latest_trade_us) == list(book.latest_trade_us)
+    for source in ("cme", "replay:es.csv:1"):
+        ending = TradeBatch.heartbeat(source, T0 + TWO_DAYS_US)
+        strip = [
+            sorted((b.interval, b.ts_us, b.source, b.volume, b.seq) for b in each.fold(ending).bars)
+            for each in (book, restored)
+        ]
+        assert strip[0] == strip[1] and strip[0]
+
+
+def test_bar_book_restore_of_a_book_whose_sources_all_finished_has_no_rows() -> None:
+    book = BarBook(CONFIG)
+    replay(book, "replay:done.csv:1", generated_trades(seed=26, n=500))
+    assert book.row_keys == []
+
+    restored = BarBook.restore(CONFIG, book.snapshot())
+
+    assert restored.row_keys == [] and restored.instruments == book.instruments
