@@ -1,15 +1,23 @@
-"""The hub: who is subscribed to what, and fan-out of new bars to their queues.
+"""The hub: who is subscribed to what, and what each client has to get next.
 
 Everything here runs on the event loop thread, so taking a snapshot and registering a
 subscription happen with no bar published in between: the seam has no gap and no duplicate.
+
+Publishing does no work per client: the bars of a delivery that go to the same subscribers are
+framed once, as a `Delivery` appended to a log shared by every client. Each client keeps a
+cursor into the log and, in its own queue, what is for it alone (replies, snapshots, and what
+it could not be sent yet). When the server writes to a client it takes its queue and the log's
+deliveries past its cursor that reach it; clients with the same cursor and the same
+subscriptions get the very same bytes, built once (`outgoing`).
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -22,25 +30,44 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW: Final = 4008
 CHUNK_EVENTS: Final = 1000
+MAX_MESSAGE_EVENTS: Final = 1000  # about 400 KB: stock clients accept messages up to 1 MiB
+
+_CURSOR: Final = operator.attrgetter("cursor")
 
 # (framed JSON array, events in it, oldest bar emitted at in micros (0: none), queued at)
 Chunk = tuple[bytes, int, int, float]
+# What a session subscribes to (channels, wildcard intervals): equal interests, equal deliveries.
+Interests = tuple[frozenset[str], frozenset[str]]
+
+
+def _as_is(message: bytes) -> bytes:
+    return message
 
 
 def make_chunk(events: list[bytes], oldest_us: int, now: float) -> Chunk:
     return (protocol.frame(events), len(events), oldest_us, now)
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """Bytes ready to write to a client: one or more encoded messages."""
+
+    data: bytes
+    events: int
+    oldest_us: int  # emitted at of the oldest bar in them, micros; 0: none
+
+
 class Session:
-    """One client: its subscriptions and its bounded queue of framed chunks."""
+    """One client: its subscriptions, its cursor into the hub's log, and its own queue."""
 
     def __init__(self, connection: object) -> None:
         self.connection = connection
-        # Chunks are shared between every client subscribed to the same channels.
+        self.cursor = 0  # position in the hub's log of the first delivery not yet taken
         self.queue: deque[Chunk] = deque()
         self.size = 0  # events queued
         self.channels: set[str] = set()
         self.intervals: set[str] = set()
+        self.interests: Interests = (frozenset(), frozenset())
         self.ahead: dict[str, int] = {}  # channels where the client has seqs the buffer lacks
         self.resyncs: deque[float] = deque(maxlen=16)
         self.closing = False
@@ -56,20 +83,34 @@ class Session:
         return now - self.queue[0][3] if self.queue else 0.0
 
 
+# What clients with nothing of their own queued get, by (cursor, interests): see Hub.outgoing.
+Shared = dict[tuple[int, Interests], Outgoing | None]
+
+
+@dataclass(eq=False, slots=True)
+class Delivery:
+    """Bars of one publish with the same subscriber sets, framed once for all of them."""
+
+    direct: set[Session] | None
+    wide: set[Session] | None
+    chunk: Chunk
+    entries: list[Entry]
+    stamps: list[int]
+    names: list[str]
+
+    def reaches(self, session: Session) -> bool:
+        return bool(
+            (self.direct and session in self.direct) or (self.wide and session in self.wide)
+        )
+
+
 @dataclass
 class _Audience:
-    """Bars of one delivery that go to the same subscriber sets, framed once for all of them."""
-
     direct: set[Session] | None
     wide: set[Session] | None
     entries: list[Entry] = field(default_factory=list)
     stamps: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
-
-    def sessions(self) -> set[Session]:
-        if self.direct and self.wide:
-            return self.direct | self.wide
-        return self.direct or self.wide or set()
 
 
 class Hub:
@@ -82,7 +123,10 @@ class Hub:
         max_resyncs_per_minute: int,
         queue_max: int,
         max_lag_s: float,
+        *,
+        encode: Callable[[bytes], bytes] = _as_is,
     ) -> None:
+        """`encode` turns one message (a JSON array) into what is written for it."""
         self.buffer = buffer
         self.default_snapshot = default_snapshot
         self.wildcard_snapshot = wildcard_snapshot
@@ -90,18 +134,31 @@ class Hub:
         self.max_resyncs_per_minute = max_resyncs_per_minute
         self.queue_max = queue_max
         self.max_lag_s = max_lag_s
+        self.encode = encode
         self.sessions: set[Session] = set()
         self.by_channel: dict[str, set[Session]] = {}
         self.by_interval: dict[str, set[Session]] = {}
         self.to_close: list[Session] = []
+        self.log: list[Delivery] = []
+        self.log_start = 0  # position of log[0]
 
-    def publish(self, bars: list[Bar]) -> set[Session]:
-        """Add bars to the buffer and to subscribers' queues; return the sessions that got any.
+    @property
+    def end(self) -> int:
+        """The position the next delivery will take."""
+        return self.log_start + len(self.log)
 
-        Bars with the same subscriber sets are framed once and queued as one shared chunk.
+    def add(self, session: Session) -> None:
+        """Register a new client: it gets what is published from now on, once subscribed."""
+        session.cursor = self.end
+        self.sessions.add(session)
+
+    def publish(self, bars: list[Bar]) -> bool:
+        """Add bars to the buffer and to the log; return True if any subscriber is to get one.
+
+        Bars with the same subscriber sets are framed once, as deliveries of at most
+        CHUNK_EVENTS events that every one of those subscribers shares.
         """
         now = time.monotonic()
-        touched: set[Session] = set()
         groups: dict[tuple[int, int], _Audience] = {}
         for bar in bars:
             channel = protocol.Channel(bar.interval, bar.instrument)
@@ -129,41 +186,32 @@ class Hub:
             group.stamps.append(bar.ts_recv_us)
             group.names.append(name)
         for group in groups.values():
-            targets = group.sessions()
-            entries, stamps = group.entries, group.stamps
-            chunks = [
-                make_chunk(
-                    [e.event for e in entries[i : i + CHUNK_EVENTS]],
-                    min(stamps[i : i + CHUNK_EVENTS]),
-                    now,
-                )
-                for i in range(0, len(entries), CHUNK_EVENTS)
-            ]
-            for session in targets:
-                if session.ahead:
-                    self._publish_ahead(session, entries, stamps, group.names, now)
-                else:
-                    session.queue.extend(chunks)
-                    session.size += len(entries)
-                touched.add(session)
-        for session in touched:  # slow: an event waited max_lag_s, or too many are queued
-            if session.lag_s(now) > self.max_lag_s or session.size > self.queue_max:
-                self.overflow(session)
+            for i in range(0, len(group.entries), CHUNK_EVENTS):
+                entries = group.entries[i : i + CHUNK_EVENTS]
+                stamps = group.stamps[i : i + CHUNK_EVENTS]
+                chunk = make_chunk([e.event for e in entries], min(stamps), now)
+                names = group.names[i : i + CHUNK_EVENTS]
+                self.log.append(Delivery(group.direct, group.wide, chunk, entries, stamps, names))
         WS_BUFFER_MESSAGES.set(self.buffer.messages)
         WS_BUFFER_BYTES.set(self.buffer.bytes)
-        return touched
+        return bool(groups)
 
-    def _publish_ahead(
-        self,
-        session: Session,
-        entries: list[Entry],
-        stamps: list[int],
-        names: list[str],
-        now: float,
-    ) -> None:
-        """Queue only what a client that resumed beyond the buffer has not seen."""
+    def _pending(self, session: Session) -> list[Chunk]:
+        """The log's chunks past the session's cursor that are for it."""
+        chunks = []
+        for delivery in self.log[session.cursor - self.log_start :]:
+            if delivery.reaches(session):
+                if session.ahead:
+                    if (chunk := self._ahead(session, delivery)) is not None:
+                        chunks.append(chunk)
+                else:
+                    chunks.append(delivery.chunk)
+        return chunks
+
+    def _ahead(self, session: Session, delivery: Delivery) -> Chunk | None:
+        """Only what a client that resumed beyond the buffer has not seen."""
         events, oldest = [], 0
-        for entry, ts, name in zip(entries, stamps, names, strict=True):
+        for entry, ts, name in zip(delivery.entries, delivery.stamps, delivery.names, strict=True):
             floor = session.ahead.get(name)
             if floor is not None:
                 if entry.seq <= floor:
@@ -171,19 +219,92 @@ class Hub:
                 del session.ahead[name]
             events.append(entry.event)
             oldest = min(oldest, ts) if oldest else ts
-        if events:
-            session.queue.append(make_chunk(events, oldest, now))
-            session.size += len(events)
+        return make_chunk(events, oldest, delivery.chunk[3]) if events else None
 
-    def check_lag(self) -> None:
-        """Find clients that stopped reading while nothing new arrived for them."""
+    def catch_up(self, session: Session) -> None:
+        """Move the log's deliveries for the session into its queue (to change what it
+        subscribes to, or to hold them while it cannot be written to)."""
+        for chunk in self._pending(session):
+            session.queue.append(chunk)
+            session.size += chunk[1]
+        session.cursor = self.end
+
+    def skip(self, session: Session) -> None:
+        """Pass over the log's deliveries for a client that is closing."""
+        session.cursor = self.end
+
+    def hold(self, session: Session) -> None:
+        """Keep what is for a client that cannot be written to now in its queue; one that
+        falls too far behind is resynced or closed (the policy)."""
+        self.catch_up(session)
+        if session.size > self.queue_max or session.lag_s(time.monotonic()) > self.max_lag_s:
+            self.overflow(session)
+
+    def outgoing(self, session: Session, shared: Shared) -> Outgoing | None:
+        """Take everything the session is to get now; None if nothing.
+
+        `shared` memoizes what clients with nothing queued get, by cursor and interests: pass
+        the same dict while the log does not change.
+        """
+        if session.queue or session.ahead:
+            self.catch_up(session)
+            chunks = list(session.queue)
+            session.queue.clear()
+            session.size = 0
+            return self._compose(chunks)
+        key = (session.cursor, session.interests)
+        try:
+            out = shared[key]
+        except KeyError:
+            out = shared[key] = self._compose(self._pending(session))
+        session.cursor = self.end
+        return out
+
+    def _compose(self, chunks: list[Chunk]) -> Outgoing | None:
+        """Join chunks into messages of at most MAX_MESSAGE_EVENTS events (one chunk may hold
+        more), each encoded, all in one bytes object."""
+        if not chunks:
+            return None
+        messages: list[bytes] = []
+        events = i = 0
+        while i < len(chunks):
+            first = chunks[i]
+            j, n = i + 1, first[1]
+            while j < len(chunks) and n + chunks[j][1] <= MAX_MESSAGE_EVENTS:
+                n += chunks[j][1]
+                j += 1
+            if j == i + 1:
+                payload = first[0]
+            else:
+                payload = b"[" + b",".join([memoryview(c[0])[1:-1] for c in chunks[i:j]]) + b"]"
+            messages.append(self.encode(payload))
+            events += n
+            i = j
+        oldest = min((c[2] for c in chunks if c[2]), default=0)
+        data = messages[0] if len(messages) == 1 else b"".join(messages)
+        return Outgoing(data, events, oldest)
+
+    def trim(self) -> None:
+        """Drop the deliveries every client's cursor has passed."""
+        floor = min(map(_CURSOR, self.sessions), default=self.end)
+        if floor > self.log_start:
+            del self.log[: floor - self.log_start]
+            self.log_start = floor
+
+    def check_lag(self) -> bool:
+        """Find clients that stopped reading while nothing new arrived for them; return True
+        if any client still has events queued."""
         now = time.monotonic()
+        queued = False
         for session in list(self.sessions):
             if not session.closing and session.lag_s(now) > self.max_lag_s:
                 self.overflow(session)
+            queued = queued or bool(session.queue)
+        return queued
 
     def overflow(self, session: Session) -> None:
         """The client cannot keep up: drop its queue, then resync it or close it (the policy)."""
+        self.catch_up(session)
         dropped = session.size
         session.queue.clear()
         session.size = 0
@@ -243,6 +364,7 @@ class Hub:
     ) -> list[bytes]:
         """Register the channels and return what to send first: snapshots (with `older` bars
         of channels, from the database) or missed events."""
+        self.catch_up(session)  # what was published before goes by the old subscriptions
         events: list[bytes] = []
         for channel in request.channels:
             if channel.is_wildcard:
@@ -259,6 +381,7 @@ class Hub:
             events += self._resume_or_fresh(
                 session, self.buffer.log(channel), request, bars, earlier
             )
+        session.interests = (frozenset(session.channels), frozenset(session.intervals))
         return events
 
     def _resume_or_fresh(
@@ -282,6 +405,10 @@ class Hub:
         return [protocol.event("subscribed", channel=log_.name, seq=last, recovered=True), *missed]
 
     def unsubscribe(self, session: Session, channels: Iterable[protocol.Channel]) -> None:
+        self.catch_up(session)  # what was published before still goes out
+        self._drop(session, channels)
+
+    def _drop(self, session: Session, channels: Iterable[protocol.Channel]) -> None:
         for channel in channels:
             if channel.is_wildcard:
                 session.intervals.discard(channel.interval)
@@ -289,10 +416,11 @@ class Hub:
             else:
                 session.channels.discard(channel.name)
                 self.by_channel.get(channel.name, set()).discard(session)
+        session.interests = (frozenset(session.channels), frozenset(session.intervals))
 
     def remove(self, session: Session) -> None:
-        self.unsubscribe(
+        self._drop(
             session, [protocol.Channel(i, protocol.WILDCARD) for i in list(session.intervals)]
         )
-        self.unsubscribe(session, [protocol.parse_channel(name) for name in list(session.channels)])
+        self._drop(session, [protocol.parse_channel(name) for name in list(session.channels)])
         self.sessions.discard(session)

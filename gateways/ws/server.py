@@ -1,9 +1,12 @@
-"""The WebSocket server: authentication, requests, per-client writers, and its HTTP endpoints.
+"""The WebSocket server: authentication, requests, the writer, and its HTTP endpoints.
 
-Each client has a bounded queue drained by its own writer task, which sends everything queued
-as one frame; a client that falls `queue_max` events behind is resynced or disconnected (the
-policy), so one slow client never slows the others. `/health` and `/metrics` are served on the
-same port.
+One writer visits the clients in turn and writes each, in one `transport.write`, pre-built
+frames of everything it is to get; clients in the same state get the same bytes, built once
+(see the hub). Bars arriving cost nothing per client (no task to wake, no queue to fill, no
+frame to build): what a client costs is a write to its socket. A client whose socket does not
+drain keeps its events in its own queue, and one that falls `max_lag_s` or `queue_max` events
+behind is resynced or disconnected (the policy), so one slow client never slows the others.
+`/health` and `/metrics` are served on the same port.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal, cast
 
 import orjson
 from pydantic import Field, SecretStr
@@ -22,13 +25,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from gateways.ws import protocol
 from gateways.ws.auth import CLOSE_UNAUTHORIZED, ApiKeys
 from gateways.ws.buffer import ReplayBuffer
 from gateways.ws.history import BarHistory
-from gateways.ws.hub import CLOSE_TOO_SLOW, Hub, Session
+from gateways.ws.hub import CLOSE_TOO_SLOW, Hub, Outgoing, Session, Shared
 from gateways.ws.source import BarSource
 from shared.metrics import WS_AUTH_FAILURES, WS_BAD_REQUESTS, WS_CLIENTS, WS_PUBLISH_LATENCY
 from shared.models import Bar
@@ -37,8 +42,15 @@ from shared.status import Check, run_checks
 log = logging.getLogger(__name__)
 
 CLOSE_POLICY = 1008
-MAX_FRAME_EVENTS = 1000  # about 400 KB: stock clients accept messages up to 1 MiB
 ABORT_AFTER_S = 30
+WRITE_LIMIT: Final = 2**15  # bytes: websockets' write buffer high-water mark, set explicitly
+SLICE_S: Final = 0.005  # the writer yields to the loop this often
+
+
+def text_frame(message: bytes) -> bytes:
+    """One unmasked, unfragmented text frame (server to client, RFC 6455): with compression
+    off no extension applies, so these bytes are what `send` would have written."""
+    return Frame(Opcode.TEXT, message).serialize(mask=False)
 
 
 class WsSettings(BaseSettings):
@@ -63,6 +75,10 @@ class WsSettings(BaseSettings):
     max_resyncs_per_minute: int = Field(3, ge=0)
     max_bad_requests: int = Field(20, ge=1)
     rebuild_lookback_s: float = Field(3600.0, ge=0)
+    # At most this share of the loop's time goes to writing frames while clients have events
+    # waiting: lower means fewer, larger frames (less CPU per event), higher means lower latency
+    # when the gateway is busy. The rest keeps the loop free for Kafka, handshakes and requests.
+    write_share: float = Field(0.8, gt=0, le=1)
     # Fill snapshots deeper than the buffer from the sink's table (at MS_DATABASE_URL).
     snapshot_from_database: bool = False
     log_level: str = "INFO"
@@ -90,23 +106,82 @@ class Gateway:
             settings.max_resyncs_per_minute,
             settings.queue_max,
             settings.max_lag_s,
+            encode=text_frame,
         )
-        self._wakers: dict[Session, asyncio.Event] = {}
+        # Clients in the order the writer visits them, and each one's place in that order.
+        self._ring: list[Session] = []
+        self._place: dict[Session, int] = {}
+        self._next = 0
+        self._quiet = 0  # visits in a row that had nothing to write
+        self._writing: asyncio.Handle | None = None
+        self._observed: Outgoing | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
     def deliver(self, bars: list[Bar]) -> None:
         """Called on the loop with each batch from Kafka."""
-        for session in self.hub.publish(bars):
-            self._wake(session)
+        if self.hub.publish(bars):
+            self._wake()
+
+    def _wake(self) -> None:
+        """Something is to be written: start the writer unless it runs or rests."""
+        self._quiet = 0
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().call_soon(self._write)
+
+    def _write(self) -> None:
+        """Visit clients in turn for one slice, writing each what it is to get.
+
+        A slice ends after SLICE_S, and the writer then rests so that writing takes at most
+        `write_share` of the loop's time: the busier the gateway, the more events each frame
+        carries. It stops once a whole round of clients had nothing to write.
+        """
+        self._writing = None
+        ring = self._ring
+        started = time.perf_counter()
+        deadline = started + SLICE_S
+        shared: Shared = {}  # the log does not change within a slice
+        while self._quiet < len(ring):
+            if self._next >= len(ring):
+                self._next = 0
+                self.hub.trim()
+            session = ring[self._next]
+            self._next += 1
+            self._quiet = 0 if self._send(session, shared) else self._quiet + 1
+            if time.perf_counter() >= deadline:
+                break
         self._close_too_slow()
+        if self._quiet < len(ring):
+            rest = (time.perf_counter() - started) * (1 / self.settings.write_share - 1)
+            self._writing = asyncio.get_running_loop().call_later(rest, self._write)
+
+    def _send(self, session: Session, shared: Shared) -> bool:
+        """Write what the session is to get, as pre-built frames; return True if anything.
+
+        A client whose write buffer is over WRITE_LIMIT gets nothing more on its socket: its
+        events wait in its queue, where the slow-client policy applies.
+        """
+        connection = cast(ServerConnection, session.connection)
+        transport = connection.transport
+        if session.closing or connection.state is not State.OPEN or transport.is_closing():
+            self.hub.skip(session)  # the close frame is sent or due: nothing may follow it
+            return False
+        if transport.get_write_buffer_size() >= WRITE_LIMIT:
+            self.hub.hold(session)
+            return False
+        out = self.hub.outgoing(session, shared)
+        if out is None:
+            return False
+        transport.write(out.data)
+        if out.oldest_us and out is not self._observed:  # once per frame shared by many
+            self._observed = out
+            WS_PUBLISH_LATENCY.observe(max(0.0, time.time() * 1000 - out.oldest_us / 1000))
+        return True
 
     async def _watch_lag(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.settings.max_lag_s / 2))
-            self.hub.check_lag()
-            for session in self.hub.sessions:
-                if session.queue:
-                    self._wake(session)
+            if self.hub.check_lag():
+                self._wake()  # clients whose write buffer has drained since
             self._close_too_slow()
 
     def _close_too_slow(self) -> None:
@@ -118,10 +193,6 @@ class Gateway:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-    def _wake(self, session: Session) -> None:
-        if (event := self._wakers.get(session)) is not None:
-            event.set()
-
     async def _close(self, session: Session, code: int, reason: str) -> None:
         connection = session.connection
         assert isinstance(connection, ServerConnection)
@@ -131,30 +202,18 @@ class Gateway:
         await asyncio.sleep(ABORT_AFTER_S)
         connection.transport.abort()  # a client that never reads again
 
-    async def _write(
-        self, session: Session, connection: ServerConnection, wake: asyncio.Event
-    ) -> None:
-        """Send everything queued, as one frame per turn, until the connection closes."""
-        while True:
-            await wake.wait()
-            wake.clear()
-            while session.queue and not session.closing:
-                first = session.queue.popleft()
-                if not session.queue or first[1] >= MAX_FRAME_EVENTS:
-                    data, n, oldest = first[0], first[1], first[2]
-                else:
-                    taken = [first]
-                    n = first[1]
-                    while session.queue and n + session.queue[0][1] <= MAX_FRAME_EVENTS:
-                        chunk = session.queue.popleft()
-                        taken.append(chunk)
-                        n += chunk[1]
-                    data = b"[" + b",".join([memoryview(c[0])[1:-1] for c in taken]) + b"]"
-                    oldest = min((c[2] for c in taken if c[2]), default=0)
-                session.size -= n
-                await connection.send(data, text=True)
-                if oldest:
-                    WS_PUBLISH_LATENCY.observe(max(0.0, time.time() * 1000 - oldest / 1000))
+    def _join(self, session: Session) -> None:
+        self.hub.add(session)
+        self._place[session] = len(self._ring)
+        self._ring.append(session)
+
+    def _leave(self, session: Session) -> None:
+        self.hub.remove(session)
+        place = self._place.pop(session)
+        last = self._ring.pop()
+        if last is not session:  # the last client takes its place in the round
+            self._ring[place] = last
+            self._place[last] = place
 
     async def handle(self, connection: ServerConnection) -> None:
         request = connection.request
@@ -164,11 +223,8 @@ class Gateway:
             await connection.close(CLOSE_UNAUTHORIZED, "invalid or missing API key")
             return
         session = Session(connection)
-        wake = asyncio.Event()
-        self._wakers[session] = wake
-        self.hub.sessions.add(session)
+        self._join(session)
         WS_CLIENTS.inc()
-        writer = asyncio.create_task(self._write(session, connection, wake))
         bad = 0
         try:
             async for raw in connection:
@@ -183,17 +239,12 @@ class Gateway:
                     session.enqueue([protocol.event("error", code="bad_request", message=str(exc))])
                 else:
                     session.enqueue(await self._answer(session, req))
-                wake.set()
-                if writer.done():
-                    break
+                self._send(session, {})  # the answer now, not at the client's turn
+                self._close_too_slow()
         except ConnectionClosed:
             pass
         finally:
-            self.hub.remove(session)
-            self._wakers.pop(session, None)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await writer
+            self._leave(session)
             WS_CLIENTS.dec()
 
     async def _answer(self, session: Session, req: protocol.Request) -> list[bytes]:
@@ -243,7 +294,8 @@ class Gateway:
             self.settings.host,
             self.settings.port,
             process_request=self.http,
-            compression=None,
+            compression=None,  # text_frame writes frames without extensions
+            write_limit=WRITE_LIMIT,
             max_size=65_536,
             close_timeout=2,
             ping_interval=20,

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from typing import Final
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
@@ -23,6 +24,11 @@ from shared.models import Bar
 from shared.topics import BARS
 
 log = logging.getLogger(__name__)
+
+BATCH_MAX: Final = 5000
+# consume() returns after BATCH_MAX messages or this long, whichever is first. The server's
+# writer batches frames itself, so bars are handed over soon after they are fetched.
+POLL_S: Final = 0.005
 
 
 class CatchUp:
@@ -160,7 +166,7 @@ class BarSource:
                         time.monotonic() - started,
                     )
                     catch_up = None
-                messages = consumer.consume(5000, 0.05)
+                messages = consumer.consume(BATCH_MAX, POLL_S)
                 if not messages:
                     continue
                 bars = []
