@@ -51,7 +51,8 @@ SINK_RETRIES: Final = Counter("sink_retries", "Database writes retried after a t
 WS_CLIENTS: Final = Gauge("ws_clients", "Connected WebSocket clients.")
 WS_PUBLISH_LATENCY: Final = Histogram(
     "ws_publish_latency_ms",
-    "Bar emitted (on md.bars.v1) to frame sent, oldest bar of each frame.",
+    "Bar emitted (on md.bars.v1) to frame sent, oldest bar of each frame; once per frame "
+    "built, which clients in the same state share.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 WS_DROPPED: Final = Counter("ws_dropped_messages", "Messages not sent to a client.", ["reason"])

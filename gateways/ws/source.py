@@ -35,8 +35,10 @@ class CatchUp:
     """Which partitions the reader has not yet read up to their end offsets seen at start."""
 
     def __init__(self, starts: Mapping[int, int], ends: Mapping[int, int]) -> None:
-        # A partition with nothing between its start and its end is caught up at once.
-        self.behind = {p: end for p, end in ends.items() if end > starts[p]}
+        # An empty partition is caught up at once. Any other waits for a fetch to confirm its
+        # end, even one that starts at the listed end: on Tansu that end may lie short of the
+        # true one, inside the last batch.
+        self.behind = {p: end for p, end in ends.items() if end > starts[p] or end > 0}
         self.unconfirmed = set(self.behind)
 
     @property

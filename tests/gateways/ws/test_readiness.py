@@ -27,9 +27,19 @@ PARTITIONS = 3  # the bootstrap fixture's
 def test_catch_up_partition_empty_at_start_is_caught_up_at_once() -> None:
     catch_up = CatchUp(starts={0: 0, 1: 40, 2: 0}, ends={0: 0, 1: 40, 2: 120})
 
-    assert catch_up.behind == {2: 120}
+    assert catch_up.behind == {1: 40, 2: 120}
     assert not catch_up.done
     assert CatchUp(starts={0: 0, 1: 0}, ends={0: 0, 1: 0}).done
+
+
+def test_catch_up_start_at_the_listed_end_waits_for_a_fetch_to_confirm_it() -> None:
+    # the lookback starts inside Tansu's last batch: ListOffsets said 61, the log ends at 64
+    catch_up = CatchUp(starts={0: 61}, ends={0: 61})
+
+    assert not catch_up.advance({0: 61})
+    catch_up.confirm(0, 64)
+    assert not catch_up.advance({0: 62})
+    assert catch_up.advance({0: 64})
 
 
 def test_catch_up_listed_end_short_of_the_fetched_one_waits_for_the_true_end() -> None:
