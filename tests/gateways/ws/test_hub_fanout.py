@@ -4,10 +4,10 @@ broker and no sockets: the hub is pure, and the server's frame encoding is check
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import orjson
+from test_replay_buffer import make_bar as make_window_bar
 
 from gateways.ws import protocol
 from gateways.ws.buffer import ReplayBuffer
@@ -15,30 +15,10 @@ from gateways.ws.hub import MAX_MESSAGE_EVENTS, Hub, Session, Shared
 from gateways.ws.server import text_frame
 from shared.models import Bar
 
-T0 = 1_767_623_400_000_000  # 2026-01-05 14:30 UTC
-
 
 def make_bar(instrument: str, seq: int) -> Bar:
-    start = T0 + seq * 1_000_000
-    return Bar(
-        instrument,
-        "1s",
-        start,
-        0,
-        187.25 + seq / 100,
-        187.5 + seq / 100,
-        187.0,
-        187.3 + seq / 100,
-        1_200.0 + seq,
-        187.28,
-        17,
-        700.0,
-        500.0 + seq,
-        "simulator",
-        start + 998_123,
-        time.time_ns() // 1000,
-        seq,
-    )
+    """The bar of window `seq`, first revision, with channel seq `seq`."""
+    return make_window_bar(instrument, seq, window=seq)
 
 
 def make_hub(queue_max: int = 100_000, policy: Literal["resync", "disconnect"] = "resync") -> Hub:
