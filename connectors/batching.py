@@ -1,7 +1,9 @@
 """Group trades into one TradeBatch per Kafka partition, flushed by size or by age.
 
 Batches are formed per partition so they stay large even with thousands of instruments, and
-trades keep their arrival order within a partition, so each instrument's order is kept.
+trades keep their arrival order within a partition, so each instrument's order is kept. A
+chunk's dictionary may name a whole universe of instruments; each partition's part keeps only
+the symbols its trades use, so the cost of a chunk follows its trades, not its dictionary.
 """
 
 from __future__ import annotations
@@ -24,25 +26,20 @@ class _Pending:
 
 
 def _merge(chunks: list[TradeBatch]) -> TradeBatch:
-    """Concatenate chunks into one batch whose dictionary holds only the symbols used."""
+    """Concatenate compact chunks (every symbol used) into one batch, itself compact."""
     names: dict[str, int] = {}
     remapped = []
     for chunk in chunks:
         local = np.array(
             [names.setdefault(s, len(names)) for s in chunk.instruments], dtype=np.int32
         )
-        remapped.append(
-            local[chunk.instrument_index] if len(chunk.instruments) else chunk.instrument_index
-        )
-    index = np.concatenate(remapped)
-    used, compact = np.unique(index, return_inverse=True)
-    all_names = tuple(names)
+        remapped.append(local[chunk.instrument_index])
     has_side = any(c.side is not None for c in chunks)
     has_id = any(c.trade_id is not None for c in chunks)
     return TradeBatch(
         source=chunks[0].source,
-        instruments=tuple(all_names[i] for i in used.tolist()),
-        instrument_index=compact.astype(np.int32),
+        instruments=tuple(names),
+        instrument_index=np.concatenate(remapped),
         ts_event_us=np.concatenate([c.ts_event_us for c in chunks]),
         ts_recv_us=np.concatenate([c.ts_recv_us for c in chunks]),
         price=np.concatenate([c.price for c in chunks]),
@@ -59,11 +56,17 @@ def _merge(chunks: list[TradeBatch]) -> TradeBatch:
     )
 
 
-def _select(chunk: TradeBatch, rows: NDArray[np.intp]) -> TradeBatch:
+def _select(
+    chunk: TradeBatch,
+    rows: NDArray[np.intp],
+    instruments: tuple[str, ...],
+    instrument_index: NDArray[np.int32],
+) -> TradeBatch:
+    """Return the trades `rows` of `chunk`, with the dictionary and indexes given for them."""
     return TradeBatch(
         source=chunk.source,
-        instruments=chunk.instruments,
-        instrument_index=chunk.instrument_index[rows],
+        instruments=instruments,
+        instrument_index=instrument_index,
         ts_event_us=chunk.ts_event_us[rows],
         ts_recv_us=chunk.ts_recv_us[rows],
         price=chunk.price[rows],
@@ -84,24 +87,37 @@ class PartitionBatcher:
         self.max_trades = max_trades
         self.linger_s = linger_s
         self._pending = [_Pending() for _ in range(partitions)]
+        self._partition_of: dict[str, int] = {}
 
     def add(self, chunk: TradeBatch) -> list[tuple[int, TradeBatch]]:
         """Split `chunk` by partition and return the (partition, batch) pairs now full."""
         if len(chunk) == 0:
             return []
-        symbol_partition = np.array(
-            [partition_for(s, self.partitions) for s in chunk.instruments], dtype=np.int32
-        )
-        trade_partition = symbol_partition[chunk.instrument_index]
+        used = np.flatnonzero(np.bincount(chunk.instrument_index, minlength=len(chunk.instruments)))
+        compact = np.empty(len(chunk.instruments), dtype=np.int32)
+        compact[used] = np.arange(len(used), dtype=np.int32)
+        local = compact[chunk.instrument_index]  # each trade's symbol among those used
+        names = [chunk.instruments[i] for i in used.tolist()]
+        symbol_partition = np.array([self._partition(s) for s in names], dtype=np.int32)
+        trade_partition = symbol_partition[local]
         order = np.argsort(trade_partition, kind="stable")
         bounds = np.searchsorted(trade_partition[order], np.arange(self.partitions + 1))
+        position = np.empty(len(names), dtype=np.int32)  # a symbol's index in its part
         now = time.monotonic()
         ready = []
         for p in range(self.partitions):
             lo, hi = bounds[p], bounds[p + 1]
             if lo == hi:
                 continue
-            part = chunk if hi - lo == len(chunk) else _select(chunk, order[lo:hi])
+            if hi - lo == len(chunk) and len(names) == len(chunk.instruments):
+                part = chunk  # one partition, every symbol used: already compact
+            else:
+                mine = np.flatnonzero(symbol_partition == p)
+                position[mine] = np.arange(len(mine), dtype=np.int32)
+                rows = order[lo:hi]
+                part = _select(
+                    chunk, rows, tuple(names[i] for i in mine.tolist()), position[local[rows]]
+                )
             pending = self._pending[p]
             if not pending.chunks:
                 pending.since_s = now
@@ -124,12 +140,14 @@ class PartitionBatcher:
         """Return every pending batch, for shutdown."""
         return [(p, self._take(p)) for p, pending in enumerate(self._pending) if pending.chunks]
 
+    def _partition(self, symbol: str) -> int:
+        partition = self._partition_of.get(symbol)
+        if partition is None:
+            partition = self._partition_of[symbol] = partition_for(symbol, self.partitions)
+        return partition
+
     def _take(self, partition: int) -> TradeBatch:
         pending = self._pending[partition]
         chunks = pending.chunks
         self._pending[partition] = _Pending()
-        return chunks[0] if len(chunks) == 1 and _is_compact(chunks[0]) else _merge(chunks)
-
-
-def _is_compact(batch: TradeBatch) -> bool:
-    return len(np.unique(batch.instrument_index)) == len(batch.instruments)
+        return chunks[0] if len(chunks) == 1 else _merge(chunks)

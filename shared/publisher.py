@@ -1,12 +1,20 @@
-"""A confluent-kafka producer that counts what Kafka acknowledged and what it refused."""
+"""A confluent-kafka producer that counts what Kafka acknowledged and what it refused.
+
+Besides `flush`, which waits for everything queued, the publisher numbers the messages it
+queues, so that a caller can wait for the ones queued before a `mark` while it goes on
+producing (`settled`): librdkafka's flush only returns once its queue is empty.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import threading
+import time
 from collections import Counter as Tally
 from collections.abc import Callable
-from typing import cast
+from typing import Final, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -16,18 +24,28 @@ from shared.metrics import ACKED_MESSAGES, DELIVERY_FAILURES
 log = logging.getLogger(__name__)
 
 OnAck = Callable[[], None]
+SETTLED_POLL_S: Final = 0.005
 
 
 class Publisher:
-    """Produce with acks=all; `flush` raises DeliveryError if anything was not acknowledged."""
+    """Produce with acks=all; `flush` raises DeliveryError if anything was not acknowledged.
 
-    def __init__(self, config: dict[str, object]) -> None:
+    Delivery callbacks run when someone polls. By default every produce polls once; an owner
+    that polls on a timer passes `poll_after_produce=False`: a poll releases the GIL, and while
+    another thread holds it, taking it back waits up to the interpreter's switch interval.
+    """
+
+    def __init__(self, config: dict[str, object], *, poll_after_produce: bool = True) -> None:
         self._producer = Producer(config)
+        self._poll_after_produce = poll_after_produce
         self.acked: Tally[str] = Tally()
         self.failed: Tally[str] = Tally()
         ACKED_MESSAGES.track(self.acked)
         self._partition_counts: dict[str, int] = {}
         self._tallying = threading.Lock()
+        self._queued = 0  # messages handed to librdkafka so far, numbered from 0
+        self._settled_below = 0  # every message numbered below this is acknowledged or failed
+        self._settled_ahead: set[int] = set()  # settled out of order, numbered above that
 
     def produce(
         self,
@@ -39,24 +57,30 @@ class Publisher:
         on_ack: OnAck | None = None,
     ) -> None:
         """Queue one message; block (serving callbacks) while librdkafka's queue is full."""
+        number = self._number(1)
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
-            self._delivered(err, msg)
+            self._delivered(err, msg, number)
             if err is None and on_ack is not None:
                 on_ack()
 
-        while True:
-            try:
-                if partition is None:
-                    self._producer.produce(topic, value, key=key, on_delivery=delivered)
-                else:
-                    self._producer.produce(
-                        topic, value, key=key, partition=partition, on_delivery=delivered
-                    )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
+        try:
+            while True:
+                try:
+                    if partition is None:
+                        self._producer.produce(topic, value, key=key, on_delivery=delivered)
+                    else:
+                        self._producer.produce(
+                            topic, value, key=key, partition=partition, on_delivery=delivered
+                        )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        except BaseException:
+            self._settle(number)  # never queued: nothing will report it
+            raise
+        if self._poll_after_produce:
+            self._producer.poll(0)
 
     def produce_batch(self, topic: str, partition: int, messages: list[dict[str, object]]) -> None:
         """Queue many messages (dicts of value and key) for one partition in one call.
@@ -72,9 +96,16 @@ class Publisher:
             self._partition_counts[topic] = self.partitions(topic)
         if not 0 <= partition < self._partition_counts[topic]:
             raise DeliveryError(f"{topic} has no partition {partition}")
+        # One partition reports deliveries in the order it was given the messages, so the
+        # k-th report of this batch settles its k-th number.
+        numbers = itertools.count(self._number(len(messages)))
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            self._delivered(err, msg, next(numbers))
+
         while messages:
             queued = self._producer.produce_batch(
-                topic, messages, partition=partition, on_delivery=self._delivered
+                topic, messages, partition=partition, on_delivery=delivered
             )
             if queued == len(messages):
                 break
@@ -82,20 +113,68 @@ class Publisher:
             for message in messages:
                 error = cast(KafkaError, message.pop("_error"))
                 if error.code() != KafkaError._QUEUE_FULL:
+                    for _ in messages:  # never queued: nothing will report them
+                        self._settle(next(numbers))
                     raise DeliveryError(f"cannot queue a message for {topic}: {error}")
             self._producer.poll(0.05)
-        self._producer.poll(0)
+        if self._poll_after_produce:
+            self._producer.poll(0)
 
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        topic = msg.topic() or "?"
-        if err is None:
-            with self._tallying:  # a flush in a thread and a poll on the loop both call back
-                self.acked[topic] += 1
-            return
+    def _number(self, count: int) -> int:
+        """Number `count` messages about to be queued; return the first number."""
         with self._tallying:
+            first = self._queued
+            self._queued += count
+        return first
+
+    def _delivered(self, err: KafkaError | None, msg: Message, number: int) -> None:
+        topic = msg.topic() or "?"
+        with self._tallying:  # a flush in a thread and a poll on the loop both call back
+            self._settle_locked(number)
+            if err is None:
+                self.acked[topic] += 1
+                return
             self.failed[topic] += 1
         DELIVERY_FAILURES.labels(topic).inc()
         log.error("delivery to %s partition %s failed: %s", topic, msg.partition(), err)
+
+    def _settle(self, number: int) -> None:
+        with self._tallying:
+            self._settle_locked(number)
+
+    def _settle_locked(self, number: int) -> None:
+        if number != self._settled_below:
+            self._settled_ahead.add(number)
+            return
+        number += 1
+        while number in self._settled_ahead:
+            self._settled_ahead.remove(number)
+            number += 1
+        self._settled_below = number
+
+    def mark(self) -> int:
+        """Return a mark that `settled` compares with: it covers every message queued so far."""
+        return self._queued
+
+    async def settled(self, mark: int, timeout_s: float = 30.0) -> None:
+        """Wait until Kafka acknowledged every message queued before `mark`, serving callbacks.
+
+        Raise DeliveryError as `flush` does: if Kafka refused a message, or after `timeout_s`.
+        Messages queued meanwhile are not waited for, so the caller may go on producing.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._producer.poll(0)
+            if sum(self.failed.values()):
+                raise DeliveryError(f"Kafka refused messages: {dict(self.failed)}")
+            if self._settled_below >= mark:
+                return
+            if time.monotonic() > deadline:
+                raise DeliveryError(
+                    f"{mark - self._settled_below} or more messages still unacknowledged "
+                    f"after {timeout_s:.0f} s"
+                )
+            await asyncio.sleep(SETTLED_POLL_S)
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery callbacks."""

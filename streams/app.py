@@ -13,7 +13,10 @@ that runs a subset joins a group of its own, named after the subset.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -31,6 +34,8 @@ from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 
 DELIVERY_POLL_S: Final = 0.05
+REFREEZE_AFTER_S: Final = 10.0
+GIL_SWITCH_INTERVAL_S: Final = 0.001
 
 # agent name -> the module whose install(worker) declares it
 AGENTS: Final = {
@@ -38,6 +43,9 @@ AGENTS: Final = {
     "aggregate_bars": "streams.bars.agent",
     "sink_bars": "streams.sink.agent",
 }
+# How long each agent lets a fetch wait at the broker (ms): short where someone watches the
+# output live, long for the sink, which writes in batches; fewer fetches cost the broker less.
+FETCH_MAX_WAIT_MS: Final = {"tally_trades": 100, "aggregate_bars": 10, "sink_bars": 500}
 
 
 class WorkerSettings(BaseSettings):
@@ -56,8 +64,9 @@ class WorkerSettings(BaseSettings):
     session_timeout_s: float = Field(6.0, gt=0)
     heartbeat_interval_s: float = Field(0.5, gt=0)
     commit_interval_s: float = Field(0.5, gt=0)
-    # How long a fetch waits for data on partitions that have none (Faust hard-codes 1500 ms).
-    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000)
+    # How long a fetch waits for data on partitions that have none (Faust hard-codes 1500 ms);
+    # unset, the shortest wait the worker's agents ask for (FETCH_MAX_WAIT_MS).
+    fetch_max_wait_ms: int | None = Field(None, ge=0, le=60_000)
 
     @field_validator("agents")
     @classmethod
@@ -73,6 +82,13 @@ class WorkerSettings(BaseSettings):
     @property
     def agent_names(self) -> list[str]:
         return self.agents.split(",")
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """The fetch wait: MS_WORKER_FETCH_MAX_WAIT_MS, else the shortest its agents ask for."""
+        if self.fetch_max_wait_ms is not None:
+            return self.fetch_max_wait_ms
+        return min(FETCH_MAX_WAIT_MS[name] for name in self.agent_names)
 
     @property
     def group_id(self) -> str:
@@ -134,16 +150,20 @@ def create_app(
     """Build the Faust app, install the selected agents and serve the status endpoints.
 
     Agents produce with one confluent-kafka Publisher (acks=all, idempotent): faster than
-    Faust's aiokafka producer, and its flush tells exactly when outputs are acknowledged.
-    Agent modules may add routes to `Worker.status` while they install. The status port is
-    bound here, before Faust starts, so that a taken one raises ConfigError naming
-    MS_WORKER_HTTP_PORT instead of crashing the worker from inside a task.
+    Faust's aiokafka producer, and its delivery reports tell exactly which outputs are
+    acknowledged; a timer serves them, so producing never gives up the GIL. Agent modules may
+    add routes to `Worker.status` while they install. The status port is bound here, before
+    Faust starts, so that a taken one raises ConfigError naming MS_WORKER_HTTP_PORT instead of
+    crashing the worker from inside a task.
+
+    Faust's consumer runs in a thread of its own and hands every fetch to the event loop;
+    a thread that gave up the GIL (for I/O, a poll, a kernel) waits for the holder's switch
+    interval to take it back, so the worker shortens that interval to GIL_SWITCH_INTERVAL_S.
     """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     status_socket = listen(worker.http_host, worker.http_port, "MS_WORKER_HTTP_PORT")
     app = faust.App(worker.group_id, **faust_config(worker, kafka))
-    app.transport = Transport(
-        app.conf.broker_consumer, app, fetch_max_wait_ms=worker.fetch_max_wait_ms
-    )
+    app.transport = Transport(app.conf.broker_consumer, app, fetch_max_wait_ms=worker.fetch_wait_ms)
     checks = {
         "kafka": kafka_check(kafka.bootstrap),
         "database": database_check(database.url.get_secret_value()),
@@ -152,7 +172,8 @@ def create_app(
         app=app,
         codec=codec,
         publisher=Publisher(
-            kafka.producer_config(f"{worker.group_id}-worker") | {"partitioner": "murmur2_random"}
+            kafka.producer_config(f"{worker.group_id}-worker") | {"partitioner": "murmur2_random"},
+            poll_after_produce=False,
         ),
         settings=worker,
         kafka=kafka,
@@ -169,6 +190,20 @@ def create_app(
     async def serve_deliveries() -> None:
         """Hand Kafka's acknowledgements to the publisher even while no agent produces."""
         built.publisher.poll()
+
+    @app.task
+    async def keep_long_lived_heap_out_of_gc() -> None:
+        """Exempt the worker's long-lived objects from the cyclic collector, whose full passes
+        over them hold every agent and the consumer thread at once.
+
+        Start-up allocates most of them (Faust, numpy, the agents); the first messages load the
+        numba kernels and fill the books, so the heap is frozen again REFREEZE_AFTER_S later.
+        Frozen objects are still freed by reference counting.
+        """
+        gc.freeze()
+        await asyncio.sleep(REFREEZE_AFTER_S)
+        gc.collect()
+        gc.freeze()
 
     @app.task
     async def serve_status() -> None:

@@ -1,10 +1,11 @@
 """Faust's aiokafka transport, with the worker consumer's fetch wait made a setting.
 
-faust-streaming hard-codes `fetch_max_wait_ms=1500` for worker consumers. A fetch for partitions
-that have nothing new waits that long before the broker answers, and partitions with data wait
-behind it in the same request: measured on the embedded broker, the last partitions of a
-backlog arrived up to 1.5 s late, and a quiet stream's bars as much. This transport is Faust's
-own, except that the consumer is built with `fetch_max_wait_ms` from `MS_WORKER_FETCH_MAX_WAIT_MS`.
+faust-streaming hard-codes `fetch_max_wait_ms=1500` for worker consumers. Kafka answers a fetch
+as soon as any of its partitions has data, so there the wait only bounds an idle fetch. The
+embedded broker (Tansu) answers at once too if data is there, but a fetch that found none looks
+again only after half the wait, then after half of what is left: a message that lands meanwhile
+is seen up to half the wait late, and so are the bars it closes. This transport is Faust's own,
+except that the consumer is built with `WorkerSettings.fetch_wait_ms`.
 """
 
 from __future__ import annotations

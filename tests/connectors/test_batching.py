@@ -287,6 +287,23 @@ def test_partition_batcher_single_chunk_sparse_dictionary_is_compacted() -> None
     assert batch.instrument_index.tolist() == [0, 0, 0]
 
 
+def test_partition_batcher_one_chunk_over_several_partitions_each_part_names_its_own() -> None:
+    # Arrange: a few trades, a dictionary of every symbol
+    chunk = _chunk(SYMBOLS, [0, 3, 5, 0, 7, 3])
+    batcher = PartitionBatcher(PARTITIONS, max_trades=BIG, linger_s=60)
+
+    # Act
+    batcher.add(chunk)
+    drained = batcher.drain()
+
+    # Assert: each part holds only the symbols its trades use, all of its own partition
+    for partition, batch in drained:
+        assert set(batch.instruments) == set(batch.instrument_column())
+        assert {partition_for(s, PARTITIONS) for s in batch.instruments} == {partition}
+    rows = sorted(row for _, batch in drained for row in _rows(batch))
+    assert rows == sorted(_rows(chunk))
+
+
 def test_partition_batcher_chunks_with_different_dictionaries_merge_by_symbol() -> None:
     # Arrange: the same symbols at different positions in each chunk's dictionary
     batcher = PartitionBatcher(1, max_trades=BIG, linger_s=60)

@@ -1,0 +1,31 @@
+"""WorkerSettings.fetch_wait_ms: the agents' fetch waits unless the variable sets one."""
+
+from __future__ import annotations
+
+from streams.app import FETCH_MAX_WAIT_MS, WorkerSettings
+
+
+def test_worker_settings_fetch_wait_unset_takes_shortest_of_its_agents() -> None:
+    # Arrange
+    settings = WorkerSettings(agents="tally_trades,aggregate_bars", fetch_max_wait_ms=None)
+
+    # Act / Assert
+    assert settings.fetch_wait_ms == FETCH_MAX_WAIT_MS["aggregate_bars"]
+    assert FETCH_MAX_WAIT_MS["aggregate_bars"] < FETCH_MAX_WAIT_MS["tally_trades"]
+
+
+def test_worker_settings_fetch_wait_sink_alone_waits_longer_than_bar_worker() -> None:
+    # Arrange
+    sink = WorkerSettings(agents="sink_bars", fetch_max_wait_ms=None)
+    bars = WorkerSettings(agents="aggregate_bars", fetch_max_wait_ms=None)
+
+    # Act / Assert
+    assert sink.fetch_wait_ms == FETCH_MAX_WAIT_MS["sink_bars"] > bars.fetch_wait_ms
+
+
+def test_worker_settings_fetch_wait_set_overrides_every_agent() -> None:
+    # Arrange
+    settings = WorkerSettings(agents="sink_bars", fetch_max_wait_ms=250)
+
+    # Act / Assert
+    assert settings.fetch_wait_ms == 250
