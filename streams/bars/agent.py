@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import numpy as np
@@ -30,13 +35,25 @@ from shared.settings import BarsSettings, load_settings
 from shared.topics import BAR_BATCHES, BARS, TRADES
 from streams.app import Worker, manual_acks
 from streams.bars.checkpoints import Checkpoint, CheckpointStore
-from streams.bars.core import BarBook, BarsConfig, FoldResult, FoldScratch, encode_snapshot
+from streams.bars.core import (
+    BarBook,
+    BarsConfig,
+    ChannelSeqs,
+    FoldResult,
+    FoldScratch,
+    encode_snapshot,
+    summarize_snapshot,
+)
 from streams.bars.frames import BarFrames
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 COMPONENT = "worker.aggregate_bars"
 MAX_UNCHECKPOINTED = 2000  # messages held unacknowledged while checkpoints fail, then wait
+GOLDEN_RATIO_FRACTION = (5**0.5 - 1) / 2
+BACKGROUND_NICENESS = 10
 
 
 @dataclass
@@ -81,6 +98,62 @@ def stale_because(
     return None
 
 
+def discard_because(
+    checkpoint: Checkpoint, incarnation: TopicIncarnation, partition: int, layout: str
+) -> tuple[str, int] | None:
+    """Say why the checkpoint cannot be restored and after which offset to resume, or None.
+
+    The incarnation is judged first: a checkpoint of a lost topic resumes nowhere (-1: every
+    message of the new topic is new), whatever its layout. One of this topic taken with other
+    intervals, grace or max lateness resumes after its offset, its windows dropped.
+    """
+    if stale := stale_because(checkpoint, incarnation, partition):
+        return stale, -1
+    if checkpoint.layout != layout:
+        return "it was taken with other intervals, grace or max lateness", checkpoint.offset
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """What a checkpoint saves: the book as of `offset`, the events it covers, and the
+    publisher's mark, which their outputs must be acknowledged up to first."""
+
+    offset: int
+    arrays: dict[str, Any]
+    events: list[Any]
+    mark: int
+
+
+def yield_cpu_to_the_stream() -> None:
+    """Lower the calling thread's CPU priority (Linux, where threads have their own): a
+    checkpoint compresses in the background and must not take a core from the stream."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+
+
+def checkpoint_phase(partition: int) -> float:
+    """Return where in the checkpoint interval the partition's checkpoints fall, in [0, 1).
+
+    Multiples of the golden ratio land far apart for any set of partitions, so the checkpoints
+    of whichever partitions a worker owns are spread over the interval: their compressions and
+    saves do not all take the second core at once.
+    """
+    return (partition * GOLDEN_RATIO_FRACTION) % 1.0
+
+
+async def _retrying(partition: int, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Await `attempt()` until it does not raise TransientError, backing off up to 30 s."""
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except TransientError as exc:
+            failures += 1
+            log.warning("partition %d: %s; retrying", partition, exc)
+            await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+
+
 class BarAggregator:
     """Fold messages into per-partition books; publish bars; checkpoint and acknowledge."""
 
@@ -96,59 +169,81 @@ class BarAggregator:
         self.scratch = FoldScratch()  # shared by the books: folds never overlap
         self.bars_partitions = 0
         self._lengths_us = self.config.lengths_us
+        # BARS_EMITTED's children: first emissions per interval, then revisions per interval
+        self._emitted = [
+            BARS_EMITTED.labels(name, kind)
+            for kind in ("first", "revision")
+            for name, _ in self.config.intervals
+        ]
+        self._trades_processed = TRADES_PROCESSED.labels("aggregate_bars")
         self._saving = asyncio.Lock()
+        self._compressing = ThreadPoolExecutor(
+            1, "bar-checkpoints", initializer=yield_cpu_to_the_stream
+        )
 
     async def book_of(self, partition: int) -> PartitionBook:
         """Return the partition's book, restoring its checkpoint the first time (retrying)."""
         if partition in self.books:
             return self.books[partition]
         checkpoint, incarnation = await self._load(partition)
-        if checkpoint is not None and checkpoint.layout != self.config.fingerprint():
-            log.warning(
-                "partition %d: checkpoint has other intervals; starting empty at %d",
-                partition,
-                checkpoint.offset,
-            )
-            book = PartitionBook(BarBook(self.config, scratch=self.scratch), checkpoint.offset)
-        elif checkpoint is not None and (
-            stale := stale_because(checkpoint, incarnation, partition)
+        if checkpoint is None:
+            book = PartitionBook(BarBook(self.config, scratch=self.scratch), -1)
+        elif discarded := discard_because(
+            checkpoint, incarnation, partition, self.config.fingerprint()
         ):
-            old = BarBook.restore(self.config, checkpoint.state, self.scratch)
-            log.warning(
-                "partition %d: discarding the bar checkpoint as of offset %d: %s. Bars start "
-                "from this topic's data; %d windows still open in the checkpoint are dropped, "
-                "and channel sequence numbers continue where they were",
-                partition,
-                checkpoint.offset,
-                stale,
-                old.open_windows(),
-            )
-            book = PartitionBook(old.sequences_only(), -1)
-        elif checkpoint is not None:
+            reason, resume_after = discarded
+            book = await self._discard(partition, checkpoint, reason, resume_after)
+        else:
             book = PartitionBook(
                 BarBook.restore(self.config, checkpoint.state, self.scratch), checkpoint.offset
             )
             log.info("partition %d: restored bars as of offset %d", partition, checkpoint.offset)
-        else:
-            book = PartitionBook(BarBook(self.config, scratch=self.scratch), -1)
         book.topic_id = incarnation.topic_id
+        book.checkpointed_s -= self.checkpoint_interval_s * checkpoint_phase(partition)
         self.books[partition] = book
         return book
 
+    async def _discard(
+        self, partition: int, checkpoint: Checkpoint, reason: str, resume_after: int
+    ) -> PartitionBook:
+        """Start a book without the checkpoint's windows, resuming after `resume_after` (-1 for
+        a new incarnation of the topic, where every message is new).
+
+        Its channels continue from the highest seq known: the checkpoint's, or that of a bar
+        the sink stored, which may have been emitted after the checkpoint (its message may be
+        gone with the topic, but subscribers may have seen it)."""
+        old = summarize_snapshot(checkpoint.state)
+        seqs = dict(old.seqs)
+        for channel, seq in (await self._stored_seqs(partition, old.instruments)).items():
+            seqs[channel] = max(seq, seqs.get(channel, 0))
+        book = BarBook.continuing(self.config, seqs, self.scratch)
+        log.warning(
+            "partition %d: discarding the bar checkpoint as of offset %d: %s. Bars start from "
+            "%s; %d windows still open in the checkpoint are dropped, and channel sequence "
+            "numbers continue where they were",
+            partition,
+            checkpoint.offset,
+            reason,
+            "this topic's data" if resume_after < 0 else f"offset {resume_after + 1}",
+            old.open_windows,
+        )
+        return PartitionBook(book, resume_after)
+
     async def _load(self, partition: int) -> tuple[Checkpoint | None, TopicIncarnation]:
         """Return the partition's checkpoint and the topic as the broker has it, retrying."""
-        attempt = 0
-        while True:
-            try:
-                checkpoint = await self.store.load(partition)
-                incarnation = await asyncio.to_thread(
-                    topic_incarnation, self.worker.kafka.bootstrap, TRADES
-                )
-                return checkpoint, incarnation
-            except TransientError as exc:
-                attempt += 1
-                log.warning("partition %d: %s; retrying", partition, exc)
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+
+        async def load() -> tuple[Checkpoint | None, TopicIncarnation]:
+            checkpoint = await self.store.load(partition)
+            incarnation = await asyncio.to_thread(
+                topic_incarnation, self.worker.kafka.bootstrap, TRADES
+            )
+            return checkpoint, incarnation
+
+        return await _retrying(partition, load)
+
+    async def _stored_seqs(self, partition: int, instruments: list[str]) -> ChannelSeqs:
+        """The sink's highest stored seq per channel of these instruments, retrying."""
+        return await _retrying(partition, lambda: self.store.stored_seqs(instruments))
 
     async def handle(self, event: faust.EventT[bytes]) -> None:
         message = event.message
@@ -162,11 +257,11 @@ class BarAggregator:
             self.dead_letters.reject_event(event, "undecodable", str(exc))
         else:
             self.publish(state, state.book.fold(batch), message.partition, message.offset)
-            TRADES_PROCESSED.labels("aggregate_bars").inc(len(batch))
+            self._trades_processed.inc(len(batch))
         state.offset = message.offset
         state.pending.append(event)
         if time.monotonic() - state.checkpointed_s >= self.checkpoint_interval_s:
-            await self.checkpoint(message.partition)
+            self.checkpoint(message.partition)
         if len(state.pending) > MAX_UNCHECKPOINTED:  # saves are slow or failing: hold the stream
             await state.settled()
             if len(state.pending) > MAX_UNCHECKPOINTED:
@@ -216,24 +311,25 @@ class BarAggregator:
         counts = np.bincount(
             bars.interval_index + per_interval * ~first, minlength=2 * per_interval
         )
-        due_us = bars.ts_us + self._lengths_us[bars.interval_index] + self.config.grace_us
-        for k, (name, _) in enumerate(self.config.intervals):
-            for kind, count in (("first", counts[k]), ("revision", counts[per_interval + k])):
-                if count:
-                    BARS_EMITTED.labels(name, kind).inc(int(count))
-            mine = first & (bars.interval_index == k)
-            if mine.any():
-                delay_us = bars.ts_recv_us - int(due_us[mine].min())
-                BAR_EMIT_DELAY.observe(max(0, delay_us) / 1e6)
+        for i in np.flatnonzero(counts).tolist():
+            self._emitted[i].inc(int(counts[i]))
+        if first.any():
+            intervals = bars.interval_index[first]
+            due_us = bars.ts_us[first] + self._lengths_us[intervals] + self.config.grace_us
+            earliest_us = np.full(per_interval, np.iinfo(np.int64).max)
+            np.minimum.at(earliest_us, intervals, due_us)
+            for due in earliest_us[counts[:per_interval] > 0].tolist():
+                BAR_EMIT_DELAY.observe(max(0, bars.ts_recv_us - due) / 1e6)
 
-    async def checkpoint(self, partition: int) -> None:
-        """Make the partition's outputs durable, then save its book and acknowledge its input.
+    def checkpoint(self, partition: int) -> None:
+        """Start saving the partition's book; its input is acknowledged once the save is done.
 
-        The book, its offset and the events it covers are captured together before the first
-        await, and the partition stays claimed until the save is done, so checkpoints of a
-        partition never overlap and never land out of order. The caller waits for the Kafka
-        flush (a few ms); compressing and saving run in the background, one at a time per
-        worker, and the events are acknowledged after the save.
+        The book, its offset, the events it covers and the publisher's mark are captured
+        together, and the partition stays claimed until the save is done, so checkpoints of a
+        partition never overlap and never land out of order. The rest runs in the background,
+        while the stream goes on (a flush would hold it until Kafka acknowledged everything):
+        wait until Kafka acknowledged the outputs up to the mark, compress and save (one at a
+        time per worker), then acknowledge the events.
         """
         state = self.books.get(partition)
         if state is None or not state.pending or state.checkpointing:
@@ -241,29 +337,22 @@ class BarAggregator:
         state.checkpointing = True
         events, state.pending = state.pending, []
         offset, arrays = state.offset, state.book.snapshot_arrays()
+        mark = self.worker.publisher.mark()
         state.checkpointed_s = time.monotonic()
-        try:
-            await asyncio.to_thread(self.worker.publisher.flush)
-        except BaseException:
-            state.pending[:0] = events
-            state.checkpointing = False
-            raise
-        state.saving = asyncio.create_task(self._save(partition, state, offset, arrays, events))
+        state.saving = asyncio.create_task(
+            self._save(partition, state, Capture(offset, arrays, events, mark))
+        )
 
-    async def _save(
-        self,
-        partition: int,
-        state: PartitionBook,
-        offset: int,
-        arrays: dict[str, Any],
-        events: list[Any],
-    ) -> None:
+    async def _save(self, partition: int, state: PartitionBook, capture: Capture) -> None:
         try:
+            await self.worker.publisher.settled(capture.mark)
             async with self._saving:  # one compression at a time: it shares the second core
-                snapshot = await asyncio.to_thread(encode_snapshot, arrays)
+                snapshot = await asyncio.get_running_loop().run_in_executor(
+                    self._compressing, encode_snapshot, capture.arrays
+                )
                 await self.store.save(
                     partition,
-                    Checkpoint(offset, self.config.fingerprint(), snapshot, state.topic_id),
+                    Checkpoint(capture.offset, self.config.fingerprint(), snapshot, state.topic_id),
                 )
         except Exception as exc:  # whatever failed, the input is simply checkpointed later
             log.warning(
@@ -273,21 +362,26 @@ class BarAggregator:
                 exc,
                 exc_info=not isinstance(exc, TransientError),
             )
-            state.pending[:0] = events
+            state.pending[:0] = capture.events
             return
         finally:
             state.saving = None
             state.checkpointing = False
         if self.books.get(partition) is state:  # still ours: the new owner commits otherwise
-            for event in events:
+            for event in capture.events:
                 event.ack()
 
     async def checkpoint_all(self) -> None:
         """Checkpoint every partition and wait until each save is done (shutdown)."""
         for partition, state in list(self.books.items()):
             await state.settled()
-            await self.checkpoint(partition)
+            self.checkpoint(partition)
             await state.settled()
+
+    async def close(self) -> None:
+        """Release the checkpoint store and the compression thread (shutdown)."""
+        await self.store.close()
+        self._compressing.shutdown()
 
     async def forget(self, partitions: set[int]) -> None:
         """Drop books of revoked partitions, once their saves are done: their next owner
@@ -314,13 +408,13 @@ def install(worker: Worker) -> None:
         due = time.monotonic() - aggregator.checkpoint_interval_s
         for partition, state in list(aggregator.books.items()):
             if state.checkpointed_s <= due:
-                await aggregator.checkpoint(partition)
+                aggregator.checkpoint(partition)
 
     # Faust's signal types expect (sender, *args, signal=..., **kwargs); ours name their arguments.
     @worker.app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def checkpoint_on_shutdown(app: faust.App, **_: Any) -> None:
         await aggregator.checkpoint_all()
-        await aggregator.store.close()
+        await aggregator.close()
 
     @worker.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:

@@ -74,5 +74,21 @@ class CheckpointStore:
         except psycopg.OperationalError as exc:
             raise TransientError(f"cannot save checkpoint of partition {partition}: {exc}") from exc
 
+    async def stored_seqs(self, instruments: list[str]) -> dict[tuple[str, str], int]:
+        """Return the highest seq the sink stored per channel (instrument, interval) of these
+        instruments: bars emitted after the last checkpoint may be there, and their seqs are
+        taken. Raise TransientError if the database is down."""
+        try:
+            connection = await self._saving.get()
+            cur = await connection.execute(
+                "select instrument, interval, max(seq) from bars"
+                " where instrument = any(%s) group by instrument, interval",
+                (instruments,),
+            )
+            rows = await cur.fetchall()
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"cannot read the stored bars' seqs: {exc}") from exc
+        return {(instrument, interval): seq for instrument, interval, seq in rows}
+
     async def close(self) -> None:
         await self._saving.close()

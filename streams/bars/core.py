@@ -24,6 +24,8 @@ from shared.intervals import parse_intervals
 from shared.models import Bar, BarBatch, TradeBatch
 from streams.bars import kernels as k
 
+ChannelSeqs = dict[tuple[str, str], int]  # (instrument, interval) -> the channel's last seq
+
 
 @dataclass(frozen=True)
 class BarsConfig:
@@ -72,6 +74,40 @@ def encode_snapshot(arrays: dict[str, NDArray[Any]]) -> bytes:
     out = io.BytesIO()
     np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
     return out.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSummary:
+    """What a snapshot of any layout tells without being restored."""
+
+    instruments: list[str]
+    seqs: ChannelSeqs  # empty from snapshots before they named their intervals
+    open_windows: int  # windows holding trades not yet emitted in full
+
+
+def summarize_snapshot(data: bytes) -> SnapshotSummary:
+    """Read a snapshot that may not be restorable (other intervals, grace or max lateness)."""
+    with np.load(io.BytesIO(data)) as arrays:
+        meta = orjson.loads(arrays["meta"].tobytes())
+        instruments = list(meta.get("instruments", meta.get("names")))
+        seqs = (
+            _channel_seqs(instruments, meta["intervals"], arrays["channel_seq"])
+            if "intervals" in meta
+            else {}
+        )
+        state = arrays["state"]
+        unfinished = int(np.count_nonzero((state == k.OPEN) | (state == k.DIRTY)))
+    return SnapshotSummary(instruments, seqs, unfinished)
+
+
+def _channel_seqs(
+    instruments: list[str], intervals: list[str], channel_seq: NDArray[np.int64]
+) -> ChannelSeqs:
+    rows, columns = np.nonzero(channel_seq[: len(instruments)])
+    return {
+        (instruments[row], intervals[column]): int(channel_seq[row, column])
+        for row, column in zip(rows.tolist(), columns.tolist(), strict=True)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,22 +351,26 @@ class BarBook:
         self.rows = {key: row for row, key in enumerate(self.row_keys)}
         self._forget_windows()
 
-    def open_windows(self) -> int:
-        """How many windows hold trades not yet emitted in full (open or awaiting a revision)."""
-        used = len(self.row_keys) * self._per
-        return int(np.count_nonzero((self.state[:used] == k.OPEN) | (self.state[:used] == k.DIRTY)))
+    def channel_seqs(self) -> ChannelSeqs:
+        """Return the last seq of every channel that has emitted: (instrument, interval) -> seq."""
+        return _channel_seqs(self.instruments, self._interval_names, self.channel_seq)
 
-    def sequences_only(self) -> BarBook:
-        """Return an empty book whose channels continue this one's sequence numbers.
+    @classmethod
+    def continuing(
+        cls, config: BarsConfig, seqs: ChannelSeqs, scratch: FoldScratch | None = None
+    ) -> BarBook:
+        """Return an empty book whose channels continue from `seqs` (those of its intervals).
 
-        For a checkpoint of another incarnation of the input topic: its windows and clocks
-        describe messages that are gone, but subscribers hold its sequence numbers, and a
-        channel's seq must never go back.
+        For a book that cannot be restored (its checkpoint is of another incarnation of the
+        input topic, or of other intervals): its windows are gone, but subscribers hold the
+        channels' sequence numbers, and a channel's seq must never go back.
         """
-        book = BarBook(self.config, scratch=self._scratch)
-        for name in self.instruments:
-            book._instrument_of(name)
-        book.channel_seq[: len(self.instruments)] = self.channel_seq[: len(self.instruments)]
+        book = cls(config, scratch=scratch)
+        column = {name: i for i, name in enumerate(book._interval_names)}
+        for (instrument, interval), seq in seqs.items():
+            if interval in column:
+                row = book._instrument_of(instrument)
+                book.channel_seq[row, column[interval]] = seq
         return book
 
     def _emitted(self, n: int) -> BarBatch:
@@ -397,6 +437,7 @@ class BarBook:
             "instruments": self.instruments,
             "rows": self.row_keys,
             "sources": self.sources,
+            "intervals": self._interval_names,
             "layout": self.config.fingerprint(),
         }
         return {
@@ -422,7 +463,9 @@ class BarBook:
             instruments = meta.get("instruments", meta.get("names"))
             rows = meta["rows"] if "rows" in meta else None
             book = cls(
-                config, capacity=max(16, len(instruments if rows is None else rows)), scratch=scratch
+                config,
+                capacity=max(16, len(instruments if rows is None else rows)),
+                scratch=scratch,
             )
             # snapshots hold only the occupied slots; the first ones held every slot in use
             occupied = (

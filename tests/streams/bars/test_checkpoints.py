@@ -104,3 +104,61 @@ def test_stale_because_topic_ids_decide_and_end_offsets_stand_in(
 
     assert (reason is None) == (stale is None)
     assert stale is None or (reason is not None and stale in reason)
+
+
+async def test_stored_seqs_are_the_highest_per_channel_of_the_instruments_asked(
+    database_url: str,
+) -> None:
+    # Arrange: bars of two channels of AAPL (one revised), one of MSFT, one of another symbol
+    rows = [
+        ("AAPL", "1m", "2026-03-02T14:30:00Z", 0, 41),
+        ("AAPL", "1m", "2026-03-02T14:31:00Z", 1, 57),
+        ("AAPL", "1s", "2026-03-02T14:31:59Z", 0, 3920),
+        ("MSFT", "1m", "2026-03-02T14:31:00Z", 0, 12),
+        ("TSLA", "1m", "2026-03-02T14:31:00Z", 0, 99),
+    ]
+    with psycopg.connect(database_url) as conn:
+        for instrument, interval, ts, revision, seq in rows:
+            conn.execute(
+                "insert into bars (instrument, interval, ts, revision, open, high, low, close,"
+                " volume, vwap, trade_count, source, ts_event, ts_recv, seq)"
+                " values (%s, %s, %s, %s, 1, 1, 1, 1, 1, 1, 1, 'alpaca', %s, %s, %s)",
+                (instrument, interval, ts, revision, ts, ts, seq),
+            )
+    store = CheckpointStore(database_url, "app", TOPIC)
+
+    # Act
+    seqs = await store.stored_seqs(["AAPL", "MSFT", "NVDA"])
+    await store.close()
+
+    # Assert
+    assert seqs == {("AAPL", "1m"): 57, ("AAPL", "1s"): 3920, ("MSFT", "1m"): 12}
+
+
+@pytest.mark.parametrize(
+    ("saved_id", "layout", "discarded"),
+    [
+        ("AaIw1vYZfROagrh48XZd5w", "bars-v1", None),
+        ("AaIw1vYZfROagrh48XZd5w", "bars-v2", ("other intervals", 3420)),
+        ("Q2xuZXcgdG9waWMgaWQhIQ", "bars-v1", ("another incarnation", -1)),
+        # a lost topic and other intervals: nothing of the new topic may be skipped
+        ("Q2xuZXcgdG9waWMgaWQhIQ", "bars-v2", ("another incarnation", -1)),
+    ],
+)
+def test_discard_because_judges_the_incarnation_before_the_layout(
+    saved_id: str, layout: str, discarded: tuple[str, int] | None
+) -> None:
+    from shared.kafka_admin import TopicIncarnation
+    from streams.bars.agent import discard_because
+
+    verdict = discard_because(
+        Checkpoint(3420, layout, b"", saved_id),
+        TopicIncarnation("AaIw1vYZfROagrh48XZd5w", {2: 9000}),
+        2,
+        "bars-v1",
+    )
+
+    if discarded is None:
+        assert verdict is None
+    else:
+        assert verdict is not None and discarded[0] in verdict[0] and verdict[1] == discarded[1]

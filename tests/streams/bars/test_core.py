@@ -11,7 +11,7 @@ from reference import reference_bars, split_too_late
 
 from shared.errors import ConfigError
 from shared.models import Bar, TradeBatch
-from streams.bars.core import BarBook, BarsConfig, FoldScratch, encode_snapshot
+from streams.bars.core import BarBook, BarsConfig, FoldScratch, encode_snapshot, summarize_snapshot
 
 T0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
 CONFIG = BarsConfig.parse("1s,5s,1m,1h,1d", grace_s=2.0, max_lateness_s=60.0)
@@ -306,3 +306,39 @@ def test_restore_reads_the_older_snapshots_that_held_every_slot() -> None:
         for b_ in (book, restored)
     ]
     assert strip[0] == strip[1] and strip[0]
+
+
+def test_bar_book_continuing_carries_on_every_channels_seq_of_its_intervals() -> None:
+    # Arrange: a book that emitted bars, its seqs, and a layout without 1h and 1d
+    book = BarBook(CONFIG)
+    book.fold(batch_of([(s, T0 + i * 1_000_000, 10.0, 1.0, 0) for i, s in enumerate("ABCAB")]))
+    book.fold(TradeBatch.heartbeat("test", T0 + 3 * 86_400_000_000))
+    seqs = book.channel_seqs()
+    fewer = BarsConfig.parse("1s,1m", grace_s=2.0, max_lateness_s=60.0)
+
+    # Act
+    continued = BarBook.continuing(fewer, seqs)
+    bars = continued.fold(batch_of([("A", T0 + 4 * 86_400_000_000, 11.0, 1.0, 0)])).bars
+    bars += continued.fold(TradeBatch.heartbeat("test", T0 + 5 * 86_400_000_000)).bars
+
+    # Assert: each channel of the kept intervals goes on right after its last seq
+    assert seqs[("A", "1s")] == 2 and seqs[("C", "1d")] == 1
+    assert {(b.interval, b.seq) for b in bars} == {
+        ("1s", seqs[("A", "1s")] + 1),
+        ("1m", seqs[("A", "1m")] + 1),
+    }
+
+
+def test_summarize_snapshot_of_another_layout_names_seqs_instruments_and_open_windows() -> None:
+    # Arrange: two windows per interval still open for "A", one closed channel for "B"
+    book = BarBook(CONFIG)
+    book.fold(batch_of([("B", T0, 10.0, 1.0, 0)]))
+    book.fold(batch_of([("A", T0 + 10_000_000, 10.0, 1.0, 0)]))
+
+    # Act
+    summary = summarize_snapshot(book.snapshot())
+
+    # Assert: B's 1s bar was emitted (seq 1); A's windows are open in every interval
+    assert summary.instruments == ["B", "A"]
+    assert summary.seqs == {("B", "1s"): 1, ("B", "5s"): 1}
+    assert summary.open_windows == len(CONFIG.intervals) + 3  # A in each, B's 1m, 1h, 1d
