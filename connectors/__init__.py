@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from connectors.base import Connector
 
 CONNECTORS: Final[dict[str, str]] = {
+    "alpaca": "connectors.alpaca:AlpacaConnector",
     "replay": "connectors.replay:ReplayConnector",
     "simulator": "connectors.simulator:SimulatorConnector",
 }

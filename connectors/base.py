@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,16 @@ class Connector(abc.ABC):
     @property
     def live(self) -> bool:
         """True if event time follows the wall clock (see connectors.event_clock)."""
+        return True
+
+    @property
+    def stale_after_s(self) -> float | None:
+        """Silence for this long while `expects_data` means a dead feed (None: never judged)."""
+        return None
+
+    def expects_data(self, now: datetime) -> bool:
+        """Whether the feed should be sending at `now` (its market trades), so that silence
+        means a dead socket rather than a quiet market."""
         return True
 
     def closes_clock(self, finished: bool) -> bool:

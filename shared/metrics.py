@@ -37,6 +37,11 @@ RECONNECTS: Final = Counter(
     "Times a connector was restarted after a transient error.",
     ["connector"],
 )
+STALE_FEEDS: Final = Counter(
+    "connector_stale_feeds",
+    "Feeds silent while their market trades, then reconnected.",
+    ["connector"],
+)
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])
 BARS_EMITTED: Final = Counter(
     "bars_emitted", "Bars published: first emissions and revisions.", ["interval", "kind"]

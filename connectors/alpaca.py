@@ -1,0 +1,154 @@
+"""Alpaca's real-time market data: stocks (`iex`, `sip`) over stream v2, crypto over v1beta3.
+
+A session connects, waits for `connected`, authenticates within Alpaca's deadline, subscribes
+to the trades of its symbols and turns each frame into one TradeBatch (see alpaca_frames).
+Every reconnect runs a new session, so it subscribes again. Alpaca's error codes decide what
+the runner does: a refused key or a plan without the feed (402, 409) and requests it will
+refuse again (400, 405, 410) are fatal for the provider; a taken connection slot (406), a
+missed auth deadline (404), a slow client (407) or an internal error (500) are transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import ClassVar, Final, Literal
+
+import orjson
+import websockets
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import CliSuppress, SettingsConfigDict
+
+from connectors.alpaca_frames import Control, decode_frame
+from connectors.base import Connector, ConnectorConfig, Record, Rejected
+from connectors.sessions import us_equities_trading
+from shared.errors import FatalError, TransientError
+
+log = logging.getLogger(__name__)
+
+STREAM_URLS: Final = {
+    "iex": "wss://stream.data.alpaca.markets/v2/iex",
+    "sip": "wss://stream.data.alpaca.markets/v2/sip",
+    "crypto": "wss://stream.data.alpaca.markets/v1beta3/crypto/us",
+}
+FATAL_CODES: Final = {400, 401, 402, 403, 405, 409, 410}
+MSGPACK: Final = "application/msgpack"
+CLOSE_TIMEOUT_S: Final = 0.5
+
+
+class AlpacaConfig(ConnectorConfig):
+    model_config = SettingsConfigDict(
+        env_prefix="MS_ALPACA_", extra="forbid", populate_by_name=True
+    )
+
+    feed: Literal["iex", "sip", "crypto"] = Field("iex", description="Alpaca data feed")
+    url: str = Field("", description="stream URL; empty: Alpaca's for the feed")
+    symbols: str = Field("AAPL,MSFT", min_length=1, description="comma-separated symbols")
+    # The names operators already use (Alpaca's docs, alpaca-py), besides ours; from the
+    # environment only, never flags (a command line is visible to every user of the machine).
+    key_id: CliSuppress[SecretStr | None] = Field(
+        None, validation_alias=AliasChoices("MS_ALPACA_KEY_ID", "ALPACA_API_KEY", "APCA_API_KEY_ID")
+    )
+    secret_key: CliSuppress[SecretStr | None] = Field(
+        None,
+        validation_alias=AliasChoices(
+            "MS_ALPACA_SECRET_KEY", "ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY"
+        ),
+    )
+    encoding: Literal["msgpack", "json"] = Field("msgpack", description="frame encoding")
+    auth_timeout_s: float = Field(10.0, gt=0, description="Alpaca's deadline for auth")
+    stale_after_s: float = Field(
+        60.0, gt=0, description="no trade for this long while the market trades: reconnect"
+    )
+
+
+class AlpacaConnector(Connector):
+    name: ClassVar[str] = "alpaca"
+    Config: ClassVar[type[ConnectorConfig]] = AlpacaConfig
+
+    def __init__(self, config: ConnectorConfig) -> None:
+        super().__init__(config)
+        assert isinstance(config, AlpacaConfig)
+        self.cfg = config
+        self.symbols = [s.strip() for s in config.symbols.split(",") if s.strip()]
+        self.url = config.url or STREAM_URLS[config.feed]
+        self.unpublished = 0  # quotes, bars, statuses ... received but not published (yet)
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.cfg.stale_after_s
+
+    def expects_data(self, now: datetime) -> bool:
+        return self.cfg.feed == "crypto" or us_equities_trading(now)
+
+    async def stream(self) -> AsyncIterator[Record | Rejected]:
+        key, secret = self._credentials()
+        headers = {"Content-Type": MSGPACK} if self.cfg.encoding == "msgpack" else {}
+        try:
+            # close_timeout: a session left with frames still queued (reading paused for
+            # backpressure) never reads the server's close frame, and would wait 10 s for it
+            async with websockets.connect(
+                self.url,
+                additional_headers=headers,
+                open_timeout=10,
+                close_timeout=CLOSE_TIMEOUT_S,
+                max_size=2**24,
+            ) as socket:
+                await self._expect(socket, "connected", timeout_s=10.0)
+                auth = {"action": "auth", "key": key, "secret": secret}
+                await socket.send(orjson.dumps(auth).decode())
+                await self._expect(socket, "authenticated", timeout_s=self.cfg.auth_timeout_s)
+                await socket.send(
+                    orjson.dumps({"action": "subscribe", "trades": self.symbols}).decode()
+                )
+                async for payload in socket:
+                    frame = decode_frame(payload, self.source, time.time_ns() // 1000)
+                    for control in frame.controls:
+                        self._on_control(control)
+                    self.unpublished += frame.unpublished
+                    for rejected in frame.rejected:
+                        yield rejected
+                    if frame.trades is not None:
+                        yield frame.trades
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise FatalError(f"alpaca refused the connection (HTTP {status})") from None
+            raise TransientError(f"alpaca answered HTTP {status}") from None
+        except websockets.ConnectionClosed as exc:
+            raise TransientError(f"alpaca closed the stream ({exc})") from None
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            raise TransientError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from None
+        raise TransientError("alpaca ended the stream")
+
+    def _credentials(self) -> tuple[str, str]:
+        if self.cfg.key_id is None or self.cfg.secret_key is None:
+            raise FatalError(
+                "alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY (or MS_ALPACA_KEY_ID and "
+                "MS_ALPACA_SECRET_KEY) in the environment"
+            )
+        return self.cfg.key_id.get_secret_value(), self.cfg.secret_key.get_secret_value()
+
+    async def _expect(
+        self, socket: websockets.ClientConnection, message: str, timeout_s: float
+    ) -> None:
+        """Read frames until a `success` with `message`; raise on an error or the deadline."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                frame = decode_frame(await socket.recv(), self.source, time.time_ns() // 1000)
+                for control in frame.controls:
+                    self._on_control(control)
+                    if control.kind == "success" and control.message == message:
+                        return
+
+    def _on_control(self, control: Control) -> None:
+        if control.kind == "subscription":
+            log.info("alpaca: subscribed to trades of %s", ",".join(control.body.get("trades", [])))
+        elif control.kind == "error":
+            what = f"alpaca error {control.code}: {control.message}"
+            if control.code in FATAL_CODES:
+                raise FatalError(what)
+            raise TransientError(what)

@@ -1,0 +1,168 @@
+"""Alpaca market-data stream frames (v2 stocks, v1beta3 crypto) to trade batches and control
+messages; no sockets here.
+
+Every frame is an array of messages, each with its type in "T": control messages (`success`,
+`subscription`, `error`) and data (`t` trades, `q` quotes, `b` bars, `u` updated bars, `d`
+daily bars, `s` statuses, `l` LULD bands, `c` corrections, `x` cancel errors, `o` orderbooks).
+Frames come as JSON text or, when the client asked for it at connect, as MessagePack, whose
+timestamps are the format's timestamp extension rather than RFC 3339 strings. The trades of a
+frame become one TradeBatch; a message that does not parse is rejected alone, the rest kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeGuard
+
+import msgpack
+import numpy as np
+import orjson
+
+from connectors.base import Rejected
+from shared.models import Side, TradeBatch
+from shared.symbols import symbol_problem
+
+CONTROL_TYPES: Final = frozenset({"success", "subscription", "error"})
+# Data Alpaca sends that this connector does not publish (yet): counted, never rejected.
+UNPUBLISHED_TYPES: Final = frozenset({"q", "b", "u", "d", "s", "l", "c", "x", "o"})
+TAKER_SIDE: Final = {"B": Side.BUY, "S": Side.SELL}
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control message: `success` (msg connected/authenticated), `subscription` (the
+    channels now subscribed) or `error` (code and msg)."""
+
+    kind: str
+    body: Mapping[str, Any]
+
+    @property
+    def code(self) -> int | None:
+        code = self.body.get("code")
+        return code if isinstance(code, int) else None
+
+    @property
+    def message(self) -> str:
+        return str(self.body.get("msg", ""))
+
+
+@dataclass(slots=True)
+class Frame:
+    """What one frame held: its trades as one batch (None without trades), its control
+    messages, the messages rejected, and how many data messages were of unpublished types."""
+
+    trades: TradeBatch | None = None
+    controls: list[Control] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    unpublished: int = 0
+
+
+def unpack(payload: bytes | str) -> Any:
+    """Decode a frame: text frames are JSON, binary ones MessagePack (timestamps as int ns)."""
+    if isinstance(payload, str):
+        return orjson.loads(payload)
+    return msgpack.unpackb(payload, timestamp=2)
+
+
+def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
+    """Parse one frame received at `recv_us`; never raises for bad input."""
+    raw = payload.encode() if isinstance(payload, str) else payload
+    frame = Frame()
+    try:
+        messages = unpack(payload)
+    except (orjson.JSONDecodeError, ValueError, msgpack.UnpackException) as exc:
+        frame.rejected.append(Rejected("undecodable", f"not JSON or MessagePack: {exc}", raw))
+        return frame
+    if not isinstance(messages, list):
+        got = type(messages).__name__
+        frame.rejected.append(Rejected("malformed_frame", f"a frame is an array, not {got}", raw))
+        return frame
+    trades = _Trades()
+    for message in messages:
+        kind = message.get("T") if isinstance(message, dict) else None
+        if kind == "t":
+            problem = trades.add(message)
+            if problem:
+                frame.rejected.append(Rejected("malformed_trade", problem, _encode(message)))
+        elif kind in CONTROL_TYPES:
+            frame.controls.append(Control(str(kind), message))
+        elif kind in UNPUBLISHED_TYPES:
+            frame.unpublished += 1
+        else:
+            detail = f"unknown message type {kind!r}" if kind else "a message without a type"
+            frame.rejected.append(Rejected("unknown_message_type", detail, _encode(message)))
+    frame.trades = trades.batch(source, recv_us)
+    return frame
+
+
+class _Trades:
+    """Columns of a frame's trades, filled message by message."""
+
+    def __init__(self) -> None:
+        self.symbols: dict[str, int] = {}
+        self.index: list[int] = []
+        self.ts_ns: list[int] = []
+        self.price: list[float] = []
+        self.size: list[float] = []
+        self.side: list[int] = []
+        self.trade_id: list[str] = []
+
+    def add(self, message: dict[str, Any]) -> str | None:
+        """Append the trade, or return why it cannot be one."""
+        symbol, price, size = message.get("S"), message.get("p"), message.get("s")
+        if not isinstance(symbol, str) or (problem := symbol_problem(symbol)):
+            return f"S {symbol!r}: {'not a string' if not isinstance(symbol, str) else problem}"
+        if not _positive_number(price):
+            return f"p {price!r} is not a positive number"
+        if not _positive_number(size):
+            return f"s {size!r} is not a positive number"
+        ts_ns = _timestamp_ns(message.get("t"))
+        if ts_ns is None:
+            return f"t {message.get('t')!r} is not an RFC 3339 time"
+        self.index.append(self.symbols.setdefault(symbol, len(self.symbols)))
+        self.ts_ns.append(ts_ns)
+        self.price.append(float(price))
+        self.size.append(float(size))
+        self.side.append(TAKER_SIDE.get(message.get("tks", ""), Side.UNKNOWN))
+        trade_id = message.get("i")
+        self.trade_id.append("" if trade_id is None else str(trade_id))
+        return None
+
+    def batch(self, source: str, recv_us: int) -> TradeBatch | None:
+        if not self.index:
+            return None
+        n = len(self.index)
+        return TradeBatch(
+            source=source,
+            instruments=tuple(self.symbols),
+            instrument_index=np.array(self.index, dtype=np.int32),
+            ts_event_us=np.array(self.ts_ns, dtype=np.int64) // 1000,
+            ts_recv_us=np.full(n, recv_us, dtype=np.int64),
+            price=np.array(self.price, dtype=np.float64),
+            size=np.array(self.size, dtype=np.float64),
+            side=np.array(self.side, dtype=np.int8) if any(self.side) else None,
+            trade_id=tuple(self.trade_id) if any(self.trade_id) else None,
+        )
+
+
+def _positive_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _timestamp_ns(value: object) -> int | None:
+    """Nanoseconds since the epoch of an RFC 3339 UTC string (JSON) or an int (MessagePack)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return None
+    try:
+        # numpy parses ISO 8601 to nanoseconds in C; Alpaca's times are UTC ("Z")
+        return int(np.datetime64(value[:-1], "ns").astype(np.int64))
+    except ValueError:
+        return None
+
+
+def _encode(message: object) -> bytes:
+    """The message as JSON, for a dead letter (MessagePack timestamps are ints by then)."""
+    return orjson.dumps(message, default=str)
