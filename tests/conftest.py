@@ -211,6 +211,15 @@ def start_process(tmp_path: Path) -> Iterator[Callable[[list[str], dict[str, str
             process.wait(10)
 
 
+def published_trades(url: str) -> float:
+    """The trades a connector has had acknowledged so far, from its /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    lines = [line for line in text.splitlines() if line.startswith("trades_published_total")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
 def wait_http(url: str, timeout_s: float = 30) -> bytes:
     """GET `url` until it answers 200; return the body."""
     import urllib.error

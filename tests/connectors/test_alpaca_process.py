@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import signal
 import time
-import urllib.request
 
 import orjson
-from conftest import decoded_trades, read_topic, wait_http
+from conftest import decoded_trades, published_trades, read_topic, wait_http
 
 from connectors.fakes.alpaca import KEY_ID, SECRET_KEY, load_recording
 from shared.codec import Codec
@@ -16,12 +15,6 @@ from shared.topics import TRADES
 from streams.embedded.ports import free_port
 
 RECORDED_TRADES = sum(1 for frame in load_recording() for m in frame if m["T"] == "t")
-
-
-def _published(url: str) -> float:
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    lines = [line for line in text.splitlines() if line.startswith("trades_published_total")]
-    return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def test_alpaca_process_against_the_fake_publishes_the_recording_with_operator_key_names(
@@ -50,7 +43,7 @@ def test_alpaca_process_against_the_fake_publishes_the_recording_with_operator_k
 
     # Act: one pass of the recording, then SIGTERM
     deadline = time.monotonic() + 30
-    while _published(url) < RECORDED_TRADES:
+    while published_trades(url) < RECORDED_TRADES:
         assert time.monotonic() < deadline, connector.output()
         time.sleep(0.1)
     connector.process.send_signal(signal.SIGTERM)

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import signal
 import time
-import urllib.request
 
 import orjson
-from conftest import decoded_trades, read_topic, wait_http
+from conftest import decoded_trades, published_trades, read_topic, wait_http
 
 from shared.codec import Codec
 from shared.topics import TRADES
 from streams.embedded.ports import free_port
-
-
-def published(url: str) -> float:
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    lines = [line for line in text.splitlines() if line.startswith("trades_published_total")]
-    return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def test_simulator_sigterm_flushes_and_topic_holds_exactly_the_acknowledged_trades(
@@ -39,7 +32,7 @@ def test_simulator_sigterm_flushes_and_topic_holds_exactly_the_acknowledged_trad
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health/live")
     deadline = time.monotonic() + 30
-    while published(url) < 20_000:
+    while published_trades(url) < 20_000:
         assert time.monotonic() < deadline, "simulator did not publish 20k trades in 30 s"
         time.sleep(0.1)
 
