@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,11 @@ class FakeAlpaca:
         live_times: bool = True,
         loop: bool = False,
         auth_timeout_s: float = 10.0,
+        key_id: str = KEY_ID,
+        secret_key: str = SECRET_KEY,
     ) -> None:
         self.frames = load_recording() if frames is None else frames
+        self.keys = (key_id, secret_key)
         self.frame_interval_s = frame_interval_s
         self.live_times = live_times
         self.loop = loop
@@ -175,10 +179,7 @@ class FakeAlpaca:
         if request.get("action") != "auth":
             await session.send([{"T": "error", "code": 401, "msg": "not authenticated"}])
             return False
-        if not self.keys_valid or (request.get("key"), request.get("secret")) != (
-            KEY_ID,
-            SECRET_KEY,
-        ):
+        if not self.keys_valid or (request.get("key"), request.get("secret")) != self.keys:
             self.auth_failures += 1
             await session.send([{"T": "error", "code": 402, "msg": "auth failed"}])
             return False
@@ -227,9 +228,16 @@ class FakeAlpaca:
 
 
 async def _main(port: int, interval_s: float) -> None:
-    fake = FakeAlpaca(frame_interval_s=interval_s, loop=True)
+    # The keys it accepts: ALPACA_API_KEY / ALPACA_SECRET_KEY if set (as `make up` sets them
+    # for both sides), else the fixed fake ones.
+    fake = FakeAlpaca(
+        frame_interval_s=interval_s,
+        loop=True,
+        key_id=os.environ.get("ALPACA_API_KEY", KEY_ID),
+        secret_key=os.environ.get("ALPACA_SECRET_KEY", SECRET_KEY),
+    )
     bound = await fake.start(port=port)
-    log.info("fake Alpaca stream on ws://127.0.0.1:%d/v2/iex (key %s)", bound, KEY_ID)
+    log.info("fake Alpaca stream on ws://127.0.0.1:%d/v2/iex", bound)
     await asyncio.Event().wait()
 
 

@@ -56,6 +56,10 @@ class StackSettings(BaseSettings):
     sink_port: int = Field(6067, ge=1, le=65535)
     connector_port: int = Field(9101, ge=1, le=65535)
     ws_port: int = Field(8765, ge=1, le=65535)
+    # The connectors to run: simulator, and alpaca (against its fake unless ALPACA_API_KEY
+    # and ALPACA_SECRET_KEY are set); the first gets connector_port, the next ones the ports after.
+    feeds: str = Field("simulator", pattern=r"^(simulator|alpaca)(,(simulator|alpaca))*$")
+    alpaca_fake_port: int = Field(8770, ge=1, le=65535)
     simulator_instruments: int = Field(50, ge=1)
     simulator_rate: float = Field(2000.0, gt=0)
     trades_partitions: int = Field(6, ge=1)
@@ -98,7 +102,7 @@ class Stack:
                     "MS_WORKER_DATA_DIR": str(self.run_dir / "sink-data"),
                 },
             ),
-            Child("simulator", ["connectors", "run", "simulator"], s.connector_port),
+            *self.feed_children(),
             Child(
                 "ws-gateway",
                 ["gateways.ws"],
@@ -106,6 +110,38 @@ class Stack:
                 {"MS_WS_SNAPSHOT_FROM_DATABASE": "true"},
             ),
         ]
+
+    @property
+    def feeds(self) -> list[str]:
+        return list(dict.fromkeys(self.s.feeds.split(",")))
+
+    def feed_children(self) -> list[Child]:
+        """A connector per feed, each with its status port; a fake provider where keys lack."""
+        children = []
+        for k, feed in enumerate(self.feeds):
+            port = self.s.connector_port + k
+            env = {"MS_CONNECTOR_HTTP_PORT": str(port)}
+            if feed == "alpaca" and not self.real_alpaca:
+                fake = self.s.alpaca_fake_port
+                keys = {
+                    "ALPACA_API_KEY": "make-up-fake-key",
+                    "ALPACA_SECRET_KEY": self.ws_api_key() + "-alpaca",
+                }
+                children.append(
+                    Child(
+                        "alpaca-fake", ["connectors.fakes.alpaca", "--port", str(fake)], fake, keys
+                    )
+                )
+                env |= keys | {
+                    "MS_ALPACA_URL": f"ws://127.0.0.1:{fake}/v2/iex",
+                    "MS_ALPACA_SYMBOLS": "AAPL,MSFT,TSLA",
+                }
+            children.append(Child(feed, ["connectors", "run", feed], port, env))
+        return children
+
+    @property
+    def real_alpaca(self) -> bool:
+        return bool(os.environ.get("ALPACA_API_KEY") and os.environ.get("ALPACA_SECRET_KEY"))
 
     def child_env(self, database_url: str) -> dict[str, str]:
         s = self.s
@@ -151,7 +187,11 @@ class Stack:
                 f"  schema registry   http://127.0.0.1:{s.api_port}/subjects",
                 f"  worker stats      http://127.0.0.1:{s.worker_port}/stats   (trades per instrument, live)",
                 f"  sink metrics      http://127.0.0.1:{s.sink_port}/metrics   (bars_sunk_total)",
-                f"  simulator metrics http://127.0.0.1:{s.connector_port}/metrics   (trades_published_total)",
+                *(
+                    f"  {feed + ' metrics':<17} http://127.0.0.1:{s.connector_port + k}/metrics"
+                    "   (trades_published_total)"
+                    for k, feed in enumerate(self.feeds)
+                ),
                 f"  WebSocket bars    ws://127.0.0.1:{s.ws_port}/?api_key=$(cat {self.run_dir}/ws-api-key)",
                 f"                    e.g. {py} -m gateways.ws.watch --url ws://127.0.0.1:{s.ws_port}"
                 f" --key-file {self.run_dir}/ws-api-key bars.1s.*",
@@ -175,6 +215,7 @@ class Stack:
             for name, port in self.s.model_dump().items()
             if name.endswith("_port")
             and name not in ("kafka_port", "postgres_port")
+            and (name != "alpaca_fake_port" or "alpaca-fake" in {c.name for c in self.children()})
             and is_listening(port)
         ]
         if taken:
@@ -264,7 +305,7 @@ class Stack:
         started_postgres: bool,
     ) -> None:
         print("stopping: connectors and workers flush first", flush=True)
-        for name in ("simulator", "ws-gateway", "worker", "sink", "api"):
+        for name in [*self.feeds, "ws-gateway", "worker", "sink", "api", *children]:
             if (p := children.get(name)) and p.poll() is None:
                 p.terminate()
                 try:

@@ -6,17 +6,22 @@ import time
 from pathlib import Path
 
 import orjson
-from conftest import run_module, wait_http
+from conftest import published_trades, run_module, wait_http
 
 from streams.embedded.ports import free_port, is_listening
 
 
 def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_path: Path) -> None:
-    ports = {
-        name: free_port() for name in ("KAFKA", "POSTGRES", "API", "WORKER", "CONNECTOR", "WS")
-    }
+    names = ("KAFKA", "POSTGRES", "API", "WORKER", "CONNECTOR", "WS", "ALPACA_FAKE")
+    ports = {name: free_port() for name in names}
     env = {f"MS_STACK_{name}_PORT": str(port) for name, port in ports.items()}
-    env |= {"MS_STACK_RUN_DIR": str(tmp_path / "run"), "MS_STACK_SIMULATOR_RATE": "5000"}
+    env |= {
+        "MS_STACK_RUN_DIR": str(tmp_path / "run"),
+        "MS_STACK_SIMULATOR_RATE": "5000",
+        "MS_STACK_FEEDS": "simulator,alpaca",  # alpaca against its fake: no keys here
+        "ALPACA_API_KEY": "",
+        "ALPACA_SECRET_KEY": "",
+    }
 
     up = run_module(["streams", "stack", "up", "--detach"], env, timeout_s=300)
     try:
@@ -26,6 +31,11 @@ def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_pa
         deadline = time.monotonic() + 60
         while orjson.loads(wait_http(f"{worker}/stats"))["trades"] < 1000:
             assert time.monotonic() < deadline, "worker saw no trades within 60 s"
+            time.sleep(0.2)
+        alpaca = f"http://127.0.0.1:{ports['CONNECTOR'] + 1}"
+        assert f"{alpaca}/metrics" in up.stdout
+        while published_trades(alpaca) < 100:
+            assert time.monotonic() < deadline, "the alpaca connector published nothing in 60 s"
             time.sleep(0.2)
         api_health = orjson.loads(wait_http(f"http://127.0.0.1:{ports['API']}/health"))
         assert api_health["status"] == "ok"
@@ -68,5 +78,6 @@ def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_pa
 
     assert down.returncode == 0 and "stopped" in down.stdout
     assert not any(is_listening(port) for port in ports.values())
-    log = (tmp_path / "run/logs/simulator.log").read_text()
-    assert '"published":' in log, "the simulator flushed and reported on shutdown"
+    for feed in ("simulator", "alpaca"):
+        log = (tmp_path / f"run/logs/{feed}.log").read_text()
+        assert '"published":' in log, f"{feed} flushed and reported on shutdown"
