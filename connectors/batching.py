@@ -53,6 +53,7 @@ def _merge(chunks: list[TradeBatch]) -> TradeBatch:
         if has_id
         else None,
         watermark_us=max(c.watermark_us for c in chunks),
+        provider=chunks[0].provider,
     )
 
 
@@ -76,6 +77,7 @@ def _select(
         if chunk.trade_id is not None
         else None,
         watermark_us=chunk.watermark_us,
+        provider=chunk.provider,
     )
 
 
@@ -118,6 +120,8 @@ class PartitionBatcher:
                 part = _select(
                     chunk, rows, tuple(names[i] for i in mine.tolist()), position[local[rows]]
                 )
+            if self._pending[p].chunks and self._pending[p].chunks[0].provider != part.provider:
+                ready.append((p, self._take(p)))  # a batch names one provider
             pending = self._pending[p]
             if not pending.chunks:
                 pending.since_s = now

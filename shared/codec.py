@@ -96,6 +96,7 @@ def encode_trade_batch_body(batch: TradeBatch) -> bytes:
         b"\x00" if batch.side is None else b"\x02" + _encode_longs(batch.side),
         b"\x00" if batch.trade_id is None else b"\x02" + _encode_strings(batch.trade_id),
         _encode_long(batch.watermark_us),
+        b"\x00" if batch.provider is None else b"\x02" + encode_string(batch.provider),
     ]
     return b"".join(parts)
 
@@ -266,10 +267,21 @@ def decode_trade_batch_body(body: memoryview) -> TradeBatch:
     side = r.longs() if r.union_branch(2) else None
     trade_id = r.strings() if r.union_branch(2) else None
     watermark = r.long()
+    provider = r.string() if r.union_branch(2) else None
     if r.pos != len(r.buf):
         raise DecodeError(f"{len(r.buf) - r.pos} unexpected bytes after the TradeBatch")
     return _checked_batch(
-        source, instruments, index, ts_event, ts_recv, price, size, side, trade_id, watermark
+        source,
+        instruments,
+        index,
+        ts_event,
+        ts_recv,
+        price,
+        size,
+        side,
+        trade_id,
+        watermark,
+        provider,
     )
 
 
@@ -284,6 +296,7 @@ def _checked_batch(
     side: NDArray[np.int64] | None,
     trade_id: tuple[str, ...] | None,
     watermark_us: int,
+    provider: str | None,
 ) -> TradeBatch:
     n = len(price)
     lengths = {len(index), len(ts_event), len(ts_recv), len(size)}
@@ -306,6 +319,7 @@ def _checked_batch(
         side=side.astype(np.int8) if side is not None else None,
         trade_id=trade_id,
         watermark_us=watermark_us,
+        provider=provider,
     )
 
 
@@ -391,6 +405,7 @@ class Codec:
             None if rec["side"] is None else np.asarray(rec["side"], dtype=np.int64),
             None if rec["trade_id"] is None else tuple(rec["trade_id"]),
             rec["watermark"],
+            rec.get("provider"),
         )
 
     def encode_bar_batch(self, batch: BarBatch) -> bytes:

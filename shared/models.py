@@ -54,6 +54,7 @@ class TradeBatch:
     side: NDArray[np.int8] | None = None
     trade_id: tuple[str, ...] | None = None
     watermark_us: int = 0
+    provider: str | None = None  # where it is not the source itself (a failover feed)
 
     def __len__(self) -> int:
         return len(self.price)

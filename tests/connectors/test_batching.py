@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -374,3 +375,20 @@ def test_partition_batcher_mixed_chunks_merged_batch_round_trips_through_codec(
     for _, batch in drained:
         decoded = codec.decode_trade_batch(codec.encode_trade_batch(batch))
         assert _rows(decoded) == _rows(batch)
+
+
+def test_partition_batcher_chunks_of_two_providers_never_share_a_batch() -> None:
+    # Arrange: a failover feed's chunks, finnhub then alpaca, into one partition
+    batcher = PartitionBatcher(1, max_trades=BIG, linger_s=60)
+    first = dataclasses.replace(_chunk(SYMBOLS, [0, 1]), provider="finnhub")
+    second = dataclasses.replace(_chunk(SYMBOLS, [2, 3]), provider="alpaca")
+
+    # Act
+    ready = batcher.add(first) + batcher.add(second)
+    drained = batcher.drain()
+
+    # Assert: the first batch left when the other provider's chunk came, in arrival order
+    assert [(p, b.provider, len(b)) for p, b in ready + drained] == [
+        (0, "finnhub", 2),
+        (0, "alpaca", 2),
+    ]

@@ -32,6 +32,9 @@ INT64_MAX = int(np.iinfo(np.int64).max)
 # --- helpers ------------------------------------------------------------------------------------
 
 
+ARCHIVE = Path(schemas.__file__).parent / "avro" / "archive" / "trade_batch.v1.avsc"
+
+
 def _fastavro_body(record: dict[str, Any], name: str = "trade_batch") -> bytes:
     out = io.BytesIO()
     fastavro.schemaless_writer(out, schemas.load(name), record)
@@ -72,6 +75,7 @@ def _record(batch: TradeBatch) -> dict[str, Any]:
         "side": None if batch.side is None else batch.side.tolist(),
         "trade_id": None if batch.trade_id is None else list(batch.trade_id),
         "watermark": batch.watermark_us,
+        "provider": batch.provider,
     }
 
 
@@ -104,6 +108,7 @@ def _batch(
 
 
 def _random_batch(rng: np.random.Generator, n: int, with_side: bool, with_id: bool) -> TradeBatch:
+    """Random columns; batches with ids also name a provider, as a failover feed's do."""
     k = int(rng.integers(1, 50))
     instruments = tuple(f"SYM{i}.{int(rng.integers(0, 1_000_000))}" for i in range(k))
     ts_event = rng.integers(0, 2_000_000_000_000_000, n, dtype=np.int64)
@@ -119,6 +124,7 @@ def _random_batch(rng: np.random.Generator, n: int, with_side: bool, with_id: bo
         trade_id=tuple(f"t{int(v)}" if v % 3 else "" for v in rng.integers(0, 10**12, n))
         if with_id
         else None,
+        provider="finnhub" if with_id else None,
     )
 
 
@@ -138,6 +144,7 @@ def _assert_batches_equal(actual: TradeBatch, expected: TradeBatch) -> None:
         assert actual.side.dtype == np.int8
         np.testing.assert_array_equal(actual.side, expected.side)
     assert actual.trade_id == expected.trade_id
+    assert actual.provider == expected.provider
 
 
 def _dead_letter(**overrides: Any) -> DeadLetter:
@@ -370,6 +377,7 @@ def test_decode_trade_batch_body_multiple_array_blocks_equals_columns() -> None:
             _primitive("long", 1) + _array("int", [[1, -1, 0], [1], [-1]]),
             _primitive("long", 1) + _array("string", [["a", ""], ["c", "d", "e"]]),
             _primitive("long", 1_767_623_400_000_000),
+            _primitive("long", 1) + _primitive("string", "finnhub"),
         ]
     )
     as_fastavro_reads_it = _fastavro_read(body)
@@ -384,6 +392,7 @@ def test_decode_trade_batch_body_multiple_array_blocks_equals_columns() -> None:
         side=np.array([1, -1, 0, 1, -1], dtype=np.int8),
         trade_id=("a", "", "c", "d", "e"),
         watermark_us=1_767_623_400_000_000,
+        provider="finnhub",
     )
     assert as_fastavro_reads_it == _record(expected)  # the hand-made body is valid Avro
 
@@ -766,12 +775,29 @@ def test_codec_decode_trade_batch_bad_union_branch_raises_decode_error(
     codec: Codec, branch: int
 ) -> None:
     # Arrange
-    body = encode_trade_batch_body(_batch())
-    corrupt = body[:-2] + _primitive("long", branch) + body[-1:]
+    body = encode_trade_batch_body(_batch())  # ends: trade_id null, watermark 0, provider null
+    corrupt = body[:-3] + _primitive("long", branch) + body[-2:]
 
     # Act / Assert
     with pytest.raises(DecodeError, match="union"):
         codec.decode_trade_batch(frame(codec.registry.id_for("trade_batch"), corrupt))
+
+
+def test_codec_decode_trade_batch_of_schema_v1_reads_without_a_provider(codec: Codec) -> None:
+    # Arrange: a message a producer of the first TradeBatch schema wrote (id 1)
+    batch = _batch(trade_id=("a1", "a2", "a3"))
+    record = _record(batch)
+    del record["provider"]
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(json.loads(ARCHIVE.read_text())), record)
+
+    # Act
+    decoded = codec.decode_trade_batch(frame(1, out.getvalue()))
+
+    # Assert
+    assert codec.registry.id_for("trade_batch") != 1
+    _assert_batches_equal(decoded, batch)
+    assert decoded.provider is None
 
 
 def test_codec_decode_trade_batch_huge_block_count_raises_decode_error(codec: Codec) -> None:
