@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
 CONNECTORS: Final[dict[str, str]] = {
     "alpaca": "connectors.alpaca:AlpacaConnector",
+    "failover": "connectors.failover:FailoverConnector",
     "finnhub": "connectors.finnhub:FinnhubConnector",
     "replay": "connectors.replay:ReplayConnector",
     "simulator": "connectors.simulator:SimulatorConnector",

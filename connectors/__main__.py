@@ -15,6 +15,7 @@ import signal
 from typing import Any, Final
 
 import orjson
+from aiohttp import web
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -28,7 +29,7 @@ from shared.metrics import UP
 from shared.publisher import Publisher
 from shared.schema_registry import schema_registry
 from shared.settings import KafkaSettings, RegistrySettings, load_settings
-from shared.status import kafka_check, serve, status_app
+from shared.status import json_response, kafka_check, serve, status_app
 from shared.topics import TRADES
 
 log = logging.getLogger("connectors")
@@ -85,12 +86,16 @@ async def run(name: str, argv: list[str]) -> int:
     kafka = load_settings(KafkaSettings)
     codec = Codec(schema_registry(load_settings(RegistrySettings)))
     require_broker(kafka.bootstrap)
+    connector = cls(config)
+    app = status_app(f"connector.{name}", {"kafka": kafka_check(kafka.bootstrap)})
+
+    async def provider_stats(_: web.Request) -> web.Response:
+        return json_response(connector.provider_stats())
+
+    app.router.add_get("/stats/providers", provider_stats)
     # A second connector beside `make up` finds 9101 taken: say so before anything is logged.
     status = await serve(
-        status_app(f"connector.{name}", {"kafka": kafka_check(kafka.bootstrap)}),
-        process.http_host,
-        process.http_port,
-        port_variable="MS_CONNECTOR_HTTP_PORT",
+        app, process.http_host, process.http_port, port_variable="MS_CONNECTOR_HTTP_PORT"
     )
     try:
         publisher = Publisher(kafka.producer_config(f"marketstream-connector-{name}"))
@@ -99,7 +104,7 @@ async def run(name: str, argv: list[str]) -> int:
         except DeliveryError as exc:
             raise ConfigError(f"MS_KAFKA_BOOTSTRAP={kafka.bootstrap}: {exc}") from exc
         runner = ConnectorRunner(
-            cls(config),
+            connector,
             publisher,
             codec,
             partitions=partitions,

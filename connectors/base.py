@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -71,6 +71,10 @@ class Connector(abc.ABC):
         """Whether the feed should be sending at `now` (its market trades), so that silence
         means a dead socket rather than a quiet market."""
         return True
+
+    def provider_stats(self) -> dict[str, dict[str, Any]]:
+        """Per provider it uses: state, health and errors, for `GET /stats/providers`."""
+        return {}
 
     def closes_clock(self, finished: bool) -> bool:
         """Whether the runner, as the run ends, advances its source's clock past every window

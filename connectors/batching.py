@@ -81,6 +81,11 @@ def _select(
     )
 
 
+def take_rows(batch: TradeBatch, rows: NDArray[np.intp]) -> TradeBatch:
+    """Return the trades `rows` of `batch`, keeping its dictionary."""
+    return _select(batch, rows, batch.instruments, batch.instrument_index[rows])
+
+
 class PartitionBatcher:
     """Accumulate trade chunks per partition; hand back batches that are full or old enough."""
 

@@ -15,13 +15,13 @@ import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from connectors.base import Connector, Record, Rejected
+from connectors.base import Connector, Rejected
 from connectors.batching import PartitionBatcher
 from connectors.event_clock import EventClock
+from connectors.watchdog import watched
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import FatalError, TransientError
@@ -29,7 +29,6 @@ from shared.metrics import (
     BATCH_SIZE,
     BATCHES_PUBLISHED,
     RECONNECTS,
-    STALE_FEEDS,
     TRADES_PUBLISHED,
 )
 from shared.models import Trade, TradeBatch
@@ -119,7 +118,7 @@ class ConnectorRunner:
         attempt = 0
         while True:
             try:
-                async for item in self._watched(self.connector.stream()):
+                async for item in watched(self.connector):
                     attempt = 0
                     self._handle(item)
                 self._handle_trades()
@@ -136,37 +135,6 @@ class ConnectorRunner:
             except FatalError:
                 self._handle_trades()
                 raise
-
-    async def _watched(
-        self, stream: AsyncIterator[Record | Rejected]
-    ) -> AsyncIterator[Record | Rejected]:
-        """Yield the stream's items; raise TransientError once it has been silent for the
-        connector's `stale_after_s` while its market trades (a socket that stays open but
-        sends nothing). Silence in a quiet market only goes on waiting."""
-        stale_s = self.connector.stale_after_s
-        pending: asyncio.Future[Record | Rejected] | None = None
-        try:
-            while True:
-                pending = asyncio.ensure_future(anext(stream))
-                while not (await asyncio.wait({pending}, timeout=stale_s))[0]:
-                    if self.connector.expects_data(datetime.now(UTC)):
-                        STALE_FEEDS.labels(self.connector.name).inc()
-                        raise TransientError(
-                            f"no data for {stale_s:.0f} s while its market trades: stale feed"
-                        )
-                try:
-                    item = pending.result()
-                except StopAsyncIteration:
-                    return
-                yield item
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
     def _handle(self, item: Trade | TradeBatch | Rejected) -> None:
         if isinstance(item, Trade):

@@ -42,6 +42,20 @@ STALE_FEEDS: Final = Counter(
     "Feeds silent while their market trades, then reconnected.",
     ["connector"],
 )
+PROVIDER_SELECTED: Final = Counter(
+    "provider_selected", "Instruments moved to a provider by failover (or back).", ["provider"]
+)
+PROVIDER_HEALTH_SCORE: Final = Gauge(
+    "provider_health_score", "A provider's health, 0 to 1, over its window.", ["provider"]
+)
+PROVIDER_CIRCUIT_STATE: Final = Gauge(
+    "provider_circuit_state", "A provider's circuit: 0 closed, 1 half-open, 2 open.", ["provider"]
+)
+PROVIDER_REQUESTS: Final = Counter(
+    "provider_requests",
+    "Sessions and requests to a provider, by outcome (ok, transient, fatal, stale).",
+    ["provider", "outcome"],
+)
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])
 BARS_EMITTED: Final = Counter(
     "bars_emitted", "Bars published: first emissions and revisions.", ["interval", "kind"]

@@ -17,6 +17,7 @@ from connectors.base import Rejected
 from connectors.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca, load_recording
 from connectors.runner import ConnectorRunner
 from connectors.sessions import us_equities_trading
+from connectors.watchdog import watched
 from shared.codec import Codec
 from shared.errors import FatalError, TransientError
 from shared.models import TradeBatch
@@ -235,20 +236,16 @@ async def test_runner_stale_feed_while_market_trades_reconnects_and_resubscribes
     assert all(s.subscribed.get("trades") for s in fake.sessions) or not fake.sessions
 
 
-async def test_runner_quiet_market_does_not_reconnect(codec: Codec) -> None:
-    # Arrange: a stock feed on a Saturday (no broker needed: nothing is published)
+async def test_watchdog_quiet_market_does_not_reconnect() -> None:
+    # Arrange: a stock feed on a Saturday
     saturday = datetime(2026, 12, 5, 15, 0, tzinfo=UTC)
     async with FakeAlpaca(live_times=True) as fake:
         connector = _connector(fake, stale_after_s=0.2)
         connector.expects_data = lambda now: us_equities_trading(saturday)  # type: ignore[method-assign]
         fake.go_silent()
-        publisher = Publisher(KafkaSettings(bootstrap="127.0.0.1:9").producer_config("quiet"))
-        runner = ConnectorRunner(
-            connector, publisher, codec, partitions=1, batch_max_trades=100, linger_ms=5
-        )
 
         # Act: five stale periods of silence
-        pending = asyncio.ensure_future(anext(runner._watched(connector.stream())))
+        pending = asyncio.ensure_future(anext(watched(connector)))
         done, _ = await asyncio.wait({pending}, timeout=1.0)
         pending.cancel()
 

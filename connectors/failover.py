@@ -1,0 +1,303 @@
+"""One feed from several providers: each instrument served by the first healthy one in its list.
+
+Every provider runs its own session (reconnect with backoff, the stale watchdog) for all the
+instruments that list it, so a backup is warm and a recovering primary is seen recovering.
+Per provider, a health score over a sliding window and a circuit breaker (connectors.health):
+a fatal error (a refused key) opens the breaker at once, repeated transient ones after the
+threshold; an open breaker is retried by one probe session after `open_s`, never in a loop.
+
+An instrument is served by the first provider of its list whose breaker is closed and whose
+score is at least `min_score`, re-judged as data arrives and every `RESELECT_S`. The overlap
+is deduplicated deterministically: once an instrument moves, the new provider's trades of it
+count only after the last event time forwarded from the old one. A provider's trades of
+instruments it does not serve are kept for `overlap_s`, so that what the new provider sent
+while the old one was failing (before the move) is forwarded from there: no gap, no repeat.
+
+The batches carry the failover's `source` (one event-time clock, so an instrument moved in a
+minute gets one bar of that minute) and the `provider` that served them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import dataclasses
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from connectors.base import Connector, ConnectorConfig, Record, Rejected
+from connectors.batching import take_rows
+from connectors.health import BreakerState, CircuitBreaker, ProviderHealth
+from connectors.runner import backoff_s
+from connectors.watchdog import StaleFeedError, watched
+from shared.errors import ConfigError, FatalError, TransientError
+from shared.metrics import (
+    PROVIDER_CIRCUIT_STATE,
+    PROVIDER_HEALTH_SCORE,
+    PROVIDER_REQUESTS,
+    PROVIDER_SELECTED,
+)
+from shared.models import TradeBatch
+
+log = logging.getLogger(__name__)
+
+RESELECT_S: Final = 0.2
+NEVER_US: Final = np.iinfo(np.int64).min
+
+
+class FailoverConfig(ConnectorConfig):
+    model_config = SettingsConfigDict(env_prefix="MS_FAILOVER_", extra="forbid")
+
+    providers: str = Field("finnhub,alpaca", description="providers, in order of preference")
+    symbols: str = Field("AAPL,MSFT", description="instruments, each served by `providers`")
+    universe_file: Path | None = Field(
+        None,
+        description="CSV with columns symbol and providers (in order, separated by |), and "
+        "optionally active; replaces --symbols and --providers",
+    )
+    source: str = Field("failover", min_length=1, description="the feed's event-time clock")
+    failure_threshold: int = Field(3, ge=1, description="transient failures in a row: open")
+    open_s: float = Field(30.0, gt=0, description="an open breaker's wait before its probe")
+    max_open_s: float = Field(600.0, gt=0, description="the longest wait after failed probes")
+    window_s: float = Field(60.0, gt=0, description="the health score's window")
+    latency_budget_s: float = Field(2.0, gt=0, description="feed delay that still scores 1")
+    stale_after_s: float = Field(30.0, gt=0, description="no data this long lowers the score")
+    min_score: float = Field(0.5, ge=0, le=1, description="the least score that serves")
+    overlap_s: float = Field(10.0, ge=0, description="how long unserved trades are kept")
+
+
+def load_universe(config: FailoverConfig) -> dict[str, list[str]]:
+    """Each active instrument and its providers in order; raise ConfigError naming the file."""
+    if config.universe_file is None:
+        providers = [p.strip() for p in config.providers.split(",") if p.strip()]
+        return {s.strip(): providers for s in config.symbols.split(",") if s.strip()}
+    try:
+        with config.universe_file.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise ConfigError(f"MS_FAILOVER_UNIVERSE_FILE: cannot read it: {exc}") from None
+    universe = {}
+    for number, row in enumerate(rows, start=2):
+        if not row.get("symbol") or not row.get("providers"):
+            raise ConfigError(
+                f"MS_FAILOVER_UNIVERSE_FILE line {number}: symbol and providers are required"
+            )
+        if (row.get("active") or "true").strip().lower() in ("false", "0", "no"):
+            continue
+        universe[row["symbol"].strip()] = [p.strip() for p in row["providers"].split("|")]
+    return universe
+
+
+@dataclass
+class _Provider:
+    name: str
+    connector: Connector
+    health: ProviderHealth
+    breaker: CircuitBreaker
+    unserved: deque[tuple[float, TradeBatch]] = field(default_factory=deque)  # (arrived, batch)
+
+
+class FailoverConnector(Connector):
+    name: ClassVar[str] = "failover"
+    Config: ClassVar[type[ConnectorConfig]] = FailoverConfig
+
+    def __init__(
+        self, config: ConnectorConfig, providers: Mapping[str, Connector] | None = None
+    ) -> None:
+        """`providers` by name; by default each is built from its settings (MS_<NAME>_*),
+        with the symbols of the instruments that list it."""
+        super().__init__(config)
+        assert isinstance(config, FailoverConfig)
+        self.cfg = config
+        self.universe = load_universe(config)
+        names = list(dict.fromkeys(p for order in self.universe.values() for p in order))
+        built = dict(providers) if providers is not None else self._build(names)
+        self.providers = {
+            name: _Provider(
+                name,
+                built[name],
+                ProviderHealth(config.window_s, config.latency_budget_s, config.stale_after_s),
+                CircuitBreaker(config.failure_threshold, config.open_s, config.max_open_s),
+            )
+            for name in names
+        }
+        self.selected: dict[str, str] = {}
+        self.resume_after_us: dict[str, int] = {}  # per instrument: its last move's seam
+        self.last_us: dict[str, int] = {}  # per instrument: the last event time forwarded
+
+    def _build(self, names: list[str]) -> dict[str, Connector]:
+        from connectors import connector_class
+
+        built = {}
+        for name in names:
+            cls = connector_class(name)
+            mine = [s for s, order in self.universe.items() if name in order]
+            built[name] = cls(cls.Config(symbols=",".join(mine)))  # type: ignore[call-arg]
+        return built
+
+    @property
+    def source(self) -> str:
+        return self.cfg.source
+
+    async def stream(self) -> AsyncIterator[Record | Rejected]:
+        queue: asyncio.Queue[tuple[str, Record | Rejected]] = asyncio.Queue(maxsize=1024)
+        feeds = [asyncio.create_task(self._feed(p, queue)) for p in self.providers.values()]
+        try:
+            for out in self._reselect():
+                yield out
+            next_reselect = time.monotonic() + RESELECT_S
+            while True:
+                try:
+                    async with asyncio.timeout(RESELECT_S):
+                        name, item = await queue.get()
+                except TimeoutError:
+                    name, item = "", None
+                if time.monotonic() >= next_reselect or item is None:
+                    next_reselect = time.monotonic() + RESELECT_S
+                    for out in self._reselect():
+                        yield out
+                if item is not None:
+                    for routed in self._route(self.providers[name], item):
+                        yield routed
+        finally:
+            for task in feeds:
+                task.cancel()
+            for task in feeds:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def provider_stats(self) -> dict[str, dict[str, Any]]:
+        served: dict[str, int] = {}
+        for provider in self.selected.values():
+            served[provider] = served.get(provider, 0) + 1
+        return {
+            p.name: {
+                "state": p.breaker.state.name.lower(),
+                "health_score": round(p.health.score, 3),
+                "error_rate": round(p.health.error_rate, 3),
+                "staleness_s": p.health.staleness_s,
+                "instruments_served": served.get(p.name, 0),
+                "errors": dict(p.health.errors),
+                "last_error": p.breaker.reason,
+            }
+            for p in self.providers.values()
+        }
+
+    async def _feed(
+        self, provider: _Provider, queue: asyncio.Queue[tuple[str, Record | Rejected]]
+    ) -> None:
+        """Run the provider's sessions for as long as the failover runs."""
+        rng, attempt = random.Random(), 0
+        while True:
+            while not provider.breaker.may_try():
+                await asyncio.sleep(0.05)
+            try:
+                async for item in watched(provider.connector):
+                    attempt = 0
+                    if isinstance(item, TradeBatch) and len(item):
+                        delay_s = max(0.0, float(np.mean(item.ts_recv_us - item.ts_event_us)) / 1e6)
+                        provider.health.data()
+                        provider.health.success(delay_s)
+                        if provider.breaker.state is not BreakerState.CLOSED:
+                            provider.breaker.success()
+                            log.info("%s recovered: its circuit is closed", provider.name)
+                        PROVIDER_REQUESTS.labels(provider.name, "ok").inc()
+                    await queue.put((provider.name, item))
+                raise TransientError(f"{provider.name} ended its stream")
+            except FatalError as exc:
+                provider.health.failure("fatal")
+                provider.breaker.failure(str(exc), fatal=True)
+                PROVIDER_REQUESTS.labels(provider.name, "fatal").inc()
+                log.error(
+                    "%s is down: %s; its instruments fail over, one probe in %.0f s",
+                    provider.name,
+                    exc,
+                    provider.breaker.open_s,
+                )
+            except TransientError as exc:
+                kind = "stale" if isinstance(exc, StaleFeedError) else "transient"
+                provider.health.failure(kind)
+                provider.breaker.failure(str(exc))
+                PROVIDER_REQUESTS.labels(provider.name, kind).inc()
+                delay = backoff_s(attempt, rng)
+                attempt += 1
+                log.warning("%s failed (%s); reconnecting in %.2f s", provider.name, exc, delay)
+                await asyncio.sleep(delay)
+
+    def _usable(self, provider: _Provider) -> bool:
+        return (
+            provider.breaker.state is BreakerState.CLOSED
+            and provider.health.score >= self.cfg.min_score
+        )
+
+    def _reselect(self) -> list[TradeBatch]:
+        """Move instruments whose best usable provider changed; return what the new providers
+        sent of them after the seam while they were not serving them."""
+        for provider in self.providers.values():
+            PROVIDER_HEALTH_SCORE.labels(provider.name).set(provider.health.score)
+            PROVIDER_CIRCUIT_STATE.labels(provider.name).set(int(provider.breaker.state))
+        catch_up = []
+        for instrument, order in self.universe.items():
+            best = next((n for n in order if self._usable(self.providers[n])), None)
+            current = self.selected.get(instrument)
+            if best is None or best == current:
+                continue
+            seam = self.last_us.get(instrument, NEVER_US)
+            self.selected[instrument] = best
+            self.resume_after_us[instrument] = seam
+            PROVIDER_SELECTED.labels(best).inc()
+            if current is not None:
+                log.warning("%s: %s -> %s", instrument, current, best)
+            provider = self.providers[best]
+            for _, batch in provider.unserved:
+                catch_up += self._forward(provider, batch, only=instrument)
+        return catch_up
+
+    def _route(self, provider: _Provider, item: Record | Rejected) -> list[Record | Rejected]:
+        if isinstance(item, Rejected):
+            return [dataclasses.replace(item, detail=f"{provider.name}: {item.detail}")]
+        if not isinstance(item, TradeBatch) or not len(item):
+            return []  # heartbeats: the runner keeps this feed's own clock
+        now = time.monotonic()
+        provider.unserved.append((now, item))
+        while provider.unserved and provider.unserved[0][0] < now - self.cfg.overlap_s:
+            provider.unserved.popleft()
+        return list(self._forward(provider, item))
+
+    def _forward(
+        self, provider: _Provider, batch: TradeBatch, only: str | None = None
+    ) -> list[TradeBatch]:
+        """The trades of `batch` this provider serves, after each instrument's seam, as this
+        feed's batch; `only` narrows them to one instrument. (Only the seam filters: a provider's
+        late trades after it are kept, as its bars expect.)"""
+        serving = np.array(
+            [
+                self.selected.get(s) == provider.name and (only is None or s == only)
+                for s in batch.instruments
+            ]
+        )
+        seam = np.array(
+            [self.resume_after_us.get(s, NEVER_US) for s in batch.instruments], dtype=np.int64
+        )
+        index = batch.instrument_index
+        rows = np.flatnonzero(serving[index] & (batch.ts_event_us > seam[index]))
+        if not len(rows):
+            return []
+        out = take_rows(batch, rows)
+        latest = np.full(len(out.instruments), NEVER_US, dtype=np.int64)
+        np.maximum.at(latest, out.instrument_index, out.ts_event_us)
+        for instrument, ts in zip(out.instruments, latest.tolist(), strict=True):
+            if ts > self.last_us.get(instrument, NEVER_US):
+                self.last_us[instrument] = ts
+        return [dataclasses.replace(out, source=self.source, provider=provider.name)]
