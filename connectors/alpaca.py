@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import ClassVar, Final, Literal
 
+import msgpack
 import orjson
 import websockets
 from pydantic import AliasChoices, Field, SecretStr
@@ -24,7 +25,7 @@ from pydantic_settings import CliSuppress, SettingsConfigDict
 
 from connectors.alpaca_frames import Control, decode_frame
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
-from connectors.sessions import us_equities_trading
+from connectors.sessions import IEX_HOURS, SIP_HOURS, us_equities_trading
 from shared.errors import FatalError, TransientError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ class AlpacaConnector(Connector):
         return self.cfg.stale_after_s
 
     def expects_data(self, now: datetime) -> bool:
-        return self.cfg.feed == "crypto" or us_equities_trading(now)
+        if self.cfg.feed == "crypto":
+            return True
+        return us_equities_trading(now, IEX_HOURS if self.cfg.feed == "iex" else SIP_HOURS)
 
     async def stream(self) -> AsyncIterator[Record | Rejected]:
         key, secret = self._credentials()
@@ -98,13 +101,11 @@ class AlpacaConnector(Connector):
                 max_size=2**24,
             ) as socket:
                 await self._expect(socket, "connected", timeout_s=10.0)
-                auth = {"action": "auth", "key": key, "secret": secret}
-                await socket.send(orjson.dumps(auth).decode())
+                await socket.send(self._request({"action": "auth", "key": key, "secret": secret}))
                 await self._expect(socket, "authenticated", timeout_s=self.cfg.auth_timeout_s)
-                await socket.send(
-                    orjson.dumps({"action": "subscribe", "trades": self.symbols}).decode()
-                )
+                await socket.send(self._request({"action": "subscribe", "trades": self.symbols}))
                 async for payload in socket:
+                    self.heard_at_s = time.monotonic()
                     frame = decode_frame(payload, self.source, time.time_ns() // 1000)
                     for control in frame.controls:
                         self._on_control(control)
@@ -116,13 +117,20 @@ class AlpacaConnector(Connector):
         except websockets.InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
-                raise FatalError(f"alpaca refused the connection (HTTP {status})") from None
-            raise TransientError(f"alpaca answered HTTP {status}") from None
+                raise FatalError(f"alpaca refused the connection (HTTP {status})") from exc
+            raise TransientError(f"alpaca answered HTTP {status}") from exc
         except websockets.ConnectionClosed as exc:
-            raise TransientError(f"alpaca closed the stream ({exc})") from None
+            raise TransientError(f"alpaca closed the stream ({exc})") from exc
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            raise TransientError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from None
+            raise TransientError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
         raise TransientError("alpaca ended the stream")
+
+    def _request(self, request: dict[str, object]) -> str | bytes:
+        """A request in the encoding negotiated at connect, as Alpaca's own clients send it."""
+        if self.cfg.encoding == "msgpack":
+            packed: bytes = msgpack.packb(request)
+            return packed
+        return orjson.dumps(request).decode()
 
     def _credentials(self) -> tuple[str, str]:
         if self.cfg.key_id is None or self.cfg.secret_key is None:

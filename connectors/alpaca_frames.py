@@ -25,6 +25,8 @@ from shared.symbols import symbol_problem
 
 CONTROL_TYPES: Final = frozenset({"success", "subscription", "error"})
 # Data Alpaca sends that this connector does not publish (yet): counted, never rejected.
+# Corrections (c) and cancel errors (x) come with a trades subscription: the bars keep a
+# corrected or cancelled trade as first reported.
 UNPUBLISHED_TYPES: Final = frozenset({"q", "b", "u", "d", "s", "l", "c", "x", "o"})
 TAKER_SIDE: Final = {"B": Side.BUY, "S": Side.SELL}
 
@@ -81,6 +83,8 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
     trades = _Trades()
     for message in messages:
         kind = message.get("T") if isinstance(message, dict) else None
+        if not isinstance(kind, str):
+            kind = None
         if kind == "t":
             problem = trades.add(message)
             if problem:
@@ -124,7 +128,8 @@ class _Trades:
         self.ts_ns.append(ts_ns)
         self.price.append(float(price))
         self.size.append(float(size))
-        self.side.append(TAKER_SIDE.get(message.get("tks", ""), Side.UNKNOWN))
+        taker = message.get("tks")
+        self.side.append(TAKER_SIDE.get(taker, Side.UNKNOWN) if isinstance(taker, str) else 0)
         trade_id = message.get("i")
         self.trade_id.append("" if trade_id is None else str(trade_id))
         return None
@@ -158,9 +163,10 @@ def _timestamp_ns(value: object) -> int | None:
         return None
     try:
         # numpy parses ISO 8601 to nanoseconds in C; Alpaca's times are UTC ("Z")
-        return int(np.datetime64(value[:-1], "ns").astype(np.int64))
+        parsed = np.datetime64(value[:-1], "ns")
     except ValueError:
         return None
+    return None if np.isnat(parsed) else int(parsed.astype(np.int64))
 
 
 def _encode(message: object) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -23,30 +24,47 @@ class StaleFeedError(TransientError):
 
 
 async def watched(connector: Connector) -> AsyncIterator[Record | Rejected]:
-    """Yield the items of a new `connector.stream()`; raise TransientError once it is stale.
+    """Yield the items of a new `connector.stream()`; raise StaleFeedError once it is stale.
 
+    Silence is counted from the later of its last item and the last frame the connector
+    heard (`heard_at_s`: control messages and data it does not publish keep it alive too).
     The stream is closed however this ends (its sockets with it).
     """
     stream = connector.stream()
     stale_s = connector.stale_after_s
+    if stale_s is None:  # nothing to watch: no task per item
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        return
+    last_s = time.monotonic()
     pending: asyncio.Future[Record | Rejected] | None = None
     try:
         while True:
             pending = asyncio.ensure_future(anext(stream))
-            while not (await asyncio.wait({pending}, timeout=stale_s))[0]:
-                if connector.expects_data(datetime.now(UTC)):
+            while True:
+                wait_s = max(last_s, connector.heard_at_s) + stale_s - time.monotonic()
+                if wait_s > 0:
+                    if (await asyncio.wait({pending}, timeout=wait_s))[0]:
+                        break
+                elif connector.expects_data(datetime.now(UTC)):
                     STALE_FEEDS.labels(connector.name).inc()
                     raise StaleFeedError(
                         f"no data for {stale_s:.0f} s while its market trades: stale feed"
                     )
+                else:
+                    last_s = time.monotonic()  # a quiet market: wait another period
             try:
                 item = pending.result()
             except StopAsyncIteration:
                 return
+            last_s = time.monotonic()
             yield item
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError, TransientError):
                 await pending
         await stream.aclose()  # type: ignore[attr-defined]

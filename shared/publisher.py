@@ -46,6 +46,7 @@ class Publisher:
         self._queued = 0  # messages handed to librdkafka so far, numbered from 0
         self._settled_below = 0  # every message numbered below this is acknowledged or failed
         self._settled_ahead: set[int] = set()  # settled out of order, numbered above that
+        self._first_failed: int | None = None  # the lowest number Kafka refused
 
     def produce(
         self,
@@ -103,20 +104,25 @@ class Publisher:
         def delivered(err: KafkaError | None, msg: Message) -> None:
             self._delivered(err, msg, next(numbers))
 
-        while messages:
-            queued = self._producer.produce_batch(
-                topic, messages, partition=partition, on_delivery=delivered
-            )
-            if queued == len(messages):
-                break
-            messages = [m for m in messages if "_error" in m]
-            for message in messages:
-                error = cast(KafkaError, message.pop("_error"))
-                if error.code() != KafkaError._QUEUE_FULL:
-                    for _ in messages:  # never queued: nothing will report them
-                        self._settle(next(numbers))
-                    raise DeliveryError(f"cannot queue a message for {topic}: {error}")
-            self._producer.poll(0.05)
+        pending = messages  # not queued yet
+        try:
+            while pending:
+                queued = self._producer.produce_batch(
+                    topic, pending, partition=partition, on_delivery=delivered
+                )
+                if queued == len(pending):
+                    pending = []
+                    break
+                pending = [m for m in pending if "_error" in m]
+                for message in pending:
+                    error = cast(KafkaError, message.pop("_error"))
+                    if error.code() != KafkaError._QUEUE_FULL:
+                        raise DeliveryError(f"cannot queue a message for {topic}: {error}")
+                self._producer.poll(0.05)
+        except BaseException:
+            for _ in pending:  # never queued: nothing will report them
+                self._settle(next(numbers))
+            raise
         if self._poll_after_produce:
             self._producer.poll(0)
 
@@ -135,6 +141,8 @@ class Publisher:
                 self.acked[topic] += 1
                 return
             self.failed[topic] += 1
+            if self._first_failed is None or number < self._first_failed:
+                self._first_failed = number
         DELIVERY_FAILURES.labels(topic).inc()
         log.error("delivery to %s partition %s failed: %s", topic, msg.partition(), err)
 
@@ -159,13 +167,13 @@ class Publisher:
     async def settled(self, mark: int, timeout_s: float = 30.0) -> None:
         """Wait until Kafka acknowledged every message queued before `mark`, serving callbacks.
 
-        Raise DeliveryError as `flush` does: if Kafka refused a message, or after `timeout_s`.
+        Raise DeliveryError if Kafka refused one of those messages, or after `timeout_s`.
         Messages queued meanwhile are not waited for, so the caller may go on producing.
         """
         deadline = time.monotonic() + timeout_s
         while True:
             self._producer.poll(0)
-            if sum(self.failed.values()):
+            if self._first_failed is not None and self._first_failed < mark:
                 raise DeliveryError(f"Kafka refused messages: {dict(self.failed)}")
             if self._settled_below >= mark:
                 return

@@ -52,8 +52,9 @@ def database_failures(what: str) -> Iterator[None]:
 
 def run_worker(extra: list[str]) -> int:
     from shared.codec import Codec
-    from streams.app import WorkerSettings, create_app
+    from streams.app import GIL_SWITCH_INTERVAL_S, WorkerSettings, create_app
 
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     settings = load_settings(WorkerSettings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     kafka = load_settings(KafkaSettings)

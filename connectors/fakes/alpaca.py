@@ -45,6 +45,18 @@ def load_recording(path: Path = RECORDING) -> list[list[dict[str, Any]]]:
     return [orjson.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _request(payload: str | bytes) -> dict[str, Any]:
+    """A client's request: JSON text, or MessagePack once it asked for that encoding; raise
+    ValueError for anything else."""
+    try:
+        request = orjson.loads(payload) if isinstance(payload, str) else msgpack.unpackb(payload)
+    except (orjson.JSONDecodeError, msgpack.UnpackException) as exc:
+        raise ValueError(str(exc)) from exc
+    if not isinstance(request, dict):
+        raise ValueError("a request is an object")
+    return request
+
+
 def _ns(text: str) -> int:
     return int(np.datetime64(text.rstrip("Z"), "ns").astype(np.int64))
 
@@ -169,11 +181,11 @@ class FakeAlpaca:
     async def _authenticate(self, session: _Session) -> bool:
         try:
             async with asyncio.timeout(self.auth_timeout_s):
-                request = orjson.loads(await session.socket.recv())
+                request = _request(await session.socket.recv())
         except TimeoutError:
             await session.send([{"T": "error", "code": 404, "msg": "auth timeout"}])
             return False
-        except orjson.JSONDecodeError:
+        except ValueError:
             await session.send([{"T": "error", "code": 400, "msg": "invalid syntax"}])
             return False
         if request.get("action") != "auth":
@@ -191,8 +203,8 @@ class FakeAlpaca:
 
     async def _on_request(self, session: _Session, text: str | bytes) -> None:
         try:
-            request = orjson.loads(text)
-        except orjson.JSONDecodeError:
+            request = _request(text)
+        except ValueError:
             await session.send([{"T": "error", "code": 400, "msg": "invalid syntax"}])
             return
         action = request.get("action")

@@ -27,10 +27,11 @@ import orjson
 
 from shared.codec import BAR
 from shared.dead_letters import DeadLetterPublisher
-from shared.errors import DecodeError, TransientError
+from shared.errors import DecodeError, DeliveryError, TransientError
 from shared.kafka_admin import TopicIncarnation, topic_incarnation
 from shared.metrics import BAR_EMIT_DELAY, BARS_EMITTED, TRADES_PROCESSED
 from shared.models import BarBatch
+from shared.partitioning import partition_for
 from shared.settings import BarsSettings, load_settings
 from shared.topics import BAR_BATCHES, BARS, TRADES
 from streams.app import Worker, manual_acks
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMPONENT = "worker.aggregate_bars"
+STORED_SEQS_REUSE_S = 60.0
 MAX_UNCHECKPOINTED = 2000  # messages held unacknowledged while checkpoints fail, then wait
 GOLDEN_RATIO_FRACTION = (5**0.5 - 1) / 2
 BACKGROUND_NICENESS = 10
@@ -177,6 +179,8 @@ class BarAggregator:
         ]
         self._trades_processed = TRADES_PROCESSED.labels("aggregate_bars")
         self._saving = asyncio.Lock()
+        self._closing = False  # set once the shutdown checkpoints are done
+        self._stored: tuple[float, ChannelSeqs | None] = (0.0, None)  # (read at, seqs)
         self._compressing = ThreadPoolExecutor(
             1, "bar-checkpoints", initializer=yield_cpu_to_the_stream
         )
@@ -192,7 +196,9 @@ class BarAggregator:
             checkpoint, incarnation, partition, self.config.fingerprint()
         ):
             reason, resume_after = discarded
-            book = await self._discard(partition, checkpoint, reason, resume_after)
+            book = await self._discard(
+                partition, checkpoint, reason, resume_after, len(incarnation.end_offsets)
+            )
         else:
             book = PartitionBook(
                 BarBook.restore(self.config, checkpoint.state, self.scratch), checkpoint.offset
@@ -204,7 +210,12 @@ class BarAggregator:
         return book
 
     async def _discard(
-        self, partition: int, checkpoint: Checkpoint, reason: str, resume_after: int
+        self,
+        partition: int,
+        checkpoint: Checkpoint,
+        reason: str,
+        resume_after: int,
+        partitions: int,
     ) -> PartitionBook:
         """Start a book without the checkpoint's windows, resuming after `resume_after` (-1 for
         a new incarnation of the topic, where every message is new).
@@ -212,10 +223,18 @@ class BarAggregator:
         Its channels continue from the highest seq known: the checkpoint's, or that of a bar
         the sink stored, which may have been emitted after the checkpoint (its message may be
         gone with the topic, but subscribers may have seen it)."""
-        old = summarize_snapshot(checkpoint.state)
+        old = summarize_snapshot(checkpoint.state, self.config)
         seqs = dict(old.seqs)
-        for channel, seq in (await self._stored_seqs(partition, old.instruments)).items():
-            seqs[channel] = max(seq, seqs.get(channel, 0))
+        stored = await self._stored_seqs(partition)
+        if stored is None:
+            log.warning(
+                "partition %d: the stored bars' seqs took too long to read; channels continue "
+                "from the checkpoint's, and bars emitted after it may repeat a seq",
+                partition,
+            )
+        for (instrument, interval), seq in (stored or {}).items():
+            if partition_for(instrument, partitions) == partition:  # the instrument is ours
+                seqs[instrument, interval] = max(seq, seqs.get((instrument, interval), 0))
         book = BarBook.continuing(self.config, seqs, self.scratch)
         log.warning(
             "partition %d: discarding the bar checkpoint as of offset %d: %s. Bars start from "
@@ -241,9 +260,14 @@ class BarAggregator:
 
         return await _retrying(partition, load)
 
-    async def _stored_seqs(self, partition: int, instruments: list[str]) -> ChannelSeqs:
-        """The sink's highest stored seq per channel of these instruments, retrying."""
-        return await _retrying(partition, lambda: self.store.stored_seqs(instruments))
+    async def _stored_seqs(self, partition: int) -> ChannelSeqs | None:
+        """The sink's highest stored seq per channel (retrying), read once for the partitions
+        discarded within STORED_SEQS_REUSE_S of each other (a restarted broker: all of them)."""
+        read_at, seqs = self._stored
+        if not read_at or time.monotonic() - read_at > STORED_SEQS_REUSE_S:
+            seqs = await _retrying(partition, self.store.stored_seqs)
+            self._stored = (time.monotonic(), seqs)
+        return seqs
 
     async def handle(self, event: faust.EventT[bytes]) -> None:
         message = event.message
@@ -332,7 +356,7 @@ class BarAggregator:
         time per worker), then acknowledge the events.
         """
         state = self.books.get(partition)
-        if state is None or not state.pending or state.checkpointing:
+        if self._closing or state is None or not state.pending or state.checkpointing:
             return
         state.checkpointing = True
         events, state.pending = state.pending, []
@@ -345,7 +369,15 @@ class BarAggregator:
 
     async def _save(self, partition: int, state: PartitionBook, capture: Capture) -> None:
         try:
-            await self.worker.publisher.settled(capture.mark)
+            try:
+                await self.worker.publisher.settled(capture.mark)
+            except DeliveryError as exc:
+                # Bars or dead letters of these events are lost: only refolding them from the
+                # last checkpoint emits them again, so the worker stops, and its restart does.
+                log.error("partition %d: outputs lost (%s); stopping to refold", partition, exc)
+                state.pending[:0] = capture.events
+                await self.worker.app.crash(exc)
+                return
             async with self._saving:  # one compression at a time: it shares the second core
                 snapshot = await asyncio.get_running_loop().run_in_executor(
                     self._compressing, encode_snapshot, capture.arrays
@@ -372,11 +404,13 @@ class BarAggregator:
                 event.ack()
 
     async def checkpoint_all(self) -> None:
-        """Checkpoint every partition and wait until each save is done (shutdown)."""
+        """Checkpoint every partition and wait until each save is done (shutdown); no
+        checkpoint starts after it."""
         for partition, state in list(self.books.items()):
             await state.settled()
             self.checkpoint(partition)
             await state.settled()
+        self._closing = True
 
     async def close(self) -> None:
         """Release the checkpoint store and the compression thread (shutdown)."""

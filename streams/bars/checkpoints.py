@@ -8,11 +8,15 @@ offsets start from 0 again and mean other messages. The table is created by `str
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import psycopg
 
 from shared.errors import TransientError
 from shared.postgres import ReusedConnection
+from streams.bars.core import ChannelSeqs
+
+STORED_SEQS_TIMEOUT_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,18 +78,23 @@ class CheckpointStore:
         except psycopg.OperationalError as exc:
             raise TransientError(f"cannot save checkpoint of partition {partition}: {exc}") from exc
 
-    async def stored_seqs(self, instruments: list[str]) -> dict[tuple[str, str], int]:
-        """Return the highest seq the sink stored per channel (instrument, interval) of these
-        instruments: bars emitted after the last checkpoint may be there, and their seqs are
-        taken. Raise TransientError if the database is down."""
+    async def stored_seqs(self, timeout_s: float = STORED_SEQS_TIMEOUT_S) -> ChannelSeqs | None:
+        """Return the highest seq the sink stored per channel (instrument, interval): bars
+        emitted after the last checkpoint may be there, and their seqs are taken. None if the
+        query took longer than `timeout_s` (a long history); raise TransientError if the
+        database is down. It reads every bar, so it runs on a connection of its own."""
         try:
-            connection = await self._saving.get()
-            cur = await connection.execute(
-                "select instrument, interval, max(seq) from bars"
-                " where instrument = any(%s) group by instrument, interval",
-                (instruments,),
-            )
-            rows = await cur.fetchall()
+            async with await psycopg.AsyncConnection.connect(
+                self.url,
+                connect_timeout=5,
+                options=f"-c statement_timeout={round(timeout_s * 1000)}",
+            ) as conn:
+                cur = await conn.execute(
+                    "select instrument, interval, max(seq) from bars group by instrument, interval"
+                )
+                rows = await cur.fetchall()
+        except psycopg.errors.QueryCanceled:
+            return None
         except psycopg.OperationalError as exc:
             raise TransientError(f"cannot read the stored bars' seqs: {exc}") from exc
         return {(instrument, interval): seq for instrument, interval, seq in rows}

@@ -85,15 +85,21 @@ class SnapshotSummary:
     open_windows: int  # windows holding trades not yet emitted in full
 
 
-def summarize_snapshot(data: bytes) -> SnapshotSummary:
-    """Read a snapshot that may not be restorable (other intervals, grace or max lateness)."""
+def summarize_snapshot(data: bytes, config: BarsConfig) -> SnapshotSummary:
+    """Read a snapshot that may not be restorable (other intervals, grace or max lateness).
+
+    Snapshots from before they named their intervals give their seqs where their layout is
+    `config`'s (its intervals are theirs), none otherwise."""
     with np.load(io.BytesIO(data)) as arrays:
         meta = orjson.loads(arrays["meta"].tobytes())
         instruments = list(meta.get("instruments", meta.get("names")))
+        intervals = meta.get("intervals")
+        if intervals is None and meta.get("layout") == config.fingerprint():
+            intervals = [name for name, _ in config.intervals]
         seqs = (
-            _channel_seqs(instruments, meta["intervals"], arrays["channel_seq"])
-            if "intervals" in meta
-            else {}
+            {}
+            if intervals is None
+            else _channel_seqs(instruments, intervals, arrays["channel_seq"])
         )
         state = arrays["state"]
         unfinished = int(np.count_nonzero((state == k.OPEN) | (state == k.DIRTY)))

@@ -4,6 +4,7 @@ JSON and MessagePack, its error codes, bad frames, and the runner's stale-feed w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -16,10 +17,11 @@ from connectors.alpaca_frames import decode_frame
 from connectors.base import Rejected
 from connectors.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca, load_recording
 from connectors.runner import ConnectorRunner
-from connectors.sessions import us_equities_trading
+from connectors.sessions import IEX_HOURS, us_equities_trading
 from connectors.watchdog import watched
 from shared.codec import Codec
 from shared.errors import FatalError, TransientError
+from shared.metrics import STALE_FEEDS
 from shared.models import TradeBatch
 from shared.publisher import Publisher
 from shared.settings import KafkaSettings
@@ -184,6 +186,8 @@ def test_decode_frame_wrong_shapes_are_rejected_never_raised() -> None:
         ('[{"T":"t","S":"","p":1,"s":1,"t":"2024-03-12T13:30:01Z"}]', "malformed_trade"),
         ('[{"T":"t","S":"AAPL","p":1,"s":1,"t":"yesterday"}]', "malformed_trade"),
         ('[{"T":"t","S":"AAPL","p":true,"s":1,"t":"2024-03-12T13:30:01Z"}]', "malformed_trade"),
+        ('[{"T":"t","S":"AAPL","p":1,"s":1,"t":"NaTZ"}]', "malformed_trade"),
+        ('[{"T":["t"],"S":"AAPL"}]', "unknown_message_type"),
     ]:
         frame = decode_frame(payload, "alpaca", 1_710_250_201_000_000)
         assert [r.reason for r in frame.rejected] == [reason], payload
@@ -221,6 +225,7 @@ async def test_runner_stale_feed_while_market_trades_reconnects_and_resubscribes
         )
         running = asyncio.ensure_future(runner.run())
         await _until(lambda: runner.summary.published > 0)
+        stale_before = STALE_FEEDS.labels("alpaca")._value.get()
         fake.go_silent()
         silenced_at = fake.connections
 
@@ -233,7 +238,7 @@ async def test_runner_stale_feed_while_market_trades_reconnects_and_resubscribes
         await running
 
     assert fake.connections >= 2
-    assert all(s.subscribed.get("trades") for s in fake.sessions) or not fake.sessions
+    assert STALE_FEEDS.labels("alpaca")._value.get() >= stale_before + 1
 
 
 async def test_watchdog_quiet_market_does_not_reconnect() -> None:
@@ -245,11 +250,15 @@ async def test_watchdog_quiet_market_does_not_reconnect() -> None:
         fake.go_silent()
 
         # Act: five stale periods of silence
-        pending = asyncio.ensure_future(anext(watched(connector)))
+        items = watched(connector)
+        pending = asyncio.ensure_future(anext(items))
         done, _ = await asyncio.wait({pending}, timeout=1.0)
         pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        await items.aclose()  # type: ignore[attr-defined]
 
-    # Assert: still waiting on the first connection
+    # Assert: still waiting on the first connection, nothing counted stale
     assert not done and fake.connections == 1
 
 
@@ -259,6 +268,8 @@ def test_us_equities_trade_weekdays_4_to_20_new_york_time() -> None:
     assert not us_equities_trading(datetime(2026, 12, 2, 1, 0, tzinfo=UTC))  # 20:00 EST
     assert us_equities_trading(datetime(2026, 7, 1, 23, 59, tzinfo=UTC))  # 19:59 EDT
     assert not us_equities_trading(datetime(2026, 12, 5, 15, 0, tzinfo=UTC))  # Saturday
+    assert not us_equities_trading(datetime(2026, 12, 1, 12, 59, tzinfo=UTC), IEX_HOURS)  # 07:59
+    assert us_equities_trading(datetime(2026, 12, 1, 21, 59, tzinfo=UTC), IEX_HOURS)  # 16:59
 
 
 async def _until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]

@@ -57,3 +57,30 @@ async def test_publisher_settled_broker_unreachable_raises_after_timeout() -> No
     # Act / Assert
     with pytest.raises(DeliveryError, match="unacknowledged"):
         await publisher.settled(publisher.mark(), timeout_s=0.3)
+
+
+async def test_publisher_settled_a_batch_that_raised_leaves_no_hole_in_the_numbering(
+    bootstrap: str,
+) -> None:
+    # Arrange: a batch librdkafka refuses outright (a value that is not bytes), then good ones
+    publisher = Publisher(KafkaSettings(bootstrap=bootstrap).producer_config("test-hole"))
+    with pytest.raises(TypeError):
+        publisher.produce_batch(BARS, 0, [{"value": 123, "key": b"k"}])
+    publisher.produce_batch(BARS, 0, _messages(0, 10))
+
+    # Act / Assert: the mark after them settles; nothing counts as refused
+    await publisher.settled(publisher.mark(), timeout_s=10)
+    assert publisher.acked[BARS] == 10 and not publisher.failed
+
+
+async def test_publisher_settled_raises_for_a_refused_message_before_the_mark_only() -> None:
+    # Arrange: a message that times out at a broker nobody listens on
+    publisher = Publisher(_unreachable("test-refused") | {"message.timeout.ms": 300})
+    before = publisher.mark()
+    publisher.produce(BARS, b"lost", partition=0)
+    covering = publisher.mark()
+
+    # Act / Assert: a mark from before it has nothing to wait for; one after it raises
+    await publisher.settled(before, timeout_s=1)
+    with pytest.raises(DeliveryError, match="refused"):
+        await publisher.settled(covering, timeout_s=5)

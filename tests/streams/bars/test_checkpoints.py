@@ -106,10 +106,10 @@ def test_stale_because_topic_ids_decide_and_end_offsets_stand_in(
     assert stale is None or (reason is not None and stale in reason)
 
 
-async def test_stored_seqs_are_the_highest_per_channel_of_the_instruments_asked(
+async def test_stored_seqs_are_the_highest_per_channel(
     database_url: str,
 ) -> None:
-    # Arrange: bars of two channels of AAPL (one revised), one of MSFT, one of another symbol
+    # Arrange: bars of two channels of AAPL (one revised), one of MSFT, one of TSLA
     rows = [
         ("AAPL", "1m", "2026-03-02T14:30:00Z", 0, 41),
         ("AAPL", "1m", "2026-03-02T14:31:00Z", 1, 57),
@@ -128,11 +128,16 @@ async def test_stored_seqs_are_the_highest_per_channel_of_the_instruments_asked(
     store = CheckpointStore(database_url, "app", TOPIC)
 
     # Act
-    seqs = await store.stored_seqs(["AAPL", "MSFT", "NVDA"])
+    seqs = await store.stored_seqs()
     await store.close()
 
     # Assert
-    assert seqs == {("AAPL", "1m"): 57, ("AAPL", "1s"): 3920, ("MSFT", "1m"): 12}
+    assert seqs == {
+        ("AAPL", "1m"): 57,
+        ("AAPL", "1s"): 3920,
+        ("MSFT", "1m"): 12,
+        ("TSLA", "1m"): 99,
+    }
 
 
 @pytest.mark.parametrize(

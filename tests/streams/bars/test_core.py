@@ -336,9 +336,25 @@ def test_summarize_snapshot_of_another_layout_names_seqs_instruments_and_open_wi
     book.fold(batch_of([("A", T0 + 10_000_000, 10.0, 1.0, 0)]))
 
     # Act
-    summary = summarize_snapshot(book.snapshot())
+    summary = summarize_snapshot(book.snapshot(), BarsConfig.parse("1m", 2.0, 60.0))
 
     # Assert: B's 1s bar was emitted (seq 1); A's windows are open in every interval
     assert summary.instruments == ["B", "A"]
     assert summary.seqs == {("B", "1s"): 1, ("B", "5s"): 1}
     assert summary.open_windows == len(CONFIG.intervals) + 3  # A in each, B's 1m, 1h, 1d
+
+
+def test_summarize_snapshot_from_before_interval_names_takes_them_from_its_own_layout() -> None:
+    # Arrange: a snapshot whose meta does not name its intervals, as before they were kept
+    book = BarBook(CONFIG)
+    book.fold(batch_of([("B", T0, 10.0, 1.0, 0)]))
+    book.fold(batch_of([("A", T0 + 10_000_000, 10.0, 1.0, 0)]))
+    arrays = book.snapshot_arrays()
+    meta = orjson.loads(arrays["meta"].tobytes())
+    del meta["intervals"]
+    arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
+    old = encode_snapshot(arrays)
+
+    # Act / Assert: the same layout knows them; another cannot tell its columns apart
+    assert summarize_snapshot(old, CONFIG).seqs == {("B", "1s"): 1, ("B", "5s"): 1}
+    assert summarize_snapshot(old, BarsConfig.parse("1m", 2.0, 60.0)).seqs == {}
