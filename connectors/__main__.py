@@ -126,6 +126,8 @@ async def run(name: str, argv: list[str]) -> int:
                 "published": summary.published,
                 "rejected": summary.rejected,
                 "batches": summary.batches,
+                "provider_bars": summary.provider_bars,
+                "statements": summary.statements,
             }
         ).decode(),
         flush=True,

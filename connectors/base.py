@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import FatalError, TransientError
-from shared.models import Trade, TradeBatch
+from shared.models import FundamentalStatement, ProviderBarBatch, Trade, TradeBatch
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError", "Record", "Rejected", "TransientError"]
 
-Record = Trade | TradeBatch
+Record = Trade | TradeBatch | ProviderBarBatch | FundamentalStatement
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,9 @@ class Connector(abc.ABC):
 
     def __init__(self, config: ConnectorConfig) -> None:
         self.config = config  # no sockets, tasks or event loop here
+        # time.monotonic() of the last frame heard, of any kind: the stale watchdog counts
+        # silence from it too (0: the connector does not say)
+        self.heard_at_s = 0.0
 
     @property
     def source(self) -> str:

@@ -267,7 +267,9 @@ class FailoverConnector(Connector):
     def _route(self, provider: _Provider, item: Record | Rejected) -> list[Record | Rejected]:
         if isinstance(item, Rejected):
             return [dataclasses.replace(item, detail=f"{provider.name}: {item.detail}")]
-        if not isinstance(item, TradeBatch) or not len(item):
+        if not isinstance(item, TradeBatch):
+            return [item]  # provider bars, statements: the provider's own, whoever serves
+        if not len(item):
             return []  # heartbeats: the runner keeps this feed's own clock
         now = time.monotonic()
         provider.unserved.append((now, item))

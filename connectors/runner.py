@@ -18,7 +18,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from connectors.base import Connector, Rejected
+import numpy as np
+
+from connectors.base import Connector, Record, Rejected
 from connectors.batching import PartitionBatcher
 from connectors.event_clock import EventClock
 from connectors.watchdog import watched
@@ -31,9 +33,10 @@ from shared.metrics import (
     RECONNECTS,
     TRADES_PUBLISHED,
 )
-from shared.models import Trade, TradeBatch
+from shared.models import FundamentalStatement, ProviderBarBatch, Trade, TradeBatch
+from shared.partitioning import partition_for
 from shared.publisher import Publisher
-from shared.topics import TRADES
+from shared.topics import FUNDAMENTALS, PROVIDER_BARS, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class RunSummary:
     published: int = 0
     rejected: int = 0
     batches: int = 0
+    provider_bars: int = 0  # acknowledged on md.provider_bars.v1
+    statements: int = 0  # acknowledged on md.fundamentals.v1
 
 
 def backoff_s(attempt: int, rng: random.Random) -> float:
@@ -136,7 +141,13 @@ class ConnectorRunner:
                 self._handle_trades()
                 raise
 
-    def _handle(self, item: Trade | TradeBatch | Rejected) -> None:
+    def _handle(self, item: Record | Rejected) -> None:
+        if isinstance(item, ProviderBarBatch):
+            self._publish_provider_bars(item)
+            return
+        if isinstance(item, FundamentalStatement):
+            self._publish_statement(item)
+            return
         if isinstance(item, Trade):
             self._pending_trades.append(item)
             if len(self._pending_trades) >= 1024:
@@ -203,6 +214,38 @@ class ConnectorRunner:
                 partition=partition,
                 on_ack=functools.partial(self._acked, n, batch.source),
             )
+
+    def _publish_provider_bars(self, bars: ProviderBarBatch) -> None:
+        """Produce the provider's bars, a message per partition of their instruments."""
+        partitions = self.batcher.partitions
+        of_instrument = np.array(
+            [partition_for(s, partitions) for s in bars.instruments], dtype=np.int32
+        )
+        of_bar = of_instrument[bars.instrument_index]
+        for partition in np.unique(of_bar).tolist():
+            part = bars.select(np.flatnonzero(of_bar == partition))
+            self.publisher.produce(
+                PROVIDER_BARS,
+                self.codec.encode_provider_bars(part),
+                partition=partition,
+                on_ack=functools.partial(self._counted, "provider_bars", len(part)),
+            )
+
+    def _publish_statement(self, statement: FundamentalStatement) -> None:
+        """Produce a statement, keyed for compaction: the latest report of each is kept."""
+        key = "|".join(
+            (statement.symbol, statement.statement, statement.period, statement.fiscal_date)
+        )
+        self.publisher.produce(
+            FUNDAMENTALS,
+            self.codec.encode_fundamental(statement),
+            key=key.encode(),
+            partition=partition_for(statement.symbol, self.batcher.partitions),
+            on_ack=functools.partial(self._counted, "statements", 1),
+        )
+
+    def _counted(self, field: str, n: int) -> None:
+        setattr(self.summary, field, getattr(self.summary, field) + n)
 
     def _acked(self, trades: int, source: str) -> None:
         if not trades:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Any, Final, cast
 
 import fastavro
@@ -20,7 +21,15 @@ from numpy.typing import NDArray
 from shared.avro_kernels import MAX_VARINT_BYTES, decode_varints, encode_varints
 from shared.bar_fields import BAR_FIELDS
 from shared.errors import DecodeError
-from shared.models import Bar, BarBatch, DeadLetter, TradeBatch
+from shared.intervals import parse_interval
+from shared.models import (
+    Bar,
+    BarBatch,
+    DeadLetter,
+    FundamentalStatement,
+    ProviderBarBatch,
+    TradeBatch,
+)
 from shared.schema_ids import SchemaRegistry
 
 MAGIC: Final = 0
@@ -30,6 +39,9 @@ TRADE_BATCH: Final = "trade_batch"
 DEAD_LETTER: Final = "dead_letter"
 BAR: Final = "bar"
 BAR_BATCH: Final = "bar_batch"
+PROVIDER_BAR_BATCH: Final = "provider_bar_batch"
+EPOCH_DATE: Final = date(1970, 1, 1)
+FUNDAMENTAL_STATEMENT: Final = "fundamental_statement"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -338,7 +350,15 @@ class Codec:
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
         self._ids = {
-            name: registry.id_for(name) for name in (TRADE_BATCH, DEAD_LETTER, BAR, BAR_BATCH)
+            name: registry.id_for(name)
+            for name in (
+                TRADE_BATCH,
+                DEAD_LETTER,
+                BAR,
+                BAR_BATCH,
+                PROVIDER_BAR_BATCH,
+                FUNDAMENTAL_STATEMENT,
+            )
         }
         self._plain_schemas: dict[int | str, Any] = {}
 
@@ -460,6 +480,84 @@ class Codec:
         schema_id, body = self._resolve(BAR, data)
         rec = self._fastavro_read(BAR, schema_id, body)
         return Bar(**{field.attribute: rec[field.name] for field in BAR_FIELDS})
+
+    def encode_provider_bars(self, batch: ProviderBarBatch) -> bytes:
+        ts_event = batch.ts_event_us
+        if ts_event is None:
+            ts_event = batch.ts_us + parse_interval(batch.interval)
+        columns = ("open", "high", "low", "close", "volume", "vwap")
+        return self._fastavro_write(
+            PROVIDER_BAR_BATCH,
+            {
+                "source": batch.source,
+                "provider": batch.provider,
+                "interval": batch.interval,
+                "instruments": list(batch.instruments),
+                "instrument_index": batch.instrument_index.tolist(),
+                "ts": batch.ts_us.tolist(),
+                **{c: getattr(batch, c).tolist() for c in columns},
+                "trade_count": batch.trade_count.tolist(),
+                "revision": batch.revision.tolist(),
+                "ts_event": ts_event.tolist(),
+                "ts_recv": batch.ts_recv_us,
+            },
+        )
+
+    def decode_provider_bars(self, data: bytes) -> ProviderBarBatch:
+        schema_id, body = self._resolve(PROVIDER_BAR_BATCH, data)
+        rec = self._fastavro_read(PROVIDER_BAR_BATCH, schema_id, body)
+
+        def doubles(name: str) -> NDArray[np.float64]:
+            return np.asarray(rec[name], dtype=np.float64)
+
+        return ProviderBarBatch(
+            source=rec["source"],
+            provider=rec["provider"],
+            interval=rec["interval"],
+            instruments=tuple(rec["instruments"]),
+            instrument_index=np.asarray(rec["instrument_index"], dtype=np.int32),
+            ts_us=np.asarray(rec["ts"], dtype=np.int64),
+            open=doubles("open"),
+            high=doubles("high"),
+            low=doubles("low"),
+            close=doubles("close"),
+            volume=doubles("volume"),
+            vwap=doubles("vwap"),
+            trade_count=np.asarray(rec["trade_count"], dtype=np.int64),
+            revision=np.asarray(rec["revision"], dtype=np.int32),
+            ts_recv_us=rec["ts_recv"],
+            ts_event_us=np.asarray(rec["ts_event"], dtype=np.int64),
+        )
+
+    def encode_fundamental(self, statement: FundamentalStatement) -> bytes:
+        fiscal_days = (date.fromisoformat(statement.fiscal_date) - EPOCH_DATE).days
+        return self._fastavro_write(
+            FUNDAMENTAL_STATEMENT,
+            {
+                "symbol": statement.symbol,
+                "statement": statement.statement,
+                "period": statement.period,
+                "fiscal_date": fiscal_days,
+                "provider": statement.provider,
+                "body": statement.body.decode(),
+                "ts_event": statement.ts_event_us,
+                "ts_recv": statement.ts_recv_us,
+            },
+        )
+
+    def decode_fundamental(self, data: bytes) -> FundamentalStatement:
+        schema_id, body = self._resolve(FUNDAMENTAL_STATEMENT, data)
+        rec = self._fastavro_read(FUNDAMENTAL_STATEMENT, schema_id, body)
+        return FundamentalStatement(
+            symbol=rec["symbol"],
+            statement=rec["statement"],
+            period=rec["period"],
+            fiscal_date=(EPOCH_DATE + timedelta(days=rec["fiscal_date"])).isoformat(),
+            provider=rec["provider"],
+            body=rec["body"].encode(),
+            ts_event_us=rec["ts_event"],
+            ts_recv_us=rec["ts_recv"],
+        )
 
 
 def _bar_record(bar: Bar) -> dict[str, Any]:

@@ -144,8 +144,6 @@ class Bar:
     seq: int = 0
 
 
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class BarBatch:
     """Bars as columns (see schemas/avro/bar_batch.avsc), so that bulk work needs no object per bar.
@@ -233,3 +231,74 @@ class BarBatch:
                 strict=True,
             )
         ]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ProviderBarBatch:
+    """Bars a provider computed (Alpaca's minute bars and their revisions, Yahoo's chart,
+    Alpha Vantage's intraday series), as columns, one interval per batch.
+
+    Bar i is of `instruments[instrument_index[i]]` over [ts_us[i], ts_us[i] + interval). A
+    provider's later revision of a bar (Alpaca's `updatedBars`) has a higher `revision`.
+    `vwap` and `trade_count` are NaN and -1 where the provider gives none.
+    """
+
+    source: str
+    provider: str
+    interval: str  # as shared.intervals names it: 1m, 5m, 1h, 1d ...
+    instruments: tuple[str, ...]
+    instrument_index: NDArray[np.int32]
+    ts_us: NDArray[np.int64]
+    open: NDArray[np.float64]
+    high: NDArray[np.float64]
+    low: NDArray[np.float64]
+    close: NDArray[np.float64]
+    volume: NDArray[np.float64]
+    vwap: NDArray[np.float64]
+    trade_count: NDArray[np.int64]
+    revision: NDArray[np.int32]
+    ts_recv_us: int
+    ts_event_us: NDArray[np.int64] | None = None  # the provider's update times; None: window ends
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    def select(self, rows: NDArray[np.intp]) -> ProviderBarBatch:
+        """The bars `rows`, with the same dictionary."""
+        return ProviderBarBatch(
+            self.source,
+            self.provider,
+            self.interval,
+            self.instruments,
+            self.instrument_index[rows],
+            self.ts_us[rows],
+            self.open[rows],
+            self.high[rows],
+            self.low[rows],
+            self.close[rows],
+            self.volume[rows],
+            self.vwap[rows],
+            self.trade_count[rows],
+            self.revision[rows],
+            self.ts_recv_us,
+            None if self.ts_event_us is None else self.ts_event_us[rows],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FundamentalStatement:
+    """One financial statement of a company for one fiscal period, as a provider reports it.
+
+    `statement`: profile, income_statement, balance_sheet, cash_flow, ratios or key_metrics;
+    `period`: annual, quarter (or snapshot, for a profile); `fiscal_date`: the period's end,
+    ISO yyyy-mm-dd; `body`: the provider's JSON object, as received.
+    """
+
+    symbol: str
+    statement: str
+    period: str
+    fiscal_date: str
+    provider: str
+    body: bytes
+    ts_event_us: int  # when the provider filed or last updated it, if it says; else ts_recv
+    ts_recv_us: int

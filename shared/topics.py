@@ -17,6 +17,8 @@ TRADES: Final = "md.trades.v1"
 BARS: Final = "md.bars.v1"
 BAR_BATCHES: Final = "md.bars.batch.v1"
 DLQ: Final = "md.dlq.v1"
+PROVIDER_BARS: Final = "md.provider_bars.v1"
+FUNDAMENTALS: Final = "md.fundamentals.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,24 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             codec.BAR_BATCH,
             "The same bars as md.bars.v1, in columns: one message per input message that closed "
             "any, in its partition. What the database sink reads.",
+        ),
+        TopicSpec(
+            PROVIDER_BARS,
+            trades_partitions,
+            30 * DAY_MS,
+            "delete",
+            codec.PROVIDER_BAR_BATCH,
+            "Bars the providers computed (Alpaca's and their revisions, Yahoo's, Alpha "
+            "Vantage's), in columns, partitioned by instrument like the trades.",
+        ),
+        TopicSpec(
+            FUNDAMENTALS,
+            trades_partitions,
+            -1,
+            "compact",
+            codec.FUNDAMENTAL_STATEMENT,
+            "Companies' financial statements per fiscal period, keyed "
+            "symbol|statement|period|fiscal_date and compacted: the latest report of each.",
         ),
         TopicSpec(
             DLQ,

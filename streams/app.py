@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
-import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,23 +28,34 @@ from shared.codec import Codec
 from shared.publisher import Publisher
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
-from shared.topics import BAR_BATCHES, TRADES
+from shared.topics import BAR_BATCHES, FUNDAMENTALS, TRADES
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 
 DELIVERY_POLL_S: Final = 0.05
 REFREEZE_AFTER_S: Final = 10.0
+# Faust's consumer runs in a thread of its own and hands every fetch to the event loop; a
+# thread that gave up the GIL (for I/O, a poll, a kernel) waits for the holder's switch
+# interval to take it back, so the worker process shortens that interval (streams.__main__).
 GIL_SWITCH_INTERVAL_S: Final = 0.001
 
-# agent name -> the module whose install(worker) declares it
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """Where an agent is declared (a module whose install(worker) does it), and how long its
+    fetches may wait at the broker (ms): short where someone watches the output live, long
+    for the sink, which writes in batches; fewer fetches cost the broker less."""
+
+    module: str
+    fetch_max_wait_ms: int
+
+
 AGENTS: Final = {
-    "tally_trades": "streams.stats.agent",
-    "aggregate_bars": "streams.bars.agent",
-    "sink_bars": "streams.sink.agent",
+    "tally_trades": AgentSpec("streams.stats.agent", 100),
+    "aggregate_bars": AgentSpec("streams.bars.agent", 10),
+    "sink_bars": AgentSpec("streams.sink.agent", 500),
+    "sink_fundamentals": AgentSpec("streams.fundamentals.agent", 500),
 }
-# How long each agent lets a fetch wait at the broker (ms): short where someone watches the
-# output live, long for the sink, which writes in batches; fewer fetches cost the broker less.
-FETCH_MAX_WAIT_MS: Final = {"tally_trades": 100, "aggregate_bars": 10, "sink_bars": 500}
 
 
 class WorkerSettings(BaseSettings):
@@ -65,7 +75,7 @@ class WorkerSettings(BaseSettings):
     heartbeat_interval_s: float = Field(0.5, gt=0)
     commit_interval_s: float = Field(0.5, gt=0)
     # How long a fetch waits for data on partitions that have none (Faust hard-codes 1500 ms);
-    # unset, the shortest wait the worker's agents ask for (FETCH_MAX_WAIT_MS).
+    # unset, the shortest wait the worker's agents ask for (AgentSpec.fetch_max_wait_ms).
     fetch_max_wait_ms: int | None = Field(None, ge=0, le=60_000)
 
     @field_validator("agents")
@@ -88,7 +98,7 @@ class WorkerSettings(BaseSettings):
         """The fetch wait: MS_WORKER_FETCH_MAX_WAIT_MS, else the shortest its agents ask for."""
         if self.fetch_max_wait_ms is not None:
             return self.fetch_max_wait_ms
-        return min(FETCH_MAX_WAIT_MS[name] for name in self.agent_names)
+        return min(AGENTS[name].fetch_max_wait_ms for name in self.agent_names)
 
     @property
     def group_id(self) -> str:
@@ -110,6 +120,7 @@ class Worker:
     database: DatabaseSettings
     trades: faust.TopicT
     bar_batches: faust.TopicT
+    fundamentals: faust.TopicT
     status: web.Application
     trade_batches: DecodedTradeBatches
 
@@ -155,12 +166,7 @@ def create_app(
     add routes to `Worker.status` while they install. The status port is bound here, before
     Faust starts, so that a taken one raises ConfigError naming MS_WORKER_HTTP_PORT instead of
     crashing the worker from inside a task.
-
-    Faust's consumer runs in a thread of its own and hands every fetch to the event loop;
-    a thread that gave up the GIL (for I/O, a poll, a kernel) waits for the holder's switch
-    interval to take it back, so the worker shortens that interval to GIL_SWITCH_INTERVAL_S.
     """
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     status_socket = listen(worker.http_host, worker.http_port, "MS_WORKER_HTTP_PORT")
     app = faust.App(worker.group_id, **faust_config(worker, kafka))
     app.transport = Transport(app.conf.broker_consumer, app, fetch_max_wait_ms=worker.fetch_wait_ms)
@@ -180,11 +186,12 @@ def create_app(
         database=database,
         trades=app.topic(TRADES, value_serializer="raw", key_serializer="raw"),
         bar_batches=app.topic(BAR_BATCHES, value_serializer="raw", key_serializer="raw"),
+        fundamentals=app.topic(FUNDAMENTALS, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
         trade_batches=DecodedTradeBatches(codec),
     )
     for name in worker.agent_names:
-        importlib.import_module(AGENTS[name]).install(built)
+        importlib.import_module(AGENTS[name].module).install(built)
 
     @app.timer(interval=DELIVERY_POLL_S)
     async def serve_deliveries() -> None:

@@ -22,7 +22,6 @@ from shared.intervals import parse_interval
 log = logging.getLogger(__name__)
 
 
-
 def _column(field: BarField) -> str:
     """The column definition of a bar field: not null, with the field's Avro default if any."""
     default = "" if field.default is None else f" default {sql.Literal(field.default).as_string()}"
@@ -58,6 +57,20 @@ BARS_ADDED_COLUMNS: Final = tuple(
     if f.default is not None
 )
 BARS_BY_TIME: Final = "create index if not exists bars_interval_ts on bars (interval, ts desc)"
+# Financial statements (md.fundamentals.v1, sink_fundamentals): typed keys, the body as JSONB.
+FUNDAMENTALS_TABLE: Final = """
+create table if not exists fundamentals (
+    symbol      text        not null,
+    statement   text        not null,
+    period      text        not null,
+    fiscal_date date        not null,
+    provider    text        not null,
+    body        jsonb       not null,
+    ts_event    timestamptz not null,
+    ts_recv     timestamptz not null,
+    primary key (symbol, statement, period, fiscal_date, provider)
+)
+"""
 RETENTION_SQL: Final = (
     "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
 )
@@ -135,6 +148,7 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
             conn.execute(added)
         conn.execute(BARS_BY_TIME)
         conn.execute(CHECKPOINTS_TABLE)
+        conn.execute(FUNDAMENTALS_TABLE)
         if timescale:
             _timescale(conn, compress_after_days, policy)
         else:

@@ -69,11 +69,14 @@ def test_registry_api_lists_subjects_and_latest_versions(api_url: str) -> None:
         "md.bars.batch.v1-value",
         "md.bars.v1-value",
         "md.dlq.v1-value",
+        "md.fundamentals.v1-value",
+        "md.provider_bars.v1-value",
         "md.trades.v1-value",
     ]
     latest = orjson.loads(wait_http(f"{api_url}/subjects/md.trades.v1-value/versions/latest"))
-    assert latest["subject"] == "md.trades.v1-value" and latest["version"] == 1
-    assert orjson.loads(latest["schema"])["name"] == "TradeBatch"
+    assert latest["subject"] == "md.trades.v1-value" and latest["version"] == 2
+    schema = orjson.loads(latest["schema"])
+    assert schema["name"] == "TradeBatch" and schema["fields"][-1]["name"] == "provider"
 
 
 def test_registry_api_unknown_id_answers_registry_error_shape(api_url: str) -> None:

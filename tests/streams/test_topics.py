@@ -25,7 +25,15 @@ def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_ret
     assert first.returncode == 0 and "md.trades.v1" in first.stdout.splitlines()[0]
     assert second.returncode == 0 and "none (all exist)" in second.stdout
     topics = {t["topic"]: t for t in map(orjson.loads, described.stdout.splitlines())}
-    assert set(topics) == {"md.trades.v1", "md.bars.v1", "md.bars.batch.v1", "md.dlq.v1"}
+    assert set(topics) == {
+        "md.trades.v1",
+        "md.bars.v1",
+        "md.bars.batch.v1",
+        "md.provider_bars.v1",
+        "md.fundamentals.v1",
+        "md.dlq.v1",
+    }
     assert topics["md.trades.v1"]["partitions"] == 4
     assert topics["md.trades.v1"]["configs"]["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert topics["md.dlq.v1"]["configs"]["cleanup.policy"] == "delete"
+    assert topics["md.fundamentals.v1"]["configs"]["cleanup.policy"] == "compact"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.app import FETCH_MAX_WAIT_MS, WorkerSettings
+from streams.app import AGENTS, WorkerSettings
 
 
 def test_worker_settings_fetch_wait_unset_takes_shortest_of_its_agents() -> None:
@@ -10,8 +10,8 @@ def test_worker_settings_fetch_wait_unset_takes_shortest_of_its_agents() -> None
     settings = WorkerSettings(agents="tally_trades,aggregate_bars", fetch_max_wait_ms=None)
 
     # Act / Assert
-    assert settings.fetch_wait_ms == FETCH_MAX_WAIT_MS["aggregate_bars"]
-    assert FETCH_MAX_WAIT_MS["aggregate_bars"] < FETCH_MAX_WAIT_MS["tally_trades"]
+    assert settings.fetch_wait_ms == AGENTS["aggregate_bars"].fetch_max_wait_ms
+    assert AGENTS["aggregate_bars"].fetch_max_wait_ms < AGENTS["tally_trades"].fetch_max_wait_ms
 
 
 def test_worker_settings_fetch_wait_sink_alone_waits_longer_than_bar_worker() -> None:
@@ -20,7 +20,7 @@ def test_worker_settings_fetch_wait_sink_alone_waits_longer_than_bar_worker() ->
     bars = WorkerSettings(agents="aggregate_bars", fetch_max_wait_ms=None)
 
     # Act / Assert
-    assert sink.fetch_wait_ms == FETCH_MAX_WAIT_MS["sink_bars"] > bars.fetch_wait_ms
+    assert sink.fetch_wait_ms == AGENTS["sink_bars"].fetch_max_wait_ms > bars.fetch_wait_ms
 
 
 def test_worker_settings_fetch_wait_set_overrides_every_agent() -> None:

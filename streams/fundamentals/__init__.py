@@ -1,0 +1,1 @@
+"""The `sink_fundamentals` agent: financial statements from Kafka into the `fundamentals` table."""
