@@ -28,7 +28,7 @@ from shared.errors import ConfigError, DeliveryError
 from shared.metrics import UP
 from shared.publisher import Publisher
 from shared.schema_registry import schema_registry
-from shared.settings import KafkaSettings, RegistrySettings, load_settings
+from shared.settings import DataPolicySettings, KafkaSettings, RegistrySettings, load_settings
 from shared.status import json_response, kafka_check, serve, status_app
 from shared.topics import TRADES
 
@@ -82,11 +82,15 @@ async def run(name: str, argv: list[str]) -> int:
         raise ConfigError(settings_problems(name, cls.Config, exc)) from exc
     except SettingsError as exc:
         raise ConfigError(f"invalid {name} settings: {exc}") from exc
+    connector = cls(config)
+    if connector.synthetic and load_settings(DataPolicySettings).real_data_only:
+        raise ConfigError(
+            f"MS_REAL_DATA_ONLY=true: the {name} connector makes up its data; it does not start"
+        )
     process = load_settings(ConnectorProcessSettings)
     kafka = load_settings(KafkaSettings)
     codec = Codec(schema_registry(load_settings(RegistrySettings)))
     require_broker(kafka.bootstrap)
-    connector = cls(config)
     app = status_app(f"connector.{name}", {"kafka": kafka_check(kafka.bootstrap)})
 
     async def provider_stats(_: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import FatalError, TransientError
 from shared.models import FundamentalStatement, ProviderBarBatch, Trade, TradeBatch
+from shared.settings import SYNTHETIC_SOURCES
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError", "Record", "Rejected", "TransientError"]
 
@@ -64,6 +65,11 @@ class Connector(abc.ABC):
     def live(self) -> bool:
         """True if event time follows the wall clock (see connectors.event_clock)."""
         return True
+
+    @property
+    def synthetic(self) -> bool:
+        """True if it makes its data up (refused under MS_REAL_DATA_ONLY=true)."""
+        return self.source in SYNTHETIC_SOURCES
 
     @property
     def stale_after_s(self) -> float | None:

@@ -16,7 +16,17 @@ class ConfigError(MarketstreamError):
 
 
 class DecodeError(MarketstreamError):
-    """Bytes from Kafka are not a message we can read; the input goes to the dead-letter topic."""
+    """Bytes from Kafka are not a message we can read; the input goes to the dead-letter topic
+    with `reason`."""
+
+    reason = "undecodable"
+
+
+class SyntheticDataError(DecodeError):
+    """A message from a synthetic source (the simulator) where only real data may flow
+    (MS_REAL_DATA_ONLY=true)."""
+
+    reason = "synthetic_source"
 
 
 class TransientError(MarketstreamError):

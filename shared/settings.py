@@ -48,6 +48,20 @@ class KafkaSettings(BaseSettings):
         }
 
 
+class DataPolicySettings(BaseSettings):
+    """What data the platform accepts. The production manifests set MS_REAL_DATA_ONLY=true:
+    synthetic sources (the simulator, the fake providers) refuse to start, and workers
+    dead-letter what such a source published anyway."""
+
+    model_config = SettingsConfigDict(env_prefix="MS_", extra="ignore")
+
+    real_data_only: bool = False
+
+
+# The sources whose data is made up: refused where only real data may flow.
+SYNTHETIC_SOURCES: Final = frozenset({"simulator"})
+
+
 class DatabaseSettings(BaseSettings):
     """PostgreSQL (with TimescaleDB when the extension is present)."""
 

@@ -34,7 +34,13 @@ from shared.cli import (
 )
 from shared.errors import ConfigError, MarketstreamError, TransientError
 from shared.schema_registry import schema_registry
-from shared.settings import DatabaseSettings, KafkaSettings, RegistrySettings, load_settings
+from shared.settings import (
+    DatabaseSettings,
+    DataPolicySettings,
+    KafkaSettings,
+    RegistrySettings,
+    load_settings,
+)
 
 log = logging.getLogger("streams")
 
@@ -60,7 +66,13 @@ def run_worker(extra: list[str]) -> int:
     kafka = load_settings(KafkaSettings)
     require_broker(kafka.bootstrap)  # Faust would crash with a traceback; the database may wait
     codec = Codec(schema_registry(load_settings(RegistrySettings)))
-    worker = create_app(settings, kafka, load_settings(DatabaseSettings), codec)
+    worker = create_app(
+        settings,
+        kafka,
+        load_settings(DatabaseSettings),
+        codec,
+        real_data_only=load_settings(DataPolicySettings).real_data_only,
+    )
     sys.argv = [
         sys.argv[0],
         "worker",

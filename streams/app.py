@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.codec import Codec
 from shared.publisher import Publisher
-from shared.settings import DatabaseSettings, KafkaSettings
+from shared.settings import SYNTHETIC_SOURCES, DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
 from shared.topics import BAR_BATCHES, FUNDAMENTALS, TRADES
 from streams.decoded import DecodedTradeBatches
@@ -156,7 +156,12 @@ def faust_config(worker: WorkerSettings, kafka: KafkaSettings) -> dict[str, Any]
 
 
 def create_app(
-    worker: WorkerSettings, kafka: KafkaSettings, database: DatabaseSettings, codec: Codec
+    worker: WorkerSettings,
+    kafka: KafkaSettings,
+    database: DatabaseSettings,
+    codec: Codec,
+    *,
+    real_data_only: bool = False,
 ) -> Worker:
     """Build the Faust app, install the selected agents and serve the status endpoints.
 
@@ -188,7 +193,9 @@ def create_app(
         bar_batches=app.topic(BAR_BATCHES, value_serializer="raw", key_serializer="raw"),
         fundamentals=app.topic(FUNDAMENTALS, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
-        trade_batches=DecodedTradeBatches(codec),
+        trade_batches=DecodedTradeBatches(
+            codec, refused_sources=SYNTHETIC_SOURCES if real_data_only else frozenset()
+        ),
     )
     for name in worker.agent_names:
         importlib.import_module(AGENTS[name].module).install(built)

@@ -11,18 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from shared.codec import Codec
-from shared.errors import DecodeError
+from shared.errors import DecodeError, SyntheticDataError
 from shared.models import TradeBatch
 
 
 class DecodedTradeBatches:
-    def __init__(self, codec: Codec, keep: int = 32) -> None:
+    def __init__(
+        self, codec: Codec, keep: int = 32, refused_sources: frozenset[str] = frozenset()
+    ) -> None:
         self._codec = codec
         self._keep = keep
+        self._refused = refused_sources  # MS_REAL_DATA_ONLY: the synthetic ones
         self._recent: dict[tuple[str, int, int], TradeBatch | str] = {}  # oldest first
 
     def of(self, message: Any) -> TradeBatch:
-        """The TradeBatch of a Faust message; raise DecodeError if it is not one."""
+        """The TradeBatch of a Faust message; raise DecodeError if it is not one, and
+        SyntheticDataError if it comes from a refused source."""
         key = (message.topic, message.partition, message.offset)
         found = self._recent.get(key)
         if found is None:
@@ -35,4 +39,8 @@ class DecodedTradeBatches:
                 del self._recent[next(iter(self._recent))]
         if isinstance(found, str):
             raise DecodeError(found)
+        if found.source in self._refused:
+            raise SyntheticDataError(
+                f"source {found.source!r} is synthetic and MS_REAL_DATA_ONLY=true"
+            )
         return found

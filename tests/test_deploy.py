@@ -29,7 +29,7 @@ def test_k8s_deployments_use_apps_v1_with_health_probes_and_limits() -> None:
         "marketstream-api",
         "marketstream-worker",
         "marketstream-sink",
-        "marketstream-simulator",
+        "marketstream-feed",
         "marketstream-ws-gateway",
     }
     for deployment in found:
@@ -46,8 +46,24 @@ def test_k8s_database_url_comes_from_a_secret_never_a_configmap() -> None:
     assert "MS_DATABASE_URL" not in config["data"]
     for deployment in deployments():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        if deployment["metadata"]["name"] != "marketstream-simulator":
+        if deployment["metadata"]["name"] != "marketstream-feed":
             assert {"secretRef": {"name": "marketstream"}} in container["envFrom"]
+
+
+def test_k8s_runs_real_data_only_and_takes_provider_keys_from_a_secret() -> None:
+    config = next(d for d in documents(K8S / "configmap.yaml") if d["kind"] == "ConfigMap")
+    (feed,) = [d for d in deployments() if d["metadata"]["name"] == "marketstream-feed"]
+    (container,) = feed["spec"]["template"]["spec"]["containers"]
+
+    assert config["data"]["MS_REAL_DATA_ONLY"] == "true"
+    assert not any("KEY" in name for name in config["data"])
+    assert {"secretRef": {"name": "marketstream-providers"}} in container["envFrom"]
+    commands = [
+        c["command"] for d in deployments() for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert not any(
+        "simulator" in command or "connectors.fakes" in " ".join(command) for command in commands
+    )
 
 
 def test_compose_sets_the_same_variable_names_as_the_code() -> None:

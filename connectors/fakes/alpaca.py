@@ -31,6 +31,8 @@ import orjson
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from connectors.fakes import refuse_where_only_real_data_flows
+
 log = logging.getLogger(__name__)
 
 RECORDING: Final = Path(__file__).parent / "data" / "alpaca_iex_trades.jsonl"
@@ -254,6 +256,7 @@ async def _main(port: int, interval_s: float) -> None:
 
 
 def main() -> None:
+    refuse_where_only_real_data_flows("Alpaca")
     parser = argparse.ArgumentParser(prog="python -m connectors.fakes.alpaca", description=__doc__)
     parser.add_argument("--port", type=int, default=8770, help="0: any free port")
     parser.add_argument("--interval-s", type=float, default=0.05, help="seconds between frames")

@@ -36,6 +36,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from connectors.fakes import refuse_where_only_real_data_flows
+
 log = logging.getLogger(__name__)
 
 RECORDING: Final = Path(__file__).parent / "data" / "finnhub_trades.jsonl"
@@ -375,6 +377,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    refuse_where_only_real_data_flows("Finnhub")
     parser = argparse.ArgumentParser(prog="python -m connectors.fakes.finnhub", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8771, help="0: any free port")

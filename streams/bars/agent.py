@@ -278,7 +278,7 @@ class BarAggregator:
         try:
             batch = self.worker.trade_batches.of(message)
         except DecodeError as exc:
-            self.dead_letters.reject_event(event, "undecodable", str(exc))
+            self.dead_letters.reject_event(event, exc.reason, str(exc))
         else:
             self.publish(state, state.book.fold(batch), message.partition, message.offset)
             self._trades_processed.inc(len(batch))

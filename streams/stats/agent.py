@@ -31,7 +31,7 @@ def install(worker: Worker) -> None:
             try:
                 batch = worker.trade_batches.of(event.message)
             except DecodeError as exc:
-                dead_letters.reject_event(event, "undecodable", str(exc))
+                dead_letters.reject_event(event, exc.reason, str(exc))
                 continue
             tally.fold(batch)
             TRADES_PROCESSED.labels("tally_trades").inc(len(batch))
