@@ -11,6 +11,7 @@ missed auth deadline (404), a slow client (407) or an internal error (500) are t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import ClassVar, Final, Literal
 
 import msgpack
+import numpy as np
 import orjson
 import websockets
 from pydantic import AliasChoices, Field, SecretStr
@@ -27,6 +29,7 @@ from connectors.alpaca_frames import Control, decode_frame
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.sessions import IEX_HOURS, SIP_HOURS, us_equities_trading
 from shared.errors import FatalError, TransientError
+from shared.models import ProviderBarBatch
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ STREAM_URLS: Final = {
 FATAL_CODES: Final = {400, 401, 402, 403, 405, 409, 410}
 MSGPACK: Final = "application/msgpack"
 CLOSE_TIMEOUT_S: Final = 0.5
+MAX_TRACKED_BARS: Final = 200_000
+DAY_US: Final = 86_400_000_000
 
 
 class AlpacaConfig(ConnectorConfig):
@@ -60,6 +65,9 @@ class AlpacaConfig(ConnectorConfig):
         ),
     )
     encoding: Literal["msgpack", "json"] = Field("msgpack", description="frame encoding")
+    bars: bool = Field(
+        True, description="also publish Alpaca's minute bars, their updates and daily bars"
+    )
     auth_timeout_s: float = Field(10.0, gt=0, description="Alpaca's deadline for auth")
     stale_after_s: float = Field(
         60.0, gt=0, description="no trade for this long while the market trades: reconnect"
@@ -76,7 +84,8 @@ class AlpacaConnector(Connector):
         self.cfg = config
         self.symbols = [s.strip() for s in config.symbols.split(",") if s.strip()]
         self.url = config.url or STREAM_URLS[config.feed]
-        self.unpublished = 0  # quotes, bars, statuses ... received but not published (yet)
+        self.unpublished = 0  # quotes, statuses ... received but not published (yet)
+        self._revisions: dict[tuple[str, str, int], int] = {}  # (interval, symbol, ts) -> last
 
     @property
     def stale_after_s(self) -> float:
@@ -103,7 +112,10 @@ class AlpacaConnector(Connector):
                 await self._expect(socket, "connected", timeout_s=10.0)
                 await socket.send(self._request({"action": "auth", "key": key, "secret": secret}))
                 await self._expect(socket, "authenticated", timeout_s=self.cfg.auth_timeout_s)
-                await socket.send(self._request({"action": "subscribe", "trades": self.symbols}))
+                channels = ("trades", "bars", "updatedBars", "dailyBars") if self.cfg.bars else ()
+                request: dict[str, object] = {"action": "subscribe"}
+                request |= {c: self.symbols for c in channels or ("trades",)}
+                await socket.send(self._request(request))
                 async for payload in socket:
                     self.heard_at_s = time.monotonic()
                     frame = decode_frame(payload, self.source, time.time_ns() // 1000)
@@ -114,6 +126,8 @@ class AlpacaConnector(Connector):
                         yield rejected
                     if frame.trades is not None:
                         yield frame.trades
+                    for bars in frame.bars.values():
+                        yield self._revised(bars)
         except websockets.InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -124,6 +138,23 @@ class AlpacaConnector(Connector):
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             raise TransientError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
         raise TransientError("alpaca ended the stream")
+
+    def _revised(self, bars: ProviderBarBatch) -> ProviderBarBatch:
+        """Number each bar's publications: a bar Alpaca sends again (an updated minute bar,
+        the day's bar as the day goes on) is a revision of the one before."""
+        revisions = []
+        for symbol, ts in zip(
+            [bars.instruments[i] for i in bars.instrument_index.tolist()],
+            bars.ts_us.tolist(),
+            strict=True,
+        ):
+            key = (bars.interval, symbol, ts)
+            revisions.append(self._revisions[key] + 1 if key in self._revisions else 0)
+            self._revisions[key] = revisions[-1]
+        if len(self._revisions) > MAX_TRACKED_BARS:  # forget bars older than two days
+            horizon = int(bars.ts_us.max()) - 2 * DAY_US
+            self._revisions = {k: r for k, r in self._revisions.items() if k[2] >= horizon}
+        return dataclasses.replace(bars, revision=np.array(revisions, dtype=np.int32))
 
     def _request(self, request: dict[str, object]) -> str | bytes:
         """A request in the encoding negotiated at connect, as Alpaca's own clients send it."""

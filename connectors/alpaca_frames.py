@@ -20,14 +20,17 @@ import numpy as np
 import orjson
 
 from connectors.base import Rejected
-from shared.models import Side, TradeBatch
+from shared.models import ProviderBarBatch, Side, TradeBatch
 from shared.symbols import symbol_problem
 
 CONTROL_TYPES: Final = frozenset({"success", "subscription", "error"})
+# Bars: minute bars (b), their later corrections (u: updatedBars), daily bars (d: sent again
+# as the day goes on), as our interval names.
+BAR_TYPES: Final = {"b": "1m", "u": "1m", "d": "1d"}
 # Data Alpaca sends that this connector does not publish (yet): counted, never rejected.
-# Corrections (c) and cancel errors (x) come with a trades subscription: the bars keep a
+# Corrections (c) and cancel errors (x) come with a trades subscription: our bars keep a
 # corrected or cancelled trade as first reported.
-UNPUBLISHED_TYPES: Final = frozenset({"q", "b", "u", "d", "s", "l", "c", "x", "o"})
+UNPUBLISHED_TYPES: Final = frozenset({"q", "s", "l", "c", "x", "o"})
 TAKER_SIDE: Final = {"B": Side.BUY, "S": Side.SELL}
 
 
@@ -55,6 +58,7 @@ class Frame:
     messages, the messages rejected, and how many data messages were of unpublished types."""
 
     trades: TradeBatch | None = None
+    bars: dict[str, ProviderBarBatch] = field(default_factory=dict)  # by type: b, u, d
     controls: list[Control] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     unpublished: int = 0
@@ -81,6 +85,7 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
         frame.rejected.append(Rejected("malformed_frame", f"a frame is an array, not {got}", raw))
         return frame
     trades = _Trades()
+    bars = {kind: _Bars() for kind in BAR_TYPES}
     for message in messages:
         kind = message.get("T") if isinstance(message, dict) else None
         if not isinstance(kind, str):
@@ -89,6 +94,10 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
             problem = trades.add(message)
             if problem:
                 frame.rejected.append(Rejected("malformed_trade", problem, _encode(message)))
+        elif kind in BAR_TYPES:
+            problem = bars[kind].add(message)
+            if problem:
+                frame.rejected.append(Rejected("malformed_bar", problem, _encode(message)))
         elif kind in CONTROL_TYPES:
             frame.controls.append(Control(str(kind), message))
         elif kind in UNPUBLISHED_TYPES:
@@ -97,7 +106,67 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
             detail = f"unknown message type {kind!r}" if kind else "a message without a type"
             frame.rejected.append(Rejected("unknown_message_type", detail, _encode(message)))
     frame.trades = trades.batch(source, recv_us)
+    for kind, found in bars.items():
+        if found.rows:
+            frame.bars[kind] = found.batch(source, BAR_TYPES[kind], recv_us)
     return frame
+
+
+class _Bars:
+    """Rows of a frame's bars of one type: o, h, l, c, v, t, n (trades) and vw (VWAP)."""
+
+    def __init__(self) -> None:
+        self.symbols: dict[str, int] = {}
+        self.rows: list[tuple[int, int, float, float, float, float, float, float, int]] = []
+
+    def add(self, message: dict[str, Any]) -> str | None:
+        symbol = message.get("S")
+        if not isinstance(symbol, str) or symbol_problem(symbol):
+            return f"S {symbol!r} is not a symbol"
+        prices = [message.get(k) for k in ("o", "h", "l", "c")]
+        if not all(_positive_number(p) for p in prices):
+            return f"o, h, l, c {prices!r} are not all positive numbers"
+        volume, vwap, count = message.get("v"), message.get("vw"), message.get("n")
+        if not isinstance(volume, int | float) or isinstance(volume, bool) or volume < 0:
+            return f"v {volume!r} is not a volume"
+        ts_ns = _timestamp_ns(message.get("t"))
+        if ts_ns is None:
+            return f"t {message.get('t')!r} is not an RFC 3339 time"
+        o, h, low, c = (float(p) for p in prices)  # type: ignore[arg-type]
+        self.rows.append(
+            (
+                self.symbols.setdefault(symbol, len(self.symbols)),
+                ts_ns // 1000,
+                o,
+                h,
+                low,
+                c,
+                float(volume),
+                float(vwap) if _positive_number(vwap) else float("nan"),
+                count if isinstance(count, int) and not isinstance(count, bool) else -1,
+            )
+        )
+        return None
+
+    def batch(self, source: str, interval: str, recv_us: int) -> ProviderBarBatch:
+        columns = list(zip(*self.rows, strict=True))
+        return ProviderBarBatch(
+            source=source,
+            provider="alpaca",
+            interval=interval,
+            instruments=tuple(self.symbols),
+            instrument_index=np.array(columns[0], dtype=np.int32),
+            ts_us=np.array(columns[1], dtype=np.int64),
+            open=np.array(columns[2]),
+            high=np.array(columns[3]),
+            low=np.array(columns[4]),
+            close=np.array(columns[5]),
+            volume=np.array(columns[6]),
+            vwap=np.array(columns[7]),
+            trade_count=np.array(columns[8], dtype=np.int64),
+            revision=np.zeros(len(self.rows), dtype=np.int32),
+            ts_recv_us=recv_us,
+        )
 
 
 class _Trades:

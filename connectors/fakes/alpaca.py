@@ -39,7 +39,14 @@ RECORDING: Final = Path(__file__).parent / "data" / "alpaca_iex_trades.jsonl"
 KEY_ID: Final = "fake-alpaca-key"
 SECRET_KEY: Final = "fake-alpaca-secret"
 SUBSCRIBABLE: Final = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses")
-CHANNEL_OF: Final = {"t": "trades", "q": "quotes", "s": "statuses"}
+CHANNEL_OF: Final = {
+    "t": "trades",
+    "q": "quotes",
+    "s": "statuses",
+    "b": "bars",
+    "u": "updatedBars",
+    "d": "dailyBars",
+}
 
 
 def load_recording(path: Path = RECORDING) -> list[list[dict[str, Any]]]:

@@ -276,3 +276,35 @@ async def _until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-
     async with asyncio.timeout(timeout_s):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def test_alpaca_minute_bars_and_their_updates_are_provider_bars_with_revisions() -> None:
+    # Arrange: a minute bar, Alpaca's correction of it, and the day's bar twice
+    bar = {"S": "AAPL", "o": 172.75, "h": 173.1, "l": 172.6, "c": 173.02, "v": 48211, "n": 611}
+    frames = [
+        [{"T": "b", "t": "2024-03-12T13:30:00Z", "vw": 172.91} | bar],
+        [{"T": "u", "t": "2024-03-12T13:30:00Z", "vw": 172.92} | bar | {"v": 48311}],
+        [{"T": "d", "t": "2024-03-12T04:00:00Z", "vw": 172.9} | bar],
+        [{"T": "d", "t": "2024-03-12T04:00:00Z", "vw": 172.95} | bar | {"c": 173.4}],
+    ]
+    async with FakeAlpaca(frames, live_times=False) as fake:
+        connector = _connector(fake, symbols="AAPL", encoding="json")
+
+        # Act
+        got = []
+        async with asyncio.timeout(10):
+            async for item in connector.stream():
+                got.append(item)
+                if len(got) == 4:
+                    break
+
+    # Assert
+    assert [(b.interval, b.revision.tolist(), b.provider) for b in got] == [
+        ("1m", [0], "alpaca"),
+        ("1m", [1], "alpaca"),
+        ("1d", [0], "alpaca"),
+        ("1d", [1], "alpaca"),
+    ]
+    assert got[1].volume.tolist() == [48311.0] and got[3].close.tolist() == [173.4]
+    assert got[0].ts_us.tolist() == [1_710_250_200_000_000]
+    assert got[0].vwap.tolist() == [172.91] and got[0].trade_count.tolist() == [611]
