@@ -10,10 +10,13 @@ if TYPE_CHECKING:
 
 CONNECTORS: Final[dict[str, str]] = {
     "alpaca": "connectors.alpaca:AlpacaConnector",
+    "alphavantage": "connectors.alphavantage:AlphaVantageConnector",
     "failover": "connectors.failover:FailoverConnector",
     "finnhub": "connectors.finnhub:FinnhubConnector",
+    "fmp": "connectors.fmp:FmpConnector",
     "replay": "connectors.replay:ReplayConnector",
     "simulator": "connectors.simulator:SimulatorConnector",
+    "yahoo": "connectors.yahoo:YahooConnector",
 }
 
 

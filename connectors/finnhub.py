@@ -14,14 +14,12 @@ https://finnhub.io/docs/api/websocket-trades and https://finnhub.io/docs/api/sto
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, get_args
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -35,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
+from connectors.retry_after import retry_after_s
 from shared.errors import FatalError, MarketstreamError, TransientError
 from shared.models import TradeBatch
 from shared.symbols import symbol_problem
@@ -246,24 +245,6 @@ def parse_candles(body: bytes, symbol: str, resolution: str) -> Candles:
         ts_us=columns["t"].astype(np.int64) * 1_000_000,
         **{name: columns[key].astype(np.float64) for key, name in CANDLE_COLUMNS.items()},
     )
-
-
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _error_text(body: bytes) -> str:

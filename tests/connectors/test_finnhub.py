@@ -29,8 +29,8 @@ from connectors.finnhub import (
     RateLimitedError,
     parse_candles,
     parse_frame,
-    retry_after_s,
 )
+from connectors.retry_after import retry_after_s
 from shared.errors import FatalError, TransientError
 from shared.models import TradeBatch
 
