@@ -45,11 +45,19 @@ $(QUIX_VENV)/.installed:
 	$(QUIX_VENV)/bin/pip install --quiet quixstreams==3.28.1
 	touch $@
 
-bench: install $(QUIX_VENV)/.installed
+# alpaca-py, Alpaca's own SDK, is the providers scenario's peer; its pins are not ours either.
+ALPACA_VENV := .venv-alpaca
+$(ALPACA_VENV)/.installed:
+	$(PYTHON) -m venv $(ALPACA_VENV)
+	$(ALPACA_VENV)/bin/pip install --quiet alpaca-py==0.44.0
+	touch $@
+
+bench: install $(QUIX_VENV)/.installed $(ALPACA_VENV)/.installed
 	$(PY) -m benchmarks produce
 	$(PY) -m benchmarks bars --quix-python $(QUIX_VENV)/bin/python
 	$(PY) -m benchmarks sink
 	$(PY) -m benchmarks ws
+	$(PY) -m benchmarks providers --alpaca-python $(ALPACA_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) $(QUIX_VENV) .run
+	rm -rf $(VENV) $(QUIX_VENV) $(ALPACA_VENV) .run

@@ -24,6 +24,7 @@ log = logging.getLogger("benchmarks")
 SCENARIOS: Final[dict[str, str]] = {
     "bars": "benchmarks.bars",
     "produce": "benchmarks.produce",
+    "providers": "benchmarks.providers",
     "sink": "benchmarks.sink",
     "ws": "benchmarks.ws",
 }
