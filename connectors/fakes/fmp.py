@@ -242,7 +242,7 @@ async def _main(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m connectors.fakes.fmp", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8772, help="0: any free port")
+    parser.add_argument("--port", type=int, default=8774, help="0: any free port")
     parser.add_argument("--limit", type=int, default=120, help="requests per window and key")
     parser.add_argument("--window-s", type=float, default=60.0)
     args = parser.parse_args()
