@@ -33,10 +33,16 @@ from shared.metrics import (
     RECONNECTS,
     TRADES_PUBLISHED,
 )
-from shared.models import FundamentalStatement, ProviderBarBatch, Trade, TradeBatch
+from shared.models import (
+    FeedEvent,
+    FundamentalStatement,
+    ProviderBarBatch,
+    Trade,
+    TradeBatch,
+)
 from shared.partitioning import partition_for
 from shared.publisher import Publisher
-from shared.topics import FUNDAMENTALS, PROVIDER_BARS, TRADES
+from shared.topics import FEED_EVENTS, FUNDAMENTALS, PROVIDER_BARS, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,8 @@ class ConnectorRunner:
         self._last_sent_s = [0.0] * partitions
         self._pending_trades: list[Trade] = []
         self._stopping = asyncio.Event()
+        self._last_data_us: int | None = None  # wall clock of the feed's last item
+        self._blind = False  # since a disconnect, until data comes again
 
     def stop(self) -> None:
         """Ask the run to end: the feed is left, pending trades are flushed and acknowledged."""
@@ -125,11 +133,18 @@ class ConnectorRunner:
             try:
                 async for item in watched(self.connector):
                     attempt = 0
+                    if self._blind:
+                        self._feed_event("reconnected", "data again after a disconnect")
+                        self._blind = False
+                    self._last_data_us = time.time_ns() // 1000
                     self._handle(item)
                 self._handle_trades()
                 return
             except TransientError as exc:
                 self._handle_trades()
+                if not self._blind:
+                    self._feed_event("disconnected", str(exc))
+                    self._blind = True
                 RECONNECTS.labels(self.connector.name).inc()
                 delay = backoff_s(attempt, rng)
                 attempt += 1
@@ -137,8 +152,9 @@ class ConnectorRunner:
                     "%s feed failed (%s); reconnecting in %.2f s", self.connector.name, exc, delay
                 )
                 await asyncio.sleep(delay)
-            except FatalError:
+            except FatalError as exc:
                 self._handle_trades()
+                self._feed_event("down", str(exc))
                 raise
 
     def _handle(self, item: Record | Rejected) -> None:
@@ -214,6 +230,12 @@ class ConnectorRunner:
                 partition=partition,
                 on_ack=functools.partial(self._acked, n, batch.source),
             )
+
+    def _feed_event(self, kind: str, detail: str) -> None:
+        """Tell gap detection where this feed was blind (md.feed_events.v1)."""
+        now_us = time.time_ns() // 1000
+        event = FeedEvent(self.connector.source, kind, detail, self._last_data_us, now_us, now_us)
+        self.publisher.produce(FEED_EVENTS, self.codec.encode_feed_event(event), partition=0)
 
     def _publish_provider_bars(self, bars: ProviderBarBatch) -> None:
         """Produce the provider's bars, a message per partition of their instruments."""

@@ -26,6 +26,7 @@ from shared.models import (
     Bar,
     BarBatch,
     DeadLetter,
+    FeedEvent,
     FundamentalStatement,
     ProviderBarBatch,
     TradeBatch,
@@ -42,6 +43,7 @@ BAR_BATCH: Final = "bar_batch"
 PROVIDER_BAR_BATCH: Final = "provider_bar_batch"
 EPOCH_DATE: Final = date(1970, 1, 1)
 FUNDAMENTAL_STATEMENT: Final = "fundamental_statement"
+FEED_EVENT: Final = "feed_event"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -358,6 +360,7 @@ class Codec:
                 BAR_BATCH,
                 PROVIDER_BAR_BATCH,
                 FUNDAMENTAL_STATEMENT,
+                FEED_EVENT,
             )
         }
         self._plain_schemas: dict[int | str, Any] = {}
@@ -557,6 +560,32 @@ class Codec:
             body=rec["body"].encode(),
             ts_event_us=rec["ts_event"],
             ts_recv_us=rec["ts_recv"],
+        )
+
+
+    def encode_feed_event(self, event: FeedEvent) -> bytes:
+        return self._fastavro_write(
+            FEED_EVENT,
+            {
+                "source": event.source,
+                "kind": event.kind,
+                "detail": event.detail,
+                "blind_since": event.blind_since_us,
+                "ts_event": event.ts_event_us,
+                "ts_recv": event.ts_recv_us,
+            },
+        )
+
+    def decode_feed_event(self, data: bytes) -> FeedEvent:
+        schema_id, body = self._resolve(FEED_EVENT, data)
+        rec = self._fastavro_read(FEED_EVENT, schema_id, body)
+        return FeedEvent(
+            rec["source"],
+            rec["kind"],
+            rec["detail"],
+            rec["blind_since"],
+            rec["ts_event"],
+            rec["ts_recv"],
         )
 
 

@@ -302,3 +302,15 @@ class FundamentalStatement:
     body: bytes
     ts_event_us: int  # when the provider filed or last updated it, if it says; else ts_recv
     ts_recv_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """A change in a feed's connection (see schemas/avro/feed_event.avsc): where it was blind."""
+
+    source: str
+    kind: str  # disconnected, down, reconnected
+    detail: str
+    blind_since_us: int | None
+    ts_event_us: int
+    ts_recv_us: int

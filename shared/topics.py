@@ -19,6 +19,7 @@ BAR_BATCHES: Final = "md.bars.batch.v1"
 DLQ: Final = "md.dlq.v1"
 PROVIDER_BARS: Final = "md.provider_bars.v1"
 FUNDAMENTALS: Final = "md.fundamentals.v1"
+FEED_EVENTS: Final = "md.feed_events.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,15 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             codec.FUNDAMENTAL_STATEMENT,
             "Companies' financial statements per fiscal period, keyed "
             "symbol|statement|period|fiscal_date and compacted: the latest report of each.",
+        ),
+        TopicSpec(
+            FEED_EVENTS,
+            1,
+            30 * DAY_MS,
+            "delete",
+            codec.FEED_EVENT,
+            "Connectors' disconnects and reconnects: where each feed was blind, for gap "
+            "detection.",
         ),
         TopicSpec(
             DLQ,

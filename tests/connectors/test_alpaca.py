@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import msgpack
 import numpy as np
 import pytest
+from conftest import at_least, read_topic
 
 from connectors.alpaca import AlpacaConfig, AlpacaConnector
 from connectors.alpaca_frames import decode_frame
@@ -25,7 +26,7 @@ from shared.metrics import STALE_FEEDS
 from shared.models import TradeBatch
 from shared.publisher import Publisher
 from shared.settings import KafkaSettings
-from shared.topics import TRADES
+from shared.topics import FEED_EVENTS, TRADES
 
 RECORDED = [m for frame in load_recording() for m in frame if m["T"] == "t"]
 
@@ -239,6 +240,17 @@ async def test_runner_stale_feed_while_market_trades_reconnects_and_resubscribes
 
     assert fake.connections >= 2
     assert STALE_FEEDS.labels("alpaca")._value.get() >= stale_before + 1
+    # gap detection is told where the feed was blind: from its last data to its next
+    events = [
+        codec.decode_feed_event(m.value())
+        for m in read_topic(bootstrap, FEED_EVENTS, at_least(2), timeout_s=30)
+    ]
+    disconnected, reconnected = events[:2]
+    assert (disconnected.kind, reconnected.kind) == ("disconnected", "reconnected")
+    assert "stale feed" in disconnected.detail and disconnected.source == "alpaca"
+    assert disconnected.blind_since_us is not None
+    assert disconnected.blind_since_us == reconnected.blind_since_us
+    assert disconnected.blind_since_us <= disconnected.ts_event_us < reconnected.ts_event_us
 
 
 async def test_watchdog_quiet_market_does_not_reconnect() -> None:
