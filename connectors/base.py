@@ -81,6 +81,12 @@ class Connector(abc.ABC):
         means a dead socket rather than a quiet market."""
         return True
 
+    def delivered(self, item: Record) -> None:
+        """Kafka acknowledged every message of `item` (a statement or provider bars the
+        runner published; not trades, which are batched). May be called from the thread
+        that flushes at shutdown. Most connectors need not know."""
+        return None
+
     def provider_stats(self) -> dict[str, dict[str, Any]]:
         """Per provider it uses: state, health and errors, for `GET /stats/providers`."""
         return {}

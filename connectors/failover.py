@@ -20,7 +20,6 @@ minute gets one bar of that minute) and the `provider` that served them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import dataclasses
 import logging
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
@@ -53,6 +52,8 @@ from shared.models import TradeBatch
 log = logging.getLogger(__name__)
 
 RESELECT_S: Final = 0.2
+SEAM_US: Final = 1000  # the seam's precision: a millisecond, the coarsest providers stamp
+MAX_UNSERVED_TRADES: Final = 500_000  # per provider, kept to resume from
 NEVER_US: Final = np.iinfo(np.int64).min
 
 
@@ -74,7 +75,13 @@ class FailoverConfig(ConnectorConfig):
     latency_budget_s: float = Field(2.0, gt=0, description="feed delay that still scores 1")
     stale_after_s: float = Field(30.0, gt=0, description="no data this long lowers the score")
     min_score: float = Field(0.5, ge=0, le=1, description="the least score that serves")
-    overlap_s: float = Field(10.0, ge=0, description="how long unserved trades are kept")
+    overlap_s: float = Field(
+        120.0,
+        ge=0,
+        description="how long unserved trades are kept: at least how long a failing provider "
+        "takes to be judged unusable (a silent one: 1.5 x stale_after_s; a dead socket: the "
+        "watchdog and the backoff)",
+    )
 
 
 def load_universe(config: FailoverConfig) -> dict[str, list[str]]:
@@ -86,7 +93,7 @@ def load_universe(config: FailoverConfig) -> dict[str, list[str]]:
         with config.universe_file.open(newline="") as f:
             rows = list(csv.DictReader(f))
     except OSError as exc:
-        raise ConfigError(f"MS_FAILOVER_UNIVERSE_FILE: cannot read it: {exc}") from None
+        raise ConfigError(f"MS_FAILOVER_UNIVERSE_FILE: cannot read it: {exc}") from exc
     universe = {}
     for number, row in enumerate(rows, start=2):
         if not row.get("symbol") or not row.get("providers"):
@@ -106,6 +113,7 @@ class _Provider:
     health: ProviderHealth
     breaker: CircuitBreaker
     unserved: deque[tuple[float, TradeBatch]] = field(default_factory=deque)  # (arrived, batch)
+    unserved_trades: int = 0
 
 
 class FailoverConnector(Connector):
@@ -143,12 +151,21 @@ class FailoverConnector(Connector):
         for name in names:
             cls = connector_class(name)
             mine = [s for s, order in self.universe.items() if name in order]
-            built[name] = cls(cls.Config(symbols=",".join(mine)))  # type: ignore[call-arg]
+            try:
+                config = cls.Config(symbols=",".join(mine))  # type: ignore[call-arg]
+            except ValidationError as exc:
+                problems = "; ".join(str(e["msg"]) for e in exc.errors())
+                raise ConfigError(f"failover: invalid {name} settings: {problems}") from exc
+            built[name] = cls(config)
         return built
 
     @property
     def source(self) -> str:
         return self.cfg.source
+
+    @property
+    def synthetic(self) -> bool:
+        return any(p.connector.synthetic for p in self.providers.values())
 
     async def stream(self) -> AsyncIterator[Record | Rejected]:
         queue: asyncio.Queue[tuple[str, Record | Rejected]] = asyncio.Queue(maxsize=1024)
@@ -173,9 +190,7 @@ class FailoverConnector(Connector):
         finally:
             for task in feeds:
                 task.cancel()
-            for task in feeds:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*feeds, return_exceptions=True)
 
     def provider_stats(self) -> dict[str, dict[str, Any]]:
         served: dict[str, int] = {}
@@ -202,6 +217,7 @@ class FailoverConnector(Connector):
         while True:
             while not provider.breaker.may_try():
                 await asyncio.sleep(0.05)
+            provider.health.session_started()  # freshness counts from here, data or not
             try:
                 async for item in watched(provider.connector):
                     attempt = 0
@@ -210,8 +226,8 @@ class FailoverConnector(Connector):
                         provider.health.data()
                         provider.health.success(delay_s)
                         if provider.breaker.state is not BreakerState.CLOSED:
-                            provider.breaker.success()
                             log.info("%s recovered: its circuit is closed", provider.name)
+                        provider.breaker.success()  # failures count in a row
                         PROVIDER_REQUESTS.labels(provider.name, "ok").inc()
                     await queue.put((provider.name, item))
                 raise TransientError(f"{provider.name} ended its stream")
@@ -233,6 +249,16 @@ class FailoverConnector(Connector):
                 delay = backoff_s(attempt, rng)
                 attempt += 1
                 log.warning("%s failed (%s); reconnecting in %.2f s", provider.name, exc, delay)
+                await asyncio.sleep(delay)
+            except Exception as exc:  # a defect of ours: the provider counts as failing, loudly
+                provider.health.failure("error")
+                provider.breaker.failure(repr(exc))
+                PROVIDER_REQUESTS.labels(provider.name, "error").inc()
+                delay = backoff_s(attempt, rng)
+                attempt += 1
+                log.exception(
+                    "%s failed unexpectedly; reconnecting in %.2f s", provider.name, delay
+                )
                 await asyncio.sleep(delay)
 
     def _usable(self, provider: _Provider) -> bool:
@@ -273,8 +299,12 @@ class FailoverConnector(Connector):
             return []  # heartbeats: the runner keeps this feed's own clock
         now = time.monotonic()
         provider.unserved.append((now, item))
-        while provider.unserved and provider.unserved[0][0] < now - self.cfg.overlap_s:
-            provider.unserved.popleft()
+        provider.unserved_trades += len(item)
+        while provider.unserved and (
+            provider.unserved[0][0] < now - self.cfg.overlap_s
+            or provider.unserved_trades > MAX_UNSERVED_TRADES
+        ):
+            provider.unserved_trades -= len(provider.unserved.popleft()[1])
         return list(self._forward(provider, item))
 
     def _forward(
@@ -293,7 +323,9 @@ class FailoverConnector(Connector):
             [self.resume_after_us.get(s, NEVER_US) for s in batch.instruments], dtype=np.int64
         )
         index = batch.instrument_index
-        rows = np.flatnonzero(serving[index] & (batch.ts_event_us > seam[index]))
+        # providers stamp to the ms (Finnhub) or finer: the seam is judged at the coarsest
+        after = batch.ts_event_us // SEAM_US > seam[index] // SEAM_US
+        rows = np.flatnonzero(serving[index] & after)
         if not len(rows):
             return []
         out = take_rows(batch, rows)

@@ -7,11 +7,11 @@ one request at a time, each through the provider's RequestBudget (Priority.LISTI
 one FundamentalStatement per statement and fiscal period (see connectors.fmp_statements).
 
 Progress is kept in PostgreSQL (`fundamentals_refresh`), per run (`run_id`, by default the UTC
-day): a (symbol, statement, period) is marked done once its records were yielded AND the
-consumer asked for the next item; a restart skips what is done, so it repeats no request but
-the one whose records were not yet taken. The runner acknowledges with Kafka only later, so a
-crash may publish one request's records twice, which the fundamentals table's primary key
-(symbol, statement, period, fiscal_date, provider) makes harmless.
+day): a (symbol, statement, period) is marked done once Kafka acknowledged every record it
+yielded (the runner calls `delivered`); a restart skips what is done. A crash may repeat the
+requests whose records were in flight, and publish those again, which the fundamentals
+table's primary key (symbol, statement, period, fiscal_date, provider) makes harmless; it
+never skips a request whose records were lost.
 
 HTTP 429 (or FMP's "Limit Reach" body) defers the whole budget by Retry-After (else one window)
 and asks again; nothing is skipped. A refused key (401, 403, "Invalid API KEY") is a FatalError
@@ -47,7 +47,7 @@ from pydantic import (
 from pydantic_settings import SettingsConfigDict
 
 from connectors import fmp_statements as fs
-from connectors.base import Connector, ConnectorConfig, Rejected
+from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.budget import Limit, Priority, RequestBudget
 from connectors.retry_after import retry_after_s
 from shared.errors import FatalError, TransientError
@@ -253,6 +253,26 @@ class FmpConnector(Connector):
         self.budget = budget or RequestBudget(fs.SOURCE, limits)
         self.stats = RefreshStats()
         self._logged_s = 0.0
+        # units whose records are yielded, by record, until Kafka acknowledged them all
+        self._unit_of: dict[int, fs.Unit] = {}
+        self._unacknowledged: dict[fs.Unit, int] = {}
+        self._acknowledged: list[fs.Unit] = []  # complete, to mark done
+
+    def delivered(self, item: Record) -> None:
+        unit = self._unit_of.pop(id(item), None)
+        if unit is None:
+            return
+        self._unacknowledged[unit] -= 1
+        if not self._unacknowledged[unit]:
+            del self._unacknowledged[unit]
+            self._acknowledged.append(unit)
+
+    async def _mark_acknowledged(self, progress: RefreshProgress, run_id: str) -> None:
+        """Mark done the units whose records Kafka acknowledged."""
+        while self._acknowledged:
+            unit = self._acknowledged.pop(0)
+            await progress.mark(run_id, unit)
+            self.stats.mark_done()
 
     def units(self) -> list[fs.Unit]:
         return fs.units(
@@ -278,12 +298,17 @@ class FmpConnector(Connector):
             async with aiohttp.ClientSession(timeout=timeout) as http:
                 for unit in pending:
                     parsed = await self._fetch(http, unit)
+                    if parsed.complete:
+                        if parsed.items:
+                            self._unacknowledged[unit] = len(parsed.items)
+                            self._unit_of |= {id(item): unit for item in parsed.items}
+                        else:
+                            self._acknowledged.append(unit)  # nothing to wait for
                     for item in parsed.items:
                         yield item
-                    if parsed.complete:  # reached when the consumer asks for the next item
-                        await progress.mark(run_id, unit)
-                        self.stats.mark_done()
+                    await self._mark_acknowledged(progress, run_id)
                     self._log_progress()
+                await self._mark_acknowledged(progress, run_id)
             self.stats.state = "finished"
             self._log_progress(final=True)
         except (GeneratorExit, asyncio.CancelledError):

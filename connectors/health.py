@@ -63,6 +63,11 @@ class ProviderHealth:
         self.errors[kind] += 1
         self._outcomes.append(_Outcome(self.clock(), False, None))
 
+    def session_started(self) -> None:
+        """A session began: a provider that never delivers grows stale from here."""
+        if self._data_at_s is None:
+            self._data_at_s = self.clock()
+
     def data(self) -> None:
         """Data arrived (a trade, a heartbeat of the provider's own)."""
         self._data_at_s = self.clock()

@@ -244,26 +244,46 @@ class ConnectorRunner:
             [partition_for(s, partitions) for s in bars.instruments], dtype=np.int32
         )
         of_bar = of_instrument[bars.instrument_index]
-        for partition in np.unique(of_bar).tolist():
+        partitions_used = np.unique(of_bar).tolist()
+        remaining = [len(partitions_used)]  # messages of `bars` not yet acknowledged
+
+        def acked(n: int) -> None:
+            self._counted("provider_bars", n)
+            remaining[0] -= 1
+            if not remaining[0]:
+                self.connector.delivered(bars)
+
+        for partition in partitions_used:
             part = bars.select(np.flatnonzero(of_bar == partition))
             self.publisher.produce(
                 PROVIDER_BARS,
                 self.codec.encode_provider_bars(part),
                 partition=partition,
-                on_ack=functools.partial(self._counted, "provider_bars", len(part)),
+                on_ack=functools.partial(acked, len(part)),
             )
 
     def _publish_statement(self, statement: FundamentalStatement) -> None:
         """Produce a statement, keyed for compaction: the latest report of each is kept."""
         key = "|".join(
-            (statement.symbol, statement.statement, statement.period, statement.fiscal_date)
+            (
+                statement.symbol,
+                statement.statement,
+                statement.period,
+                statement.fiscal_date,
+                statement.provider,
+            )
         )
+
+        def acked() -> None:
+            self._counted("statements", 1)
+            self.connector.delivered(statement)
+
         self.publisher.produce(
             FUNDAMENTALS,
             self.codec.encode_fundamental(statement),
             key=key.encode(),
             partition=partition_for(statement.symbol, self.batcher.partitions),
-            on_ack=functools.partial(self._counted, "statements", 1),
+            on_ack=acked,
         )
 
     def _counted(self, field: str, n: int) -> None:

@@ -52,7 +52,7 @@ async def watched(connector: Connector) -> AsyncIterator[Record | Rejected]:
                 elif connector.expects_data(datetime.now(UTC)):
                     STALE_FEEDS.labels(connector.name).inc()
                     raise StaleFeedError(
-                        f"no data for {stale_s:.0f} s while its market trades: stale feed"
+                        f"no data for {stale_s:g} s while its market trades: stale feed"
                     )
                 else:
                     last_s = time.monotonic()  # a quiet market: wait another period
@@ -60,8 +60,8 @@ async def watched(connector: Connector) -> AsyncIterator[Record | Rejected]:
                 item = pending.result()
             except StopAsyncIteration:
                 return
-            last_s = time.monotonic()
             yield item
+            last_s = time.monotonic()  # a consumer that paused is not the feed's silence
     finally:
         if pending is not None and not pending.done():
             pending.cancel()

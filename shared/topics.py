@@ -86,7 +86,7 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             "compact",
             codec.FUNDAMENTAL_STATEMENT,
             "Companies' financial statements per fiscal period, keyed "
-            "symbol|statement|period|fiscal_date and compacted: the latest report of each.",
+            "symbol|statement|period|fiscal_date|provider and compacted: the latest report of each.",
         ),
         TopicSpec(
             FEED_EVENTS,
@@ -94,8 +94,7 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             30 * DAY_MS,
             "delete",
             codec.FEED_EVENT,
-            "Connectors' disconnects and reconnects: where each feed was blind, for gap "
-            "detection.",
+            "Connectors' disconnects and reconnects: where each feed was blind, for gap detection.",
         ),
         TopicSpec(
             DLQ,

@@ -39,8 +39,9 @@ class DecodedTradeBatches:
                 del self._recent[next(iter(self._recent))]
         if isinstance(found, str):
             raise DecodeError(found)
-        if found.source in self._refused:
-            raise SyntheticDataError(
-                f"source {found.source!r} is synthetic and MS_REAL_DATA_ONLY=true"
-            )
+        for origin in (found.source, found.provider):
+            if origin in self._refused:
+                raise SyntheticDataError(
+                    f"source {origin!r} is synthetic and MS_REAL_DATA_ONLY=true"
+                )
         return found

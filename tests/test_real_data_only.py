@@ -24,6 +24,9 @@ T0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
         (["connectors", "run", "simulator"], "the simulator connector makes up its data"),
         (["connectors.fakes.alpaca", "--port", "0"], "the fake Alpaca does not start"),
         (["connectors.fakes.finnhub", "--port", "0"], "the fake Finnhub does not start"),
+        (["connectors.fakes.yahoo", "--port", "0"], "the fake Yahoo does not start"),
+        (["connectors.fakes.alphavantage", "--port", "0"], "does not start"),
+        (["connectors.fakes.fmp", "--port", "0"], "the fake FMP does not start"),
     ],
 )
 def test_real_data_only_synthetic_sources_refuse_to_start(module: list[str], refusal: str) -> None:

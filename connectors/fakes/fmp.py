@@ -35,6 +35,8 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from connectors.fakes import refuse_where_only_real_data_flows
+
 DATA: Final = Path(__file__).parent / "data" / "fmp"
 API_KEY: Final = "fake-fmp-key"
 DOCS: Final = "https://site.financialmodelingprep.com/developer/docs"
@@ -240,6 +242,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    refuse_where_only_real_data_flows("FMP")
     parser = argparse.ArgumentParser(prog="python -m connectors.fakes.fmp", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8774, help="0: any free port")

@@ -17,8 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import orjson
 from pydantic import Field
@@ -43,6 +45,45 @@ KEPT_AND_LOST = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class FakeProvider:
+    """A provider `make up` runs its fake for unless its keys (`keys`) are all set."""
+
+    keys: tuple[str, ...]
+    connector_env: Callable[[int], dict[str, str]]  # where the connector finds the fake
+
+
+FAKES: Final = {
+    "alpaca": FakeProvider(
+        ("ALPACA_API_KEY", "ALPACA_SECRET_KEY"),
+        lambda port: {"MS_ALPACA_URL": f"ws://127.0.0.1:{port}/v2/iex"},
+    ),
+    "finnhub": FakeProvider(
+        ("FINNHUB_API_KEY",),
+        lambda port: {
+            "MS_FINNHUB_WS_URL": f"ws://127.0.0.1:{port}",
+            "MS_FINNHUB_REST_URL": f"http://127.0.0.1:{port}/api/v1",
+        },
+    ),
+}
+# The feeds `make up` can run (MS_STACK_FEEDS), the providers each needs, and its settings.
+FEED_PROVIDERS: Final = {
+    "simulator": (),
+    "alpaca": ("alpaca",),
+    "finnhub": ("finnhub",),
+    "failover": ("finnhub", "alpaca"),
+}
+FEED_ENV: Final = {
+    "alpaca": {"MS_ALPACA_SYMBOLS": "AAPL,MSFT,TSLA"},
+    "failover": {
+        "MS_FAILOVER_SYMBOLS": "AAPL,MSFT",
+        "MS_FAILOVER_PROVIDERS": "finnhub,alpaca",
+        "MS_ALPACA_SYMBOLS": "AAPL,MSFT",
+    },
+}
+_FEED: Final = "|".join(FEED_PROVIDERS)
+
+
 class StackSettings(BaseSettings):
     """Ports and load of the embedded stack."""
 
@@ -58,8 +99,9 @@ class StackSettings(BaseSettings):
     ws_port: int = Field(8765, ge=1, le=65535)
     # The connectors to run: simulator, and alpaca (against its fake unless ALPACA_API_KEY
     # and ALPACA_SECRET_KEY are set); the first gets connector_port, the next ones the ports after.
-    feeds: str = Field("simulator", pattern=r"^(simulator|alpaca)(,(simulator|alpaca))*$")
+    feeds: str = Field("simulator", pattern=rf"^({_FEED})(,({_FEED}))*$")
     alpaca_fake_port: int = Field(8770, ge=1, le=65535)
+    finnhub_fake_port: int = Field(8771, ge=1, le=65535)
     simulator_instruments: int = Field(50, ge=1)
     simulator_rate: float = Field(2000.0, gt=0)
     trades_partitions: int = Field(6, ge=1)
@@ -117,31 +159,28 @@ class Stack:
 
     def feed_children(self) -> list[Child]:
         """A connector per feed, each with its status port; a fake provider where keys lack."""
-        children = []
+        children: dict[str, Child] = {}
         for k, feed in enumerate(self.feeds):
             port = self.s.connector_port + k
-            env = {"MS_CONNECTOR_HTTP_PORT": str(port)}
-            if feed == "alpaca" and not self.real_alpaca:
-                fake = self.s.alpaca_fake_port
+            env = {"MS_CONNECTOR_HTTP_PORT": str(port)} | FEED_ENV.get(feed, {})
+            for provider in FEED_PROVIDERS.get(feed, ()):
+                fake = FAKES[provider]
+                if all(os.environ.get(key) for key in fake.keys):
+                    continue  # the real provider: its keys are set
+                fake_port = int(getattr(self.s, f"{provider}_fake_port"))
                 keys = {
-                    "ALPACA_API_KEY": "make-up-fake-key",
-                    "ALPACA_SECRET_KEY": self.ws_api_key() + "-alpaca",
+                    key: f"{self.ws_api_key()}-{provider}-{i}" for i, key in enumerate(fake.keys)
                 }
-                children.append(
-                    Child(
-                        "alpaca-fake", ["connectors.fakes.alpaca", "--port", str(fake)], fake, keys
-                    )
+                name = f"{provider}-fake"
+                children[name] = Child(
+                    name,
+                    [f"connectors.fakes.{provider}", "--port", str(fake_port)],
+                    fake_port,
+                    keys,
                 )
-                env |= keys | {
-                    "MS_ALPACA_URL": f"ws://127.0.0.1:{fake}/v2/iex",
-                    "MS_ALPACA_SYMBOLS": "AAPL,MSFT,TSLA",
-                }
-            children.append(Child(feed, ["connectors", "run", feed], port, env))
-        return children
-
-    @property
-    def real_alpaca(self) -> bool:
-        return bool(os.environ.get("ALPACA_API_KEY") and os.environ.get("ALPACA_SECRET_KEY"))
+                env |= keys | fake.connector_env(fake_port)
+            children[feed] = Child(feed, ["connectors", "run", feed], port, env)
+        return list(children.values())
 
     def child_env(self, database_url: str) -> dict[str, str]:
         s = self.s
@@ -215,7 +254,10 @@ class Stack:
             for name, port in self.s.model_dump().items()
             if name.endswith("_port")
             and name not in ("kafka_port", "postgres_port")
-            and (name != "alpaca_fake_port" or "alpaca-fake" in {c.name for c in self.children()})
+            and (
+                not name.endswith("_fake_port")
+                or name.removesuffix("_port").replace("_", "-") in {c.name for c in self.children()}
+            )
             and is_listening(port)
         ]
         if taken:

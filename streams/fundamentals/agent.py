@@ -75,26 +75,57 @@ class FundamentalsSink:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write what is buffered, retrying outages; then acknowledge its input."""
+        """Write what is buffered, retrying outages; rows the database refuses for good become
+        dead letters; then acknowledge the input."""
         async with self.lock:
             events, self.events = self.events, []
             rows, self.rows = self.rows, []
-            attempt = 0
-            while rows:
-                try:
-                    connection = await self.connection.get()
-                    async with connection.transaction(), connection.cursor() as cursor:
-                        await cursor.executemany(UPSERT_SQL, rows)
-                    break
-                except psycopg.OperationalError as exc:
-                    delay = random.uniform(0, min(BACKOFF_CAP_S, 0.25 * 2**attempt))
-                    attempt += 1
-                    log.warning(
-                        "cannot write %d statements (%s); retrying in %.1f s", len(rows), exc, delay
-                    )
-                    await asyncio.sleep(delay)
+            refused = await self._write_until_done(rows)
+            for k, reason in refused:
+                self.dead_letters.reject_event(events[k], "refused_by_database", reason)
+            if refused:
+                await asyncio.to_thread(self.worker.publisher.flush)
             for event in events:
                 event.ack()
+
+    async def _write_until_done(self, rows: list[tuple[object, ...]]) -> list[tuple[int, str]]:
+        """Upsert `rows` in one transaction, retrying outages with backoff; if the database
+        refuses the batch, write row by row and return the refused ones (index, reason)."""
+        attempt = 0
+        while rows:
+            try:
+                connection = await self.connection.get()
+                try:
+                    async with connection.transaction(), connection.cursor() as cursor:
+                        await cursor.executemany(UPSERT_SQL, rows)
+                    return []
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error:
+                    return await self._write_one_by_one(connection, rows)
+            except psycopg.OperationalError as exc:
+                delay = random.uniform(0, min(BACKOFF_CAP_S, 0.25 * 2**attempt))
+                attempt += 1
+                log.warning(
+                    "cannot write %d statements (%s); retrying in %.1f s", len(rows), exc, delay
+                )
+                await asyncio.sleep(delay)
+        return []
+
+    @staticmethod
+    async def _write_one_by_one(
+        connection: psycopg.AsyncConnection[Any], rows: list[tuple[object, ...]]
+    ) -> list[tuple[int, str]]:
+        refused = []
+        for k, row in enumerate(rows):
+            try:
+                async with connection.transaction():
+                    await connection.execute(UPSERT_SQL, row)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                refused.append((k, f"{type(exc).__name__}: {exc}".strip()))
+        return refused
 
 
 def install(worker: Worker) -> None:

@@ -63,9 +63,14 @@ async def _streaming(connector: FmpConnector) -> AsyncIterator[AsyncIterator[Ite
 
 
 async def _refresh(connector: FmpConnector, timeout_s: float = 10) -> list[Item]:
-    """Every item of a whole refresh; fail after `timeout_s`."""
+    """Every item of a whole refresh, each acknowledged as Kafka would; fail after `timeout_s`."""
+    items = []
     async with asyncio.timeout(timeout_s), _streaming(connector) as stream:
-        return [item async for item in stream]
+        async for item in stream:
+            items.append(item)
+            if not isinstance(item, Rejected):
+                connector.delivered(item)
+    return items
 
 
 def _statements(items: list[Item]) -> list[FundamentalStatement]:
@@ -231,7 +236,8 @@ async def test_fmp_refresh_stopped_half_way_resumes_with_only_the_remaining_requ
             async for item in stream:
                 seen.append(item)
                 if first.stats.done == total // 2:
-                    break  # holding the first record of the next request: not confirmed
+                    break  # holding the first record of the next request: not acknowledged
+                first.delivered(item)
         done = _done_units(database_url, run_id)
         first_requests = len(fake.requests)
 
@@ -503,3 +509,23 @@ def test_fmp_config_key_from_fmp_api_key_never_shown(
 def test_fmp_config_invalid_settings_are_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         FmpConfig(**({"api_key": "k"} | settings))
+
+
+async def test_fmp_refresh_marks_nothing_done_that_kafka_did_not_acknowledge(
+    database_url: str,
+) -> None:
+    # Arrange: a whole refresh whose records never reach Kafka (nobody calls delivered)
+    async with FakeFmp() as fake:
+        first = _connector(fake, database_url, symbols="AAPL,MSFT")
+        async with asyncio.timeout(10), _streaming(first) as stream:
+            items = [item async for item in stream]
+        requests = len(fake.requests)
+
+        # Act: the same run again, its records acknowledged this time
+        second = _connector(fake, database_url, symbols="AAPL,MSFT", run_id=first.cfg.run_id)
+        again = await _refresh(second)
+
+    # Assert: every request was made again, and only now is the run done
+    assert len(_statements(items)) == len(_statements(again)) > 0
+    assert len(fake.requests) == 2 * requests
+    assert _done_units(database_url, first.cfg.run_id) and second.stats.done == len(second.units())

@@ -3,13 +3,13 @@ a restatement replaces the stored one, an older report never does."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import orjson
 import psycopg
+from conftest import at_least, read_topic
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.runner import ConnectorRunner
@@ -17,7 +17,7 @@ from shared.codec import Codec
 from shared.models import FundamentalStatement
 from shared.publisher import Publisher
 from shared.settings import KafkaSettings
-from shared.topics import TRADES
+from shared.topics import DLQ, TRADES
 
 RECEIVED_US = 1_764_547_200_000_000  # 2025-12-01T00:00:00Z
 
@@ -44,6 +44,11 @@ STATEMENTS = [
     _statement("AAPL", "2023-09-30", 383_300_000_000, 1_730_419_200_000_000),
     _statement("AAPL", "2023-09-30", 383_285_000_000, 1_698_969_600_000_000),
 ]
+# jsonb refuses a NUL character: a row the database refuses for good, sent last
+REFUSED = dataclasses.replace(
+    _statement("MSFT", "2023-06-30", 211_915_000_000, 1_690_848_000_000_000),
+    body=b'{"date": "2023-06-30", "note": "\\u0000"}',
+)
 
 
 class _Statements(Connector):
@@ -51,7 +56,7 @@ class _Statements(Connector):
     Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
 
     async def stream(self) -> AsyncIterator[Record | Rejected]:
-        for statement in STATEMENTS:
+        for statement in [*STATEMENTS, REFUSED]:
             yield statement
 
 
@@ -76,19 +81,18 @@ async def test_sink_fundamentals_upserts_by_key_keeping_the_latest_filing(
     # Act
     summary = await runner.run()
 
-    # Assert: three rows, AAPL 2023 as restated
-    assert summary.statements == len(STATEMENTS)
-    deadline = time.monotonic() + 60
-    while True:
-        with psycopg.connect(database_url) as conn:
-            rows = conn.execute(
-                "select symbol, fiscal_date::text, (body->>'revenue')::bigint, ts_event"
-                " from fundamentals order by symbol, fiscal_date"
-            ).fetchall()
-        if len(rows) == 3 and rows[0][2] == 383_300_000_000:
-            break
-        assert time.monotonic() < deadline, rows
-        await asyncio.sleep(0.2)
+    # Assert: the refused row is a dead letter, published once every row before it is written
+    assert summary.statements == len(STATEMENTS) + 1
+    (message,) = read_topic(bootstrap, DLQ, at_least(1), timeout_s=60)
+    letter = codec.decode_dead_letter(message.value())
+    assert (letter.component, letter.reason) == ("worker.sink_fundamentals", "refused_by_database")
+    assert codec.decode_fundamental(letter.payload).fiscal_date == "2023-06-30"
+    # three rows, AAPL 2023 as restated, never rolled back by the older copy sent after it
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "select symbol, fiscal_date::text, (body->>'revenue')::bigint, ts_event"
+            " from fundamentals order by symbol, fiscal_date"
+        ).fetchall()
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("AAPL", "2023-09-30", 383_300_000_000),
         ("AAPL", "2024-09-28", 391_035_000_000),
