@@ -75,6 +75,9 @@ class FailoverConfig(ConnectorConfig):
     latency_budget_s: float = Field(2.0, gt=0, description="feed delay that still scores 1")
     stale_after_s: float = Field(30.0, gt=0, description="no data this long lowers the score")
     min_score: float = Field(0.5, ge=0, le=1, description="the least score that serves")
+    return_after_s: float = Field(
+        10.0, ge=0, description="how long a recovered provider must stay usable to take back"
+    )
     overlap_s: float = Field(
         120.0,
         ge=0,
@@ -143,6 +146,7 @@ class FailoverConnector(Connector):
         self.selected: dict[str, str] = {}
         self.resume_after_us: dict[str, int] = {}  # per instrument: its last move's seam
         self.last_us: dict[str, int] = {}  # per instrument: the last event time forwarded
+        self._usable_since: dict[str, float] = {}  # per provider: usable without a break since
 
     def _build(self, names: list[str]) -> dict[str, Connector]:
         from connectors import connector_class
@@ -268,26 +272,45 @@ class FailoverConnector(Connector):
         )
 
     def _reselect(self) -> list[TradeBatch]:
-        """Move instruments whose best usable provider changed; return what the new providers
-        sent of them after the seam while they were not serving them."""
-        for provider in self.providers.values():
-            PROVIDER_HEALTH_SCORE.labels(provider.name).set(provider.health.score)
-            PROVIDER_CIRCUIT_STATE.labels(provider.name).set(int(provider.breaker.state))
-        catch_up = []
+        """Move instruments whose provider should change; return what the new providers sent
+        of them after the seam while they were not serving them.
+
+        An instrument leaves its provider as soon as that is unusable, for the first usable one
+        of its list; it returns to a provider higher in its list only once that has been usable
+        for `return_after_s` (no flapping on a score that hovers at the threshold)."""
+        now = time.monotonic()
+        settled: dict[str, bool] = {}
+        usable: dict[str, bool] = {}
+        for name, provider in self.providers.items():
+            PROVIDER_HEALTH_SCORE.labels(name).set(provider.health.score)
+            PROVIDER_CIRCUIT_STATE.labels(name).set(int(provider.breaker.state))
+            usable[name] = self._usable(provider)
+            if not usable[name]:
+                self._usable_since.pop(name, None)
+            since = self._usable_since.setdefault(name, now) if usable[name] else now
+            settled[name] = usable[name] and now - since >= self.cfg.return_after_s
+        moved: dict[tuple[str | None, str], set[str]] = {}
         for instrument, order in self.universe.items():
-            best = next((n for n in order if self._usable(self.providers[n])), None)
             current = self.selected.get(instrument)
+            best: str | None
+            if current is not None and usable[current]:
+                ahead = order[: order.index(current)]
+                best = next((n for n in ahead if settled[n]), current)
+            else:
+                best = next((n for n in order if usable[n]), current)
             if best is None or best == current:
                 continue
-            seam = self.last_us.get(instrument, NEVER_US)
             self.selected[instrument] = best
-            self.resume_after_us[instrument] = seam
-            PROVIDER_SELECTED.labels(best).inc()
+            self.resume_after_us[instrument] = self.last_us.get(instrument, NEVER_US)
+            moved.setdefault((current, best), set()).add(instrument)
+        catch_up = []
+        for (current, best), instruments in moved.items():
+            PROVIDER_SELECTED.labels(best).inc(len(instruments))
             if current is not None:
-                log.warning("%s: %s -> %s", instrument, current, best)
+                log.warning("%d instruments: %s -> %s", len(instruments), current, best)
             provider = self.providers[best]
             for _, batch in provider.unserved:
-                catch_up += self._forward(provider, batch, only=instrument)
+                catch_up += self._forward(provider, batch, only=instruments)
         return catch_up
 
     def _route(self, provider: _Provider, item: Record | Rejected) -> list[Record | Rejected]:
@@ -308,14 +331,14 @@ class FailoverConnector(Connector):
         return list(self._forward(provider, item))
 
     def _forward(
-        self, provider: _Provider, batch: TradeBatch, only: str | None = None
+        self, provider: _Provider, batch: TradeBatch, only: set[str] | None = None
     ) -> list[TradeBatch]:
         """The trades of `batch` this provider serves, after each instrument's seam, as this
-        feed's batch; `only` narrows them to one instrument. (Only the seam filters: a provider's
-        late trades after it are kept, as its bars expect.)"""
+        feed's batch; `only` narrows them to some instruments. (Only the seam filters: a
+        provider's late trades after it are kept, as its bars expect.)"""
         serving = np.array(
             [
-                self.selected.get(s) == provider.name and (only is None or s == only)
+                self.selected.get(s) == provider.name and (only is None or s in only)
                 for s in batch.instruments
             ]
         )

@@ -52,7 +52,7 @@ def _alpaca_frames() -> list[list[dict[str, object]]]:
 
 
 def _failover(
-    finnhub: fake_finnhub.FakeFinnhub, alpaca: fake_alpaca.FakeAlpaca
+    finnhub: fake_finnhub.FakeFinnhub, alpaca: fake_alpaca.FakeAlpaca, **settings: float
 ) -> FailoverConnector:
     providers = {
         "finnhub": FinnhubConnector(
@@ -70,7 +70,12 @@ def _failover(
     }
     # The fakes replay recorded times, a year behind the wall clock: feed delay is no signal
     config = FailoverConfig(
-        symbols="AAPL", providers="finnhub,alpaca", open_s=0.5, latency_budget_s=1e9
+        symbols="AAPL",
+        providers="finnhub,alpaca",
+        open_s=0.5,
+        return_after_s=0.2,
+        latency_budget_s=1e9,
+        **settings,
     )
     return FailoverConnector(config, providers)
 
@@ -136,3 +141,31 @@ def test_universe_file_without_providers_names_the_line(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="line 3: symbol and providers are required"):
         load_universe(FailoverConfig(universe_file=path))
+
+
+async def test_failover_silent_primary_moves_once_stale_and_misses_nothing_meanwhile() -> None:
+    # Arrange: the primary's socket stays open and goes quiet after 60 trades
+    async with (
+        fake_finnhub.FakeFinnhub(_finnhub_frames(), speed=10) as finnhub,
+        fake_alpaca.FakeAlpaca(_alpaca_frames(), frame_interval_s=0.01, live_times=False) as alpaca,
+    ):
+        failover = _failover(finnhub, alpaca, stale_after_s=0.3)
+        batches: list[TradeBatch] = []
+
+        # Act
+        async with asyncio.timeout(30):
+            async for item in failover.stream():
+                assert isinstance(item, TradeBatch), item
+                batches.append(item)
+                if sum(len(b) for b in batches) >= 60:
+                    finnhub.go_silent()
+                if int(max(b.ts_event_us.max() for b in batches)) == TRADES[-1][0] * 1000:
+                    break
+
+    # Assert: what Alpaca sent while Finnhub was silent, before the move, is not lost
+    times = sorted(t for b in batches for t in b.ts_event_us.tolist())
+    assert times == [t * 1000 for t, _, _ in TRADES]
+    runs = [
+        b.provider for k, b in enumerate(batches) if k == 0 or b.provider != batches[k - 1].provider
+    ]
+    assert runs == ["finnhub", "alpaca"]
