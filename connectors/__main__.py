@@ -130,6 +130,7 @@ async def run(name: str, argv: list[str]) -> int:
                 "published": summary.published,
                 "rejected": summary.rejected,
                 "batches": summary.batches,
+                "quotes": summary.quotes,
                 "provider_bars": summary.provider_bars,
                 "statements": summary.statements,
             }

@@ -68,6 +68,7 @@ class AlpacaConfig(ConnectorConfig):
     bars: bool = Field(
         True, description="also publish Alpaca's minute bars, their updates and daily bars"
     )
+    quotes: bool = Field(True, description="also publish the top-of-book quotes")
     auth_timeout_s: float = Field(10.0, gt=0, description="Alpaca's deadline for auth")
     stale_after_s: float = Field(
         60.0, gt=0, description="no trade for this long while the market trades: reconnect"
@@ -112,9 +113,11 @@ class AlpacaConnector(Connector):
                 await self._expect(socket, "connected", timeout_s=10.0)
                 await socket.send(self._request({"action": "auth", "key": key, "secret": secret}))
                 await self._expect(socket, "authenticated", timeout_s=self.cfg.auth_timeout_s)
-                channels = ("trades", "bars", "updatedBars", "dailyBars") if self.cfg.bars else ()
+                channels = ["trades"]
+                channels += ["quotes"] if self.cfg.quotes else []
+                channels += ["bars", "updatedBars", "dailyBars"] if self.cfg.bars else []
                 request: dict[str, object] = {"action": "subscribe"}
-                request |= {c: self.symbols for c in channels or ("trades",)}
+                request |= {c: self.symbols for c in channels}
                 await socket.send(self._request(request))
                 async for payload in socket:
                     self.heard_at_s = time.monotonic()
@@ -126,6 +129,8 @@ class AlpacaConnector(Connector):
                         yield rejected
                     if frame.trades is not None:
                         yield frame.trades
+                    if frame.quotes is not None:
+                        yield frame.quotes
                     for bars in frame.bars.values():
                         yield self._revised(bars)
         except websockets.InvalidStatus as exc:

@@ -11,6 +11,7 @@ frame become one TradeBatch; a message that does not parse is rejected alone, th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
@@ -20,7 +21,7 @@ import numpy as np
 import orjson
 
 from connectors.base import Rejected
-from shared.models import ProviderBarBatch, Side, TradeBatch
+from shared.models import ProviderBarBatch, QuoteBatch, Side, TradeBatch
 from shared.symbols import symbol_problem
 
 CONTROL_TYPES: Final = frozenset({"success", "subscription", "error"})
@@ -30,7 +31,7 @@ BAR_TYPES: Final = {"b": "1m", "u": "1m", "d": "1d"}
 # Data Alpaca sends that this connector does not publish (yet): counted, never rejected.
 # Corrections (c) and cancel errors (x) come with a trades subscription: our bars keep a
 # corrected or cancelled trade as first reported.
-UNPUBLISHED_TYPES: Final = frozenset({"q", "s", "l", "c", "x", "o"})
+UNPUBLISHED_TYPES: Final = frozenset({"s", "l", "c", "x", "o"})
 TAKER_SIDE: Final = {"B": Side.BUY, "S": Side.SELL}
 
 
@@ -58,6 +59,7 @@ class Frame:
     messages, the messages rejected, and how many data messages were of unpublished types."""
 
     trades: TradeBatch | None = None
+    quotes: QuoteBatch | None = None
     bars: dict[str, ProviderBarBatch] = field(default_factory=dict)  # by type: b, u, d
     controls: list[Control] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -86,6 +88,7 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
         return frame
     trades = _Trades()
     bars = {kind: _Bars() for kind in BAR_TYPES}
+    quotes = _Quotes()
     for message in messages:
         kind = message.get("T") if isinstance(message, dict) else None
         if not isinstance(kind, str):
@@ -94,6 +97,10 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
             problem = trades.add(message)
             if problem:
                 frame.rejected.append(Rejected("malformed_trade", problem, _encode(message)))
+        elif kind == "q":
+            problem = quotes.add(message)
+            if problem:
+                frame.rejected.append(Rejected("malformed_quote", problem, _encode(message)))
         elif kind in BAR_TYPES:
             problem = bars[kind].add(message)
             if problem:
@@ -106,10 +113,50 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
             detail = f"unknown message type {kind!r}" if kind else "a message without a type"
             frame.rejected.append(Rejected("unknown_message_type", detail, _encode(message)))
     frame.trades = trades.batch(source, recv_us)
+    frame.quotes = quotes.batch(source, recv_us)
     for kind, found in bars.items():
         if found.rows:
             frame.bars[kind] = found.batch(source, BAR_TYPES[kind], recv_us)
     return frame
+
+
+class _Quotes:
+    """Rows of a frame's quotes: bp, bs (bid price, size), ap, as (ask), t."""
+
+    def __init__(self) -> None:
+        self.symbols: dict[str, int] = {}
+        self.rows: list[tuple[int, int, float, float, float, float]] = []
+
+    def add(self, message: dict[str, Any]) -> str | None:
+        symbol = message.get("S")
+        if not isinstance(symbol, str) or symbol_problem(symbol):
+            return f"S {symbol!r} is not a symbol"
+        values = [message.get(k) for k in ("bp", "bs", "ap", "as")]
+        if not all(_number(v) and v >= 0 for v in values):
+            return f"bp, bs, ap, as {values!r} are not all numbers >= 0"
+        ts_ns = _timestamp_ns(message.get("t"))
+        if ts_ns is None:
+            return f"t {message.get('t')!r} is not an RFC 3339 time"
+        bid, bid_size, ask, ask_size = (float(v) for v in values)  # type: ignore[arg-type]
+        index = self.symbols.setdefault(symbol, len(self.symbols))
+        self.rows.append((index, ts_ns // 1000, bid, bid_size, ask, ask_size))
+        return None
+
+    def batch(self, source: str, recv_us: int) -> QuoteBatch | None:
+        if not self.rows:
+            return None
+        columns = list(zip(*self.rows, strict=True))
+        return QuoteBatch(
+            source=source,
+            instruments=tuple(self.symbols),
+            instrument_index=np.array(columns[0], dtype=np.int32),
+            ts_event_us=np.array(columns[1], dtype=np.int64),
+            ts_recv_us=np.full(len(self.rows), recv_us, dtype=np.int64),
+            bid_price=np.array(columns[2]),
+            bid_size=np.array(columns[3]),
+            ask_price=np.array(columns[4]),
+            ask_size=np.array(columns[5]),
+        )
 
 
 class _Bars:
@@ -218,6 +265,10 @@ class _Trades:
             side=np.array(self.side, dtype=np.int8) if any(self.side) else None,
             trade_id=tuple(self.trade_id) if any(self.trade_id) else None,
         )
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_number(value: object) -> TypeGuard[int | float]:

@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import FatalError, TransientError
-from shared.models import FundamentalStatement, ProviderBarBatch, Trade, TradeBatch
+from shared.models import FundamentalStatement, ProviderBarBatch, QuoteBatch, Trade, TradeBatch
 from shared.settings import SYNTHETIC_SOURCES
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError", "Record", "Rejected", "TransientError"]
 
-Record = Trade | TradeBatch | ProviderBarBatch | FundamentalStatement
+Record = Trade | TradeBatch | QuoteBatch | ProviderBarBatch | FundamentalStatement
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from shared.metrics import (
     PROVIDER_REQUESTS,
     PROVIDER_SELECTED,
 )
-from shared.models import TradeBatch
+from shared.models import QuoteBatch, TradeBatch
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,15 @@ class FailoverConnector(Connector):
     def _route(self, provider: _Provider, item: Record | Rejected) -> list[Record | Rejected]:
         if isinstance(item, Rejected):
             return [dataclasses.replace(item, detail=f"{provider.name}: {item.detail}")]
+        if isinstance(item, QuoteBatch):  # the serving provider's quotes, like its trades
+            serving = np.array(
+                [self.selected.get(s) == provider.name for s in item.instruments], dtype=bool
+            )
+            rows = np.flatnonzero(serving[item.instrument_index])
+            if not len(rows):
+                return []
+            quotes = item.select(rows)
+            return [dataclasses.replace(quotes, source=self.source, provider=provider.name)]
         if not isinstance(item, TradeBatch):
             return [item]  # provider bars, statements: the provider's own, whoever serves
         if not len(item):

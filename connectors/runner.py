@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from connectors.base import Connector, Record, Rejected
 from connectors.batching import PartitionBatcher
@@ -37,12 +38,13 @@ from shared.models import (
     FeedEvent,
     FundamentalStatement,
     ProviderBarBatch,
+    QuoteBatch,
     Trade,
     TradeBatch,
 )
 from shared.partitioning import partition_for
 from shared.publisher import Publisher
-from shared.topics import FEED_EVENTS, FUNDAMENTALS, PROVIDER_BARS, TRADES
+from shared.topics import FEED_EVENTS, FUNDAMENTALS, PROVIDER_BARS, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class RunSummary:
     published: int = 0
     rejected: int = 0
     batches: int = 0
+    quotes: int = 0  # acknowledged on md.quotes.v1
     provider_bars: int = 0  # acknowledged on md.provider_bars.v1
     statements: int = 0  # acknowledged on md.fundamentals.v1
 
@@ -164,6 +167,9 @@ class ConnectorRunner:
         if isinstance(item, FundamentalStatement):
             self._publish_statement(item)
             return
+        if isinstance(item, QuoteBatch):
+            self._publish_quotes(item)
+            return
         if isinstance(item, Trade):
             self._pending_trades.append(item)
             if len(self._pending_trades) >= 1024:
@@ -237,15 +243,31 @@ class ConnectorRunner:
         event = FeedEvent(self.connector.source, kind, detail, self._last_data_us, now_us, now_us)
         self.publisher.produce(FEED_EVENTS, self.codec.encode_feed_event(event), partition=0)
 
+    def _by_partition(
+        self, instruments: tuple[str, ...], instrument_index: NDArray[np.int32]
+    ) -> list[tuple[int, NDArray[np.intp]]]:
+        """The rows of each partition their instruments go to."""
+        of_instrument = np.array(
+            [partition_for(s, self.batcher.partitions) for s in instruments], dtype=np.int32
+        )
+        of_row = of_instrument[instrument_index]
+        return [(p, np.flatnonzero(of_row == p)) for p in np.unique(of_row).tolist()]
+
+    def _publish_quotes(self, quotes: QuoteBatch) -> None:
+        """Produce quotes, a message per partition of their instruments."""
+        for partition, rows in self._by_partition(quotes.instruments, quotes.instrument_index):
+            part = quotes.select(rows)
+            self.publisher.produce(
+                QUOTES,
+                self.codec.encode_quote_batch(part),
+                partition=partition,
+                on_ack=functools.partial(self._counted, "quotes", len(part)),
+            )
+
     def _publish_provider_bars(self, bars: ProviderBarBatch) -> None:
         """Produce the provider's bars, a message per partition of their instruments."""
-        partitions = self.batcher.partitions
-        of_instrument = np.array(
-            [partition_for(s, partitions) for s in bars.instruments], dtype=np.int32
-        )
-        of_bar = of_instrument[bars.instrument_index]
-        partitions_used = np.unique(of_bar).tolist()
-        remaining = [len(partitions_used)]  # messages of `bars` not yet acknowledged
+        parts = self._by_partition(bars.instruments, bars.instrument_index)
+        remaining = [len(parts)]  # messages of `bars` not yet acknowledged
 
         def acked(n: int) -> None:
             self._counted("provider_bars", n)
@@ -253,8 +275,8 @@ class ConnectorRunner:
             if not remaining[0]:
                 self.connector.delivered(bars)
 
-        for partition in partitions_used:
-            part = bars.select(np.flatnonzero(of_bar == partition))
+        for partition, rows in parts:
+            part = bars.select(rows)
             self.publisher.produce(
                 PROVIDER_BARS,
                 self.codec.encode_provider_bars(part),

@@ -29,6 +29,7 @@ from shared.models import (
     FeedEvent,
     FundamentalStatement,
     ProviderBarBatch,
+    QuoteBatch,
     TradeBatch,
 )
 from shared.schema_ids import SchemaRegistry
@@ -44,6 +45,7 @@ PROVIDER_BAR_BATCH: Final = "provider_bar_batch"
 EPOCH_DATE: Final = date(1970, 1, 1)
 FUNDAMENTAL_STATEMENT: Final = "fundamental_statement"
 FEED_EVENT: Final = "feed_event"
+QUOTE_BATCH: Final = "quote_batch"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -361,6 +363,7 @@ class Codec:
                 PROVIDER_BAR_BATCH,
                 FUNDAMENTAL_STATEMENT,
                 FEED_EVENT,
+                QUOTE_BATCH,
             )
         }
         self._plain_schemas: dict[int | str, Any] = {}
@@ -562,6 +565,38 @@ class Codec:
             ts_recv_us=rec["ts_recv"],
         )
 
+    def encode_quote_batch(self, batch: QuoteBatch) -> bytes:
+        return self._fastavro_write(
+            QUOTE_BATCH,
+            {
+                "source": batch.source,
+                "provider": batch.provider,
+                "instruments": list(batch.instruments),
+                "instrument_index": batch.instrument_index.tolist(),
+                "ts_event": batch.ts_event_us.tolist(),
+                "ts_recv": batch.ts_recv_us.tolist(),
+                "bid_price": batch.bid_price.tolist(),
+                "bid_size": batch.bid_size.tolist(),
+                "ask_price": batch.ask_price.tolist(),
+                "ask_size": batch.ask_size.tolist(),
+            },
+        )
+
+    def decode_quote_batch(self, data: bytes) -> QuoteBatch:
+        schema_id, body = self._resolve(QUOTE_BATCH, data)
+        rec = self._fastavro_read(QUOTE_BATCH, schema_id, body)
+        return QuoteBatch(
+            source=rec["source"],
+            instruments=tuple(rec["instruments"]),
+            instrument_index=np.asarray(rec["instrument_index"], dtype=np.int32),
+            ts_event_us=np.asarray(rec["ts_event"], dtype=np.int64),
+            ts_recv_us=np.asarray(rec["ts_recv"], dtype=np.int64),
+            bid_price=np.asarray(rec["bid_price"], dtype=np.float64),
+            bid_size=np.asarray(rec["bid_size"], dtype=np.float64),
+            ask_price=np.asarray(rec["ask_price"], dtype=np.float64),
+            ask_size=np.asarray(rec["ask_size"], dtype=np.float64),
+            provider=rec["provider"],
+        )
 
     def encode_feed_event(self, event: FeedEvent) -> bytes:
         return self._fastavro_write(

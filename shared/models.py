@@ -234,6 +234,40 @@ class BarBatch:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class QuoteBatch:
+    """Top-of-book quotes as numpy columns, dictionary-encoded like TradeBatch."""
+
+    source: str
+    instruments: tuple[str, ...]
+    instrument_index: NDArray[np.int32]
+    ts_event_us: NDArray[np.int64]
+    ts_recv_us: NDArray[np.int64]
+    bid_price: NDArray[np.float64]
+    bid_size: NDArray[np.float64]
+    ask_price: NDArray[np.float64]
+    ask_size: NDArray[np.float64]
+    provider: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.ts_event_us)
+
+    def select(self, rows: NDArray[np.intp]) -> QuoteBatch:
+        """The quotes `rows`, with the same dictionary."""
+        return QuoteBatch(
+            self.source,
+            self.instruments,
+            self.instrument_index[rows],
+            self.ts_event_us[rows],
+            self.ts_recv_us[rows],
+            self.bid_price[rows],
+            self.bid_size[rows],
+            self.ask_price[rows],
+            self.ask_size[rows],
+            self.provider,
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class ProviderBarBatch:
     """Bars a provider computed (Alpaca's minute bars and their revisions, Yahoo's chart,
     Alpha Vantage's intraday series), as columns, one interval per batch.

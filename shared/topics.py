@@ -17,6 +17,7 @@ TRADES: Final = "md.trades.v1"
 BARS: Final = "md.bars.v1"
 BAR_BATCHES: Final = "md.bars.batch.v1"
 DLQ: Final = "md.dlq.v1"
+QUOTES: Final = "md.quotes.v1"
 PROVIDER_BARS: Final = "md.provider_bars.v1"
 FUNDAMENTALS: Final = "md.fundamentals.v1"
 FEED_EVENTS: Final = "md.feed_events.v1"
@@ -69,6 +70,14 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             codec.BAR_BATCH,
             "The same bars as md.bars.v1, in columns: one message per input message that closed "
             "any, in its partition. What the database sink reads.",
+        ),
+        TopicSpec(
+            QUOTES,
+            trades_partitions,
+            3 * DAY_MS,
+            "delete",
+            codec.QUOTE_BATCH,
+            "Top-of-book quote batches, partitioned by instrument like the trades.",
         ),
         TopicSpec(
             PROVIDER_BARS,

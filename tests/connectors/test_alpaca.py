@@ -23,7 +23,7 @@ from connectors.watchdog import watched
 from shared.codec import Codec
 from shared.errors import FatalError, TransientError
 from shared.metrics import STALE_FEEDS
-from shared.models import TradeBatch
+from shared.models import QuoteBatch, TradeBatch
 from shared.publisher import Publisher
 from shared.settings import KafkaSettings
 from shared.topics import FEED_EVENTS, TRADES
@@ -320,3 +320,46 @@ async def test_alpaca_minute_bars_and_their_updates_are_provider_bars_with_revis
     assert got[1].volume.tolist() == [48311.0] and got[3].close.tolist() == [173.4]
     assert got[0].ts_us.tolist() == [1_710_250_200_000_000]
     assert got[0].vwap.tolist() == [172.91] and got[0].trade_count.tolist() == [611]
+
+
+async def test_alpaca_quotes_are_quote_batches_of_the_recorded_values() -> None:
+    # Arrange: the recording's quotes
+    recorded = [m for frame in load_recording() for m in frame if m["T"] == "q"]
+    async with FakeAlpaca(live_times=False) as fake:
+        connector = _connector(fake, encoding="json", bars=False)
+
+        # Act
+        quotes: list[QuoteBatch] = []
+        async with asyncio.timeout(10):
+            async for item in connector.stream():
+                if isinstance(item, QuoteBatch):
+                    quotes.append(item)
+                if sum(len(q) for q in quotes) == len(recorded):
+                    break
+
+    # Assert
+    got = [
+        (q.instruments[i], t, bp, bs, ap, sz)
+        for q in quotes
+        for i, t, bp, bs, ap, sz in zip(
+            q.instrument_index.tolist(),
+            q.ts_event_us.tolist(),
+            q.bid_price.tolist(),
+            q.bid_size.tolist(),
+            q.ask_price.tolist(),
+            q.ask_size.tolist(),
+            strict=True,
+        )
+    ]
+    assert got == [
+        (
+            m["S"],
+            int(np.datetime64(m["t"][:-1], "ns").astype(np.int64)) // 1000,
+            m["bp"],
+            m["bs"],
+            m["ap"],
+            m["as"],
+        )
+        for m in recorded
+    ]
+    assert len(recorded) >= 5 and {q.source for q in quotes} == {"alpaca"}

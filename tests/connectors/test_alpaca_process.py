@@ -11,10 +11,11 @@ from conftest import decoded_trades, published_trades, read_topic, wait_http
 
 from connectors.fakes.alpaca import KEY_ID, SECRET_KEY, load_recording
 from shared.codec import Codec
-from shared.topics import TRADES
+from shared.topics import QUOTES, TRADES
 from streams.embedded.ports import free_port
 
 RECORDED_TRADES = sum(1 for frame in load_recording() for m in frame if m["T"] == "t")
+RECORDED_QUOTES = sum(1 for frame in load_recording() for m in frame if m["T"] == "q")
 
 
 def test_alpaca_process_against_the_fake_publishes_the_recording_with_operator_key_names(
@@ -65,3 +66,10 @@ def test_alpaca_process_against_the_fake_publishes_the_recording_with_operator_k
     assert len(trades) == summary["published"]
     assert {symbol for symbol, *_ in trades} == {"AAPL", "MSFT", "TSLA"}
     assert SECRET_KEY not in connector.output() and KEY_ID not in connector.output()
+    # the recording's quotes too, on their own topic
+    assert summary["quotes"] >= RECORDED_QUOTES
+    quotes = [
+        codec.decode_quote_batch(m.value())
+        for m in read_topic(bootstrap, QUOTES, lambda m: len(m) > 0, timeout_s=30)
+    ]
+    assert quotes and all(q.source == "alpaca" and len(q) for q in quotes)

@@ -29,6 +29,7 @@ def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_ret
         "md.trades.v1",
         "md.bars.v1",
         "md.bars.batch.v1",
+        "md.quotes.v1",
         "md.provider_bars.v1",
         "md.fundamentals.v1",
         "md.feed_events.v1",
