@@ -12,16 +12,18 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from connectors import CONNECTORS, connector_class
 from connectors.base import ConnectorConfig
 from connectors.runner import ConnectorRunner
+from shared.api_keys import ApiKeys
 from shared.cli import EXIT_OK, ArgumentParser, configure_logging, require_broker, run_cli
 from shared.codec import Codec
 from shared.errors import ConfigError, DeliveryError
@@ -47,6 +49,11 @@ class ConnectorProcessSettings(BaseSettings):
     heartbeat_ms: float = Field(
         250.0, gt=0, description="quiet partitions get a heartbeat this often"
     )
+    # A mounted Secret: keys as files named like their variables (ALPACA_API_KEY, ...), read at
+    # start and again by POST /ops/reload.
+    secrets_dir: Path | None = None
+    ops_api_keys: SecretStr = SecretStr("")  # comma-separated keys for the ops endpoints
+    ops_api_keys_file: Path | None = None
     log_level: str = "INFO"
 
 
@@ -74,29 +81,58 @@ async def run(name: str, argv: list[str]) -> int:
         "_cli_kebab_case": True,
         "_cli_exit_on_error": False,
     }
+    process = load_settings(ConnectorProcessSettings)
+
+    def configured() -> ConnectorConfig:
+        """The connector's settings, from flags, the environment and the secrets directory."""
+        try:
+            return cls.Config(**cli, **{"_secrets_dir": process.secrets_dir})
+        except ValidationError as exc:
+            raise ConfigError(settings_problems(name, cls.Config, exc)) from exc
+        except SettingsError as exc:
+            raise ConfigError(f"invalid {name} settings: {exc}") from exc
+
     try:
-        config = cls.Config(**cli)
+        config = configured()
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except ValidationError as exc:
-        raise ConfigError(settings_problems(name, cls.Config, exc)) from exc
-    except SettingsError as exc:
-        raise ConfigError(f"invalid {name} settings: {exc}") from exc
     connector = cls(config)
     if connector.synthetic and load_settings(DataPolicySettings).real_data_only:
         raise ConfigError(
             f"MS_REAL_DATA_ONLY=true: the {name} connector makes up its data; it does not start"
         )
-    process = load_settings(ConnectorProcessSettings)
     kafka = load_settings(KafkaSettings)
     codec = Codec(schema_registry(load_settings(RegistrySettings)))
     require_broker(kafka.bootstrap)
     app = status_app(f"connector.{name}", {"kafka": kafka_check(kafka.bootstrap)})
 
+    running: list[ConnectorRunner] = []
+
     async def provider_stats(_: web.Request) -> web.Response:
-        return json_response(connector.provider_stats())
+        current = running[0].connector if running else connector  # reloads replace it
+        return json_response(current.provider_stats())
 
     app.router.add_get("/stats/providers", provider_stats)
+    ops_keys = ApiKeys.load(
+        process.ops_api_keys.get_secret_value(), process.ops_api_keys_file, allow_anonymous=False
+    )
+    async def reload(request: web.Request) -> web.Response:
+        """Re-read the connector's settings (keys from the environment and the secrets
+        directory, a failover's universe) and go on with them, without a restart."""
+        if not ops_keys.configured:
+            return json_response({"error": "set MS_CONNECTOR_OPS_API_KEYS to use ops"}, 403)
+        if not ops_keys.allows(ops_keys.presented(request.headers, str(request.rel_url))):
+            return json_response({"error": "unknown or missing API key"}, 401)
+        try:
+            fresh = cls(configured())
+        except ConfigError as exc:
+            return json_response({"error": str(exc)}, 400)
+        for runner in running:
+            runner.replace(fresh)
+        log.info("%s: settings reloaded by POST /ops/reload", name)
+        return json_response({"reloaded": name, "providers": sorted(fresh.provider_stats())}, 202)
+
+    app.router.add_post("/ops/reload", reload)
     # A second connector beside `make up` finds 9101 taken: say so before anything is logged.
     status = await serve(
         app, process.http_host, process.http_port, port_variable="MS_CONNECTOR_HTTP_PORT"
@@ -116,6 +152,7 @@ async def run(name: str, argv: list[str]) -> int:
             linger_ms=kafka.linger_ms,
             heartbeat_ms=process.heartbeat_ms,
         )
+        running.append(runner)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, runner.stop)

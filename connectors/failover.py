@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
@@ -58,7 +58,9 @@ NEVER_US: Final = np.iinfo(np.int64).min
 
 
 class FailoverConfig(ConnectorConfig):
-    model_config = SettingsConfigDict(env_prefix="MS_FAILOVER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="MS_FAILOVER_", extra="forbid", populate_by_name=True
+    )
 
     providers: str = Field("finnhub,alpaca", description="providers, in order of preference")
     symbols: str = Field("AAPL,MSFT", description="instruments, each served by `providers`")
@@ -68,6 +70,11 @@ class FailoverConfig(ConnectorConfig):
         "optionally active; replaces --symbols and --providers",
     )
     source: str = Field("failover", min_length=1, description="the feed's event-time clock")
+    secrets_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("MS_FAILOVER_SECRETS_DIR", "MS_CONNECTOR_SECRETS_DIR"),
+        description="a mounted Secret: the providers' keys as files named like their variables",
+    )
     failure_threshold: int = Field(3, ge=1, description="transient failures in a row: open")
     open_s: float = Field(30.0, gt=0, description="an open breaker's wait before its probe")
     max_open_s: float = Field(600.0, gt=0, description="the longest wait after failed probes")
@@ -156,7 +163,9 @@ class FailoverConnector(Connector):
             cls = connector_class(name)
             mine = [s for s, order in self.universe.items() if name in order]
             try:
-                config = cls.Config(symbols=",".join(mine))  # type: ignore[call-arg]
+                config = cls.Config(  # type: ignore[call-arg]
+                    symbols=",".join(mine), _secrets_dir=self.cfg.secrets_dir
+                )
             except ValidationError as exc:
                 problems = "; ".join(str(e["msg"]) for e in exc.errors())
                 raise ConfigError(f"failover: invalid {name} settings: {problems}") from exc

@@ -98,6 +98,8 @@ class ConnectorRunner:
         self._stopping = asyncio.Event()
         self._last_data_us: int | None = None  # wall clock of the feed's last item
         self._blind = False  # since a disconnect, until data comes again
+        self._reloading = asyncio.Event()
+        self._replacement: Connector | None = None
 
     def stop(self) -> None:
         """Ask the run to end: the feed is left, pending trades are flushed and acknowledged."""
@@ -129,18 +131,37 @@ class ConnectorRunner:
         """True if the feed ended by itself (not stopped, not failed)."""
         return feed.done() and not feed.cancelled() and feed.exception() is None
 
+    def replace(self, connector: Connector) -> None:
+        """Go on with `connector` (built from reloaded settings): the current session ends,
+        what it yielded is published, and the next session is the new connector's."""
+        self._replacement = connector
+        self._reloading.set()
+
     async def _consume_with_reconnect(self) -> None:
         rng = random.Random()
         attempt = 0
         while True:
+            session = asyncio.create_task(self._session())
+            reload = asyncio.create_task(self._reloading.wait())
             try:
-                async for item in watched(self.connector):
-                    attempt = 0
-                    if self._blind:
-                        self._feed_event("reconnected", "data again after a disconnect")
-                        self._blind = False
-                    self._last_data_us = time.time_ns() // 1000
-                    self._handle(item)
+                await asyncio.wait({session, reload}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                reload.cancel()
+                if not session.done():
+                    session.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await session
+            if self._reloading.is_set() and self._replacement is not None:
+                self._reloading.clear()
+                self._handle_trades()
+                self._feed_event("disconnected", "settings reloaded: a new session")
+                self._blind = True
+                self.connector, self._replacement = self._replacement, None
+                log.info("%s: settings reloaded; a new session starts", self.connector.name)
+                attempt = 0
+                continue
+            try:
+                session.result()
                 self._handle_trades()
                 return
             except TransientError as exc:
@@ -159,6 +180,16 @@ class ConnectorRunner:
                 self._handle_trades()
                 self._feed_event("down", str(exc))
                 raise
+
+    async def _session(self) -> None:
+        """One session of the connector's stream, closed (its sockets with it) however it ends."""
+        async with contextlib.aclosing(watched(self.connector)) as items:  # type: ignore[type-var]
+            async for item in items:
+                if self._blind:
+                    self._feed_event("reconnected", "data again after a disconnect")
+                    self._blind = False
+                self._last_data_us = time.time_ns() // 1000
+                self._handle(item)
 
     def _handle(self, item: Record | Rejected) -> None:
         if isinstance(item, ProviderBarBatch):

@@ -12,10 +12,10 @@ import signal
 
 import uvloop
 
-from gateways.ws.auth import ApiKeys
 from gateways.ws.history import BarHistory
 from gateways.ws.server import Gateway, WsSettings
 from gateways.ws.source import BarSource
+from shared.api_keys import ApiKeys
 from shared.cli import configure_logging, reason, require_broker, run_cli
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher

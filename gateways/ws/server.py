@@ -30,11 +30,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from gateways.ws import protocol
-from gateways.ws.auth import CLOSE_UNAUTHORIZED, ApiKeys
 from gateways.ws.buffer import ReplayBuffer
 from gateways.ws.history import BarHistory
 from gateways.ws.hub import CLOSE_TOO_SLOW, Hub, Outgoing, Session, Shared
 from gateways.ws.source import BarSource
+from shared.api_keys import CLOSE_UNAUTHORIZED, ApiKeys
 from shared.metrics import WS_AUTH_FAILURES, WS_BAD_REQUESTS, WS_CLIENTS, WS_PUBLISH_LATENCY
 from shared.models import Bar
 from shared.status import Check, run_checks

@@ -15,7 +15,7 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from gateways.ws.auth import CLOSE_UNAUTHORIZED
+from shared.api_keys import CLOSE_UNAUTHORIZED
 from shared.cli import ArgumentParser, reason, run_cli
 from shared.errors import ConfigError, FatalError, MarketstreamError, UnreachableError
 

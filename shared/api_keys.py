@@ -1,12 +1,12 @@
-"""API keys for the gateway: from MS_WS_API_KEYS or a mounted Secret file, compared in constant time."""
+"""API keys for our endpoints (WebSocket, ops): inline or from a mounted Secret file, compared in
+constant time."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
-
-from websockets.datastructures import Headers
 
 CLOSE_UNAUTHORIZED = 4401  # close code for a missing or unknown key
 
@@ -28,7 +28,7 @@ class ApiKeys:
     def configured(self) -> bool:
         return bool(self._keys) or self.allow_anonymous
 
-    def presented(self, headers: Headers, path: str) -> str | None:
+    def presented(self, headers: Mapping[str, str], path: str) -> str | None:
         """The key a client sent: `X-API-Key`, `Authorization: Bearer`, or `?api_key=`."""
         if key := headers.get("X-API-Key"):
             return key
