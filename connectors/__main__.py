@@ -116,6 +116,7 @@ async def run(name: str, argv: list[str]) -> int:
     ops_keys = ApiKeys.load(
         process.ops_api_keys.get_secret_value(), process.ops_api_keys_file, allow_anonymous=False
     )
+
     async def reload(request: web.Request) -> web.Response:
         """Re-read the connector's settings (keys from the environment and the secrets
         directory, a failover's universe) and go on with them, without a restart."""

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Final, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -45,6 +45,7 @@ from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.budget import GUARD_S, Limit, Priority, RequestBudget
 from connectors.polled_bars import BarRevisions, provider_batch, well_formed_symbols
 from connectors.retry_after import retry_after_s
+from connectors.urls import http_url
 from shared.errors import FatalError, TransientError
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,7 @@ class AlphaVantageConfig(ConnectorConfig):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        if "apikey" in parts.query.lower():
-            raise ValueError(f"leave the key out of the URL; set {KEY_VARIABLES} instead")
-        return url
+        return http_url(url, "apikey", KEY_VARIABLES)
 
     @field_validator("symbols")
     @classmethod

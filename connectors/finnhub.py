@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.retry_after import retry_after_s
+from connectors.urls import http_url
 from shared.errors import FatalError, MarketstreamError, TransientError
 from shared.models import TradeBatch
 from shared.symbols import symbol_problem
@@ -364,10 +365,7 @@ class FinnhubConfig(ConnectorConfig):
     @field_validator("rest_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        return url.rstrip("/")
+        return http_url(url)
 
     @field_validator("symbols")
     @classmethod

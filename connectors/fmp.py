@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import psycopg
@@ -50,6 +50,7 @@ from connectors import fmp_statements as fs
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.budget import Limit, Priority, RequestBudget
 from connectors.retry_after import retry_after_s
+from connectors.urls import http_url
 from shared.errors import FatalError, TransientError
 from shared.settings import DatabaseSettings
 
@@ -127,12 +128,7 @@ class FmpConfig(ConnectorConfig):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        if "apikey" in parts.query.lower():
-            raise ValueError("leave the key out of the URL; set FMP_API_KEY instead")
-        return url.rstrip("/")
+        return http_url(url, "apikey", "FMP_API_KEY")
 
     @field_validator("statements", "periods")
     @classmethod

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Final, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import Field, field_validator
@@ -34,6 +34,7 @@ from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.budget import Limit, Priority, RequestBudget
 from connectors.polled_bars import BarRevisions, provider_batch, well_formed_symbols
 from connectors.retry_after import retry_after_s
+from connectors.urls import http_url
 from connectors.yahoo_chart import INTERVALS, ChartError, MalformedChartError, parse_chart
 from shared.errors import TransientError
 
@@ -79,10 +80,7 @@ class YahooConfig(ConnectorConfig):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        return url.rstrip("/")
+        return http_url(url)
 
     @field_validator("symbols")
     @classmethod

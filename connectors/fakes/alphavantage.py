@@ -41,6 +41,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes.http_fake import HttpFake
 from connectors.fakes.yahoo import MAINTENANCE_PAGE, Bar
 from connectors.fakes.yahoo import NOW_S as NOW_S  # the same clock, re-exported
 from connectors.fakes.yahoo import forming as forming
@@ -117,8 +118,10 @@ class _AccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s", request.method, request.path, response.status)
 
 
-class FakeAlphaVantage:
+class FakeAlphaVantage(HttpFake):
     """The fake API; `start` binds it (port 0: any free port) and returns the port."""
+
+    access_log_class = _AccessLogger
 
     def __init__(
         self,
@@ -144,36 +147,14 @@ class FakeAlphaVantage:
         self.html_status = 200
         self.failing: dict[str, str] = {}
         self._seen: dict[str, deque[float]] = {}  # key -> its requests' times, a day's worth
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._runner is not None, "not started"
-        return int(self._runner.addresses[0][1])
 
     @property
     def url(self) -> str:
         """The query endpoint, as AlphaVantageConfig.base_url takes it."""
         return f"http://127.0.0.1:{self.port}/query"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/query", self._query)
-        self._runner = web.AppRunner(app, access_log_class=_AccessLogger)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        return self.port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeAlphaVantage:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
 
     # switches
 

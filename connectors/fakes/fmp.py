@@ -36,6 +36,7 @@ import orjson
 from aiohttp import web
 
 from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes.http_fake import HttpFake
 
 DATA: Final = Path(__file__).parent / "data" / "fmp"
 API_KEY: Final = "fake-fmp-key"
@@ -123,7 +124,7 @@ class Seen:
 
 
 @dataclass(eq=False)
-class FakeFmp:
+class FakeFmp(HttpFake):
     """The fake FMP; `start` binds it (port 0: any free port) and returns the port."""
 
     limit: int = 120
@@ -137,35 +138,13 @@ class FakeFmp:
     html: set[str] = field(default_factory=set)
     empty: set[str] = field(default_factory=set)
     _windows: dict[str, deque[float]] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/{endpoint}/{symbol}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)  # its log would show the keys
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        return self.port
-
-    @property
-    def port(self) -> int:
-        assert self._runner is not None, "not started"
-        return int(self._runner.addresses[0][1])
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeFmp:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
 
     # switches
 

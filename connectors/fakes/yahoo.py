@@ -42,6 +42,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes.http_fake import HttpFake
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,10 @@ class _AccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s", request.method, request.path_qs, response.status)
 
 
-class FakeYahoo:
+class FakeYahoo(HttpFake):
     """The fake chart API; `start` binds it (port 0: any free port) and returns the port."""
+
+    access_log_class = _AccessLogger
 
     def __init__(self, charts: dict[str, dict[str, Any]] | None = None, *, now_s: int = NOW_S):
         self.charts = load_recording() if charts is None else charts
@@ -138,36 +141,14 @@ class FakeYahoo:
         self.html_status = 200
         self.failing: dict[str, tuple[int, str, str]] = {}
         self.leaking_pre_post = False
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._runner is not None, "not started"
-        return int(self._runner.addresses[0][1])
 
     @property
     def url(self) -> str:
         """The base URL, as YahooConfig.base_url takes it."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v8/finance/chart/{symbol}", self._chart)
-        self._runner = web.AppRunner(app, access_log_class=_AccessLogger)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        return self.port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeYahoo:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
 
     # switches
 
