@@ -113,9 +113,14 @@ async def run(name: str, argv: list[str]) -> int:
         return json_response(current.provider_stats())
 
     app.router.add_get("/stats/providers", provider_stats)
-    ops_keys = ApiKeys.load(
-        process.ops_api_keys.get_secret_value(), process.ops_api_keys_file, allow_anonymous=False
-    )
+    try:
+        ops_keys = ApiKeys.load(
+            process.ops_api_keys.get_secret_value(),
+            process.ops_api_keys_file,
+            allow_anonymous=False,
+        )
+    except OSError as exc:
+        raise ConfigError(f"MS_CONNECTOR_OPS_API_KEYS_FILE: {exc}") from exc
 
     async def reload(request: web.Request) -> web.Response:
         """Re-read the connector's settings (keys from the environment and the secrets
@@ -124,12 +129,15 @@ async def run(name: str, argv: list[str]) -> int:
             return json_response({"error": "set MS_CONNECTOR_OPS_API_KEYS to use ops"}, 403)
         if not ops_keys.allows(ops_keys.presented(request.headers, str(request.rel_url))):
             return json_response({"error": "unknown or missing API key"}, 401)
+        if not running or not running[0].accepts_reload:
+            return json_response({"error": f"{name} is not running; nothing to reload"}, 409)
         try:
             fresh = cls(configured())
-        except ConfigError as exc:
+        except (ConfigError, KeyError, SettingsError, ValueError, OSError) as exc:
             return json_response({"error": str(exc)}, 400)
-        for runner in running:
-            runner.replace(fresh)
+        if fresh.synthetic and load_settings(DataPolicySettings).real_data_only:
+            return json_response({"error": "MS_REAL_DATA_ONLY=true: synthetic sources"}, 400)
+        running[0].replace(fresh)
         log.info("%s: settings reloaded by POST /ops/reload", name)
         return json_response({"reloaded": name, "providers": sorted(fresh.provider_stats())}, 202)
 

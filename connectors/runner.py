@@ -118,6 +118,7 @@ class ConnectorRunner:
             for task in (feed, linger):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            self._handle_trades()  # single trades not yet in a chunk
             self._publish(self.batcher.drain())
             if self.connector.closes_clock(self._finished(feed)):
                 self._heartbeat(range(self.batcher.partitions), self.clock.end_of_stream_us())
@@ -137,10 +138,18 @@ class ConnectorRunner:
         self._replacement = connector
         self._reloading.set()
 
+    @property
+    def accepts_reload(self) -> bool:
+        """Whether a `replace` would still be taken up (the run is not ending)."""
+        return not self._stopping.is_set()
+
     async def _consume_with_reconnect(self) -> None:
         rng = random.Random()
         attempt = 0
         while True:
+            if self._reloading.is_set() and self._replacement is not None:
+                self._take_replacement()
+                attempt = 0
             session = asyncio.create_task(self._session())
             reload = asyncio.create_task(self._reloading.wait())
             try:
@@ -151,15 +160,10 @@ class ConnectorRunner:
                     session.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await session
-            if self._reloading.is_set() and self._replacement is not None:
-                self._reloading.clear()
-                self._handle_trades()
-                self._feed_event("disconnected", "settings reloaded: a new session")
-                self._blind = True
-                self.connector, self._replacement = self._replacement, None
-                log.info("%s: settings reloaded; a new session starts", self.connector.name)
-                attempt = 0
-                continue
+                    if (task := asyncio.current_task()) and task.cancelling():
+                        raise asyncio.CancelledError  # stopped while the session closed
+            if session.cancelled():
+                continue  # a reload: the next session is the new connector's
             try:
                 session.result()
                 self._handle_trades()
@@ -175,11 +179,23 @@ class ConnectorRunner:
                 log.warning(
                     "%s feed failed (%s); reconnecting in %.2f s", self.connector.name, exc, delay
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):  # a reload cuts the backoff short
+                    async with asyncio.timeout(delay):
+                        await self._reloading.wait()
             except FatalError as exc:
                 self._handle_trades()
                 self._feed_event("down", str(exc))
                 raise
+
+    def _take_replacement(self) -> None:
+        """Go on with the connector `replace` gave, after what the old one yielded."""
+        self._reloading.clear()
+        self._handle_trades()
+        self._feed_event("disconnected", "settings reloaded: a new session")
+        self._blind = True
+        assert self._replacement is not None
+        self.connector, self._replacement = self._replacement, None
+        log.info("%s: settings reloaded; a new session starts", self.connector.name)
 
     async def _session(self) -> None:
         """One session of the connector's stream, closed (its sockets with it) however it ends."""
@@ -300,11 +316,13 @@ class ConnectorRunner:
         parts = self._by_partition(bars.instruments, bars.instrument_index)
         remaining = [len(parts)]  # messages of `bars` not yet acknowledged
 
+        connector = self.connector  # a reload may replace it before Kafka answers
+
         def acked(n: int) -> None:
             self._counted("provider_bars", n)
             remaining[0] -= 1
             if not remaining[0]:
-                self.connector.delivered(bars)
+                connector.delivered(bars)
 
         for partition, rows in parts:
             part = bars.select(rows)
@@ -327,9 +345,11 @@ class ConnectorRunner:
             )
         )
 
+        connector = self.connector  # a reload may replace it before Kafka answers
+
         def acked() -> None:
             self._counted("statements", 1)
-            self.connector.delivered(statement)
+            connector.delivered(statement)
 
         self.publisher.produce(
             FUNDAMENTALS,
