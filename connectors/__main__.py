@@ -1,4 +1,5 @@
-"""`python -m connectors run <name> [options]`: publish one provider's trades to Kafka.
+"""`python -m connectors run <name> [options]`: publish one provider's trades to Kafka;
+`python -m connectors universe load FILE`: a new version of the symbol universe.
 
 Options are the connector's settings, as flags (`--rate 5000`) or MS_<NAME>_* variables.
 Exit status: 0 every row published; 3 finished, some rows dead-lettered; 1 Kafka did not
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,14 +25,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from connectors import CONNECTORS, connector_class
 from connectors.base import ConnectorConfig
 from connectors.runner import ConnectorRunner
+from connectors.universe import read_universe_file, store_universe
 from shared.api_keys import ApiKeys
-from shared.cli import EXIT_OK, ArgumentParser, configure_logging, require_broker, run_cli
+from shared.cli import (
+    EXIT_OK,
+    ArgumentParser,
+    configure_logging,
+    require_broker,
+    require_database,
+    run_cli,
+)
 from shared.codec import Codec
 from shared.errors import ConfigError, DeliveryError
 from shared.metrics import UP
 from shared.publisher import Publisher
 from shared.schema_registry import schema_registry
-from shared.settings import DataPolicySettings, KafkaSettings, RegistrySettings, load_settings
+from shared.settings import (
+    DatabaseSettings,
+    DataPolicySettings,
+    KafkaSettings,
+    RegistrySettings,
+    load_settings,
+)
 from shared.status import json_response, kafka_check, serve, status_app
 from shared.topics import TRADES
 
@@ -186,6 +202,27 @@ async def run(name: str, argv: list[str]) -> int:
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
 
+def load_universe_file(path: Path) -> int:
+    """`python -m connectors universe load FILE`: a new version of symbol_universe (MS_DATABASE_URL)."""
+    rows = read_universe_file(path, str(path))
+    url = load_settings(DatabaseSettings).url.get_secret_value()
+    require_database(url)
+    version, new = store_universe(url, rows, str(path))
+    counts = Counter(row.tier for row in rows if row.active)
+    print(
+        orjson.dumps(
+            {
+                "version": version,
+                "new": new,
+                "instruments": len(rows),
+                "active_by_tier": dict(sorted(counts.items())),
+            }
+        ).decode(),
+        flush=True,
+    )
+    return EXIT_OK
+
+
 def main() -> int:
     parser = ArgumentParser(
         prog="python -m connectors",
@@ -196,7 +233,18 @@ def main() -> int:
     commands.add_parser("list", help="list the connectors")
     run_parser = commands.add_parser("run", help="run one connector", add_help=False)
     run_parser.add_argument("name", help=f"one of: {', '.join(sorted(CONNECTORS))}")
+    universe = commands.add_parser(
+        "universe", help="load a universe CSV into the database as a new version"
+    )
+    universe.add_argument("action", choices=["load"])
+    universe.add_argument(
+        "file", type=Path, help="symbol,exchange,asset_type,tier,active,providers"
+    )
     args, rest = parser.parse_known_args()
+    if args.command == "universe":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return load_universe_file(args.file)
     if args.command == "list":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -20,7 +20,6 @@ minute gets one bar of that minute) and the `provider` that served them.
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
 import logging
 import random
@@ -32,13 +31,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import numpy as np
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.batching import take_rows
 from connectors.health import BreakerState, CircuitBreaker, ProviderHealth
 from connectors.runner import backoff_s
+from connectors.universe import Universe, active, latest_universe, read_universe_file
 from connectors.watchdog import StaleFeedError, watched
 from shared.errors import ConfigError, FatalError, TransientError
 from shared.metrics import (
@@ -48,6 +48,7 @@ from shared.metrics import (
     PROVIDER_SELECTED,
 )
 from shared.models import QuoteBatch, TradeBatch
+from shared.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,15 @@ class FailoverConfig(ConnectorConfig):
     universe_file: Path | None = Field(
         None,
         description="CSV with columns symbol and providers (in order, separated by |), and "
-        "optionally active; replaces --symbols and --providers",
+        "optionally exchange, asset_type, tier, active; replaces --symbols and --providers",
+    )
+    universe_from_db: bool = Field(
+        False, description="the latest universe loaded into the database (connectors universe)"
+    )
+    database_url: SecretStr = Field(
+        DatabaseSettings.model_fields["url"].default,
+        validation_alias=AliasChoices("MS_FAILOVER_DATABASE_URL", "MS_DATABASE_URL"),
+        description="where the universe is, with --universe-from-db",
     )
     source: str = Field("failover", min_length=1, description="the feed's event-time clock")
     secrets_dir: Path | None = Field(
@@ -94,26 +103,17 @@ class FailoverConfig(ConnectorConfig):
     )
 
 
-def load_universe(config: FailoverConfig) -> dict[str, list[str]]:
-    """Each active instrument and its providers in order; raise ConfigError naming the file."""
-    if config.universe_file is None:
-        providers = [p.strip() for p in config.providers.split(",") if p.strip()]
-        return {s.strip(): providers for s in config.symbols.split(",") if s.strip()}
-    try:
-        with config.universe_file.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise ConfigError(f"MS_FAILOVER_UNIVERSE_FILE: cannot read it: {exc}") from exc
-    universe = {}
-    for number, row in enumerate(rows, start=2):
-        if not row.get("symbol") or not row.get("providers"):
-            raise ConfigError(
-                f"MS_FAILOVER_UNIVERSE_FILE line {number}: symbol and providers are required"
-            )
-        if (row.get("active") or "true").strip().lower() in ("false", "0", "no"):
-            continue
-        universe[row["symbol"].strip()] = [p.strip() for p in row["providers"].split("|")]
-    return universe
+def load_universe(config: FailoverConfig) -> Universe:
+    """Each active instrument and its providers in order: from the latest version in the
+    database, the file, or the symbols and providers settings; raise ConfigError if unusable."""
+    if config.universe_from_db:
+        version, universe = latest_universe(config.database_url.get_secret_value())
+        log.info("universe version %d: %d instruments", version, len(universe))
+        return universe
+    if config.universe_file is not None:
+        return active(read_universe_file(config.universe_file, "MS_FAILOVER_UNIVERSE_FILE"))
+    providers = [p.strip() for p in config.providers.split(",") if p.strip()]
+    return {s.strip(): providers for s in config.symbols.split(",") if s.strip()}
 
 
 @dataclass
