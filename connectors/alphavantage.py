@@ -43,10 +43,11 @@ from connectors.alphavantage_series import (
 )
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.budget import GUARD_S, Limit, Priority, RequestBudget
-from connectors.polled_bars import BarRevisions, provider_batch, well_formed_symbols
+from connectors.polled_bars import BarRevisions, provider_batch
 from connectors.retry_after import retry_after_s
 from connectors.urls import http_url
 from shared.errors import FatalError, TransientError
+from shared.symbols import well_formed_symbols
 
 log = logging.getLogger(__name__)
 

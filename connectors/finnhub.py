@@ -37,7 +37,7 @@ from connectors.retry_after import retry_after_s
 from connectors.urls import http_url
 from shared.errors import FatalError, MarketstreamError, TransientError
 from shared.models import TradeBatch
-from shared.symbols import symbol_problem
+from shared.symbols import symbol_problem, well_formed_symbols
 
 log = logging.getLogger(__name__)
 
@@ -370,13 +370,7 @@ class FinnhubConfig(ConnectorConfig):
     @field_validator("symbols")
     @classmethod
     def _well_formed(cls, text: str) -> str:
-        symbols = [s.strip() for s in text.split(",") if s.strip()]
-        if not symbols:
-            raise ValueError("no symbols")
-        for symbol in symbols:
-            if problem := symbol_problem(symbol):
-                raise ValueError(problem)
-        return ",".join(dict.fromkeys(symbols))
+        return well_formed_symbols(text)
 
 
 def _closed(exc: ConnectionClosed) -> TransientError:

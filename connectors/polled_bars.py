@@ -15,7 +15,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.models import ProviderBarBatch
-from shared.symbols import symbol_problem
 
 Row = tuple[int, float, float, float, float, float]  # ts_us, open, high, low, close, volume
 
@@ -127,15 +126,3 @@ def provider_batch(
         revision=revisions,
         ts_recv_us=ts_recv_us,
     )
-
-
-def well_formed_symbols(text: str) -> str:
-    """The comma-separated symbols, trimmed and without repeats; raise ValueError if there are
-    none or one is not a well-formed symbol."""
-    symbols = [s.strip() for s in text.split(",") if s.strip()]
-    if not symbols:
-        raise ValueError("no symbols")
-    for symbol in symbols:
-        if problem := symbol_problem(symbol):
-            raise ValueError(problem)
-    return ",".join(dict.fromkeys(symbols))

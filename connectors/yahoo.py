@@ -32,11 +32,12 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.budget import Limit, Priority, RequestBudget
-from connectors.polled_bars import BarRevisions, provider_batch, well_formed_symbols
+from connectors.polled_bars import BarRevisions, provider_batch
 from connectors.retry_after import retry_after_s
 from connectors.urls import http_url
 from connectors.yahoo_chart import INTERVALS, ChartError, MalformedChartError, parse_chart
 from shared.errors import TransientError
+from shared.symbols import well_formed_symbols
 
 log = logging.getLogger(__name__)
 

@@ -22,3 +22,15 @@ def symbol_problem(symbol: str) -> str | None:
     if not _SYMBOL.fullmatch(symbol):
         return f"symbol {symbol[:MAX_SYMBOL_LENGTH]!r} contains whitespace or control characters"
     return None
+
+
+def well_formed_symbols(text: str) -> str:
+    """The comma-separated symbols, trimmed and without repeats; raise ValueError if there are
+    none or one is not a well-formed symbol."""
+    symbols = [s.strip() for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise ValueError("no symbols")
+    for symbol in symbols:
+        if problem := symbol_problem(symbol):
+            raise ValueError(problem)
+    return ",".join(dict.fromkeys(symbols))
