@@ -245,34 +245,38 @@ class FailoverConnector(Connector):
                     await queue.put((provider.name, item))
                 raise TransientError(f"{provider.name} ended its stream")
             except FatalError as exc:
-                provider.health.failure("fatal")
-                provider.breaker.failure(str(exc), fatal=True)
-                PROVIDER_REQUESTS.labels(provider.name, "fatal").inc()
+                self._failed(provider, "fatal", str(exc), fatal=True)
                 log.error(
                     "%s is down: %s; its instruments fail over, one probe in %.0f s",
                     provider.name,
                     exc,
                     provider.breaker.open_s,
                 )
-            except TransientError as exc:
+            except Exception as exc:  # transient, or a defect of ours: failing either way
+                unexpected = not isinstance(exc, TransientError)
                 kind = "stale" if isinstance(exc, StaleFeedError) else "transient"
-                provider.health.failure(kind)
-                provider.breaker.failure(str(exc))
-                PROVIDER_REQUESTS.labels(provider.name, kind).inc()
+                if unexpected:
+                    self._failed(provider, "error", repr(exc))
+                else:
+                    self._failed(provider, kind, str(exc))
                 delay = backoff_s(attempt, rng)
                 attempt += 1
-                log.warning("%s failed (%s); reconnecting in %.2f s", provider.name, exc, delay)
-                await asyncio.sleep(delay)
-            except Exception as exc:  # a defect of ours: the provider counts as failing, loudly
-                provider.health.failure("error")
-                provider.breaker.failure(repr(exc))
-                PROVIDER_REQUESTS.labels(provider.name, "error").inc()
-                delay = backoff_s(attempt, rng)
-                attempt += 1
-                log.exception(
-                    "%s failed unexpectedly; reconnecting in %.2f s", provider.name, delay
+                log.log(
+                    logging.ERROR if unexpected else logging.WARNING,
+                    "%s failed (%s); reconnecting in %.2f s",
+                    provider.name,
+                    exc,
+                    delay,
+                    exc_info=unexpected,
                 )
                 await asyncio.sleep(delay)
+
+    @staticmethod
+    def _failed(provider: _Provider, kind: str, reason: str, *, fatal: bool = False) -> None:
+        """Count a failure of `kind` in the provider's health, breaker and metrics."""
+        provider.health.failure(kind)
+        provider.breaker.failure(reason, fatal=fatal)
+        PROVIDER_REQUESTS.labels(provider.name, kind).inc()
 
     def _usable(self, provider: _Provider) -> bool:
         return (
