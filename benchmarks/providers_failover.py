@@ -67,9 +67,9 @@ class RefusalClock(fake_finnhub.FakeFinnhub):
         super().__init__(frames, **kwargs)
         self.first_refused_at: float | None = None
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    def answer_http(self, connection: ServerConnection, request: Request) -> Response | None:
         refused = self.refused
-        response = super()._http(connection, request)
+        response = super().answer_http(connection, request)
         if self.refused > refused and self.first_refused_at is None:
             self.first_refused_at = time.monotonic()
         return response

@@ -29,9 +29,10 @@ import msgpack
 import numpy as np
 import orjson
 import websockets
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes.serving import WebSocketFake
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _Session:
             await self.socket.send(orjson.dumps(messages).decode())
 
 
-class FakeAlpaca:
+class FakeAlpaca(WebSocketFake):
     """The fake stream; `start` binds it and returns the port."""
 
     def __init__(
@@ -120,30 +121,10 @@ class FakeAlpaca:
         self.sessions: set[_Session] = set()
         self.connections = 0  # connections accepted so far
         self.auth_failures = 0
-        self._server: Server | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "not started"
-        port = self._server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}/v2/iex"
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await serve(self._serve, host, port)
-        bound: int = self._server.sockets[0].getsockname()[1]
-        return bound
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> FakeAlpaca:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
+        return f"ws://127.0.0.1:{self.port}/v2/iex"
 
     # switches
 
@@ -168,7 +149,7 @@ class FakeAlpaca:
 
     # protocol
 
-    async def _serve(self, socket: ServerConnection) -> None:
+    async def serve_connection(self, socket: ServerConnection) -> None:
         self.connections += 1
         content_type = socket.request.headers.get("Content-Type", "") if socket.request else ""
         session = _Session(socket, msgpack=content_type == "application/msgpack")

@@ -41,7 +41,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from connectors.fakes import refuse_where_only_real_data_flows
-from connectors.fakes.http_fake import HttpFake
+from connectors.fakes.serving import HttpFake
 from connectors.fakes.yahoo import MAINTENANCE_PAGE, Bar
 from connectors.fakes.yahoo import NOW_S as NOW_S  # the same clock, re-exported
 from connectors.fakes.yahoo import forming as forming

@@ -31,12 +31,13 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes.serving import WebSocketFake
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class _Session:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class FakeFinnhub:
+class FakeFinnhub(WebSocketFake):
     """The fake Finnhub; `start` binds it (port 0: any free port) and returns the port.
 
     `speed` paces frames by their recorded times (2: twice as fast; None: no waiting). A session's
@@ -143,43 +144,17 @@ class FakeFinnhub:
         self._scheduled: dict[int, list[bytes | str]] = {}
         self._audible = asyncio.Event()
         self._audible.set()
-        self._server: Server | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._address()[1])
-
-    def _address(self) -> tuple[str, int]:
-        assert self._server is not None, "not started"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return (f"[{host}]" if ":" in host else host), port
 
     @property
     def url(self) -> str:
         """The WebSocket URL, without the token."""
-        host, port = self._address()
+        host, port = self.address
         return f"ws://{host}:{port}"
 
     @property
     def rest_url(self) -> str:
-        host, port = self._address()
+        host, port = self.address
         return f"http://{host}:{port}/api/v1"
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await serve(self._serve, host, port, process_request=self._http)
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> FakeFinnhub:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
 
     # switches
 
@@ -225,7 +200,7 @@ class FakeFinnhub:
     def _key_valid(self, token: str) -> bool:
         return self.keys_valid and token == self.api_key
 
-    def _http(self, _: ServerConnection, request: Request) -> Response | None:
+    def answer_http(self, socket: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         query = dict(parse_qsl(parts.query))
         if parts.path.startswith("/api/v1/"):
@@ -258,7 +233,7 @@ class FakeFinnhub:
 
     # WebSocket
 
-    async def _serve(self, socket: ServerConnection) -> None:
+    async def serve_connection(self, socket: ServerConnection) -> None:
         self.connections += 1
         session = _Session(socket)
         self.sessions.add(session)

@@ -36,7 +36,7 @@ import orjson
 from aiohttp import web
 
 from connectors.fakes import refuse_where_only_real_data_flows
-from connectors.fakes.http_fake import HttpFake
+from connectors.fakes.serving import HttpFake
 
 DATA: Final = Path(__file__).parent / "data" / "fmp"
 API_KEY: Final = "fake-fmp-key"

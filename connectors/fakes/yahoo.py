@@ -42,7 +42,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from connectors.fakes import refuse_where_only_real_data_flows
-from connectors.fakes.http_fake import HttpFake
+from connectors.fakes.serving import HttpFake
 
 log = logging.getLogger(__name__)
 
