@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from connectors.base import Connector, Record, Rejected
 from shared import kafka_admin
 from shared.codec import Codec
+from shared.models import ProviderBarBatch
 from shared.schema_ids import CommittedSchemas
 from shared.topics import all_topics
 from streams.embedded.broker import start_broker, stop_broker
@@ -218,6 +221,51 @@ def published_trades(url: str) -> float:
     text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
     lines = [line for line in text.splitlines() if line.startswith("trades_published_total")]
     return float(lines[0].split()[-1]) if lines else 0.0
+
+
+@contextlib.asynccontextmanager
+async def connector_stream(connector: Connector) -> AsyncIterator[AsyncIterator[Record | Rejected]]:
+    """The connector's stream, closed (with its sockets and sessions) when the block ends."""
+    stream = connector.stream()
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def take(
+    stream: AsyncIterator[Record | Rejected], n: int, timeout_s: float = 4.0
+) -> list[Record | Rejected]:
+    """The next `n` items of the stream; fail after `timeout_s`."""
+    items: list[Record | Rejected] = []
+    async with asyncio.timeout(timeout_s):
+        while len(items) < n:
+            items.append(await anext(stream))
+    return items
+
+
+BarRow = tuple[int, float, float, float, float, float]  # ts, open, high, low, close, volume
+
+
+def bar_rows(batch: ProviderBarBatch) -> list[BarRow]:
+    return list(
+        zip(
+            batch.ts_us.tolist(),
+            batch.open.tolist(),
+            batch.high.tolist(),
+            batch.low.tolist(),
+            batch.close.tolist(),
+            batch.volume.tolist(),
+            strict=True,
+        )
+    )
+
+
+def provider_bars(item: Record | Rejected) -> ProviderBarBatch:
+    assert isinstance(item, ProviderBarBatch), item
+    return item
 
 
 def wait_http(url: str, timeout_s: float = 30) -> bytes:

@@ -6,14 +6,12 @@ refused key is fatal without showing it, and the budget never earns the fake's N
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import orjson
 import pytest
+from conftest import BarRow, bar_rows, connector_stream, provider_bars, take
 from pydantic import SecretStr, ValidationError
 
 from connectors.alphavantage import AlphaVantageConfig, AlphaVantageConnector
@@ -34,7 +33,7 @@ from connectors.alphavantage_series import (
     limit_wait_s,
     parse_intraday,
 )
-from connectors.base import Connector, Record, Rejected
+from connectors.base import Rejected
 from connectors.fakes.alphavantage import (
     API_KEY,
     DAILY_NOTE,
@@ -60,8 +59,6 @@ BURST_NOTE = (
     " raise the per-second burst limit, and instantly unlock all premium endpoints"
 )
 
-Row = tuple[int, float, float, float, float, float]
-
 
 def _fake(**overrides: Any) -> FakeAlphaVantage:
     """A fake whose own per-minute count stays out of the way (the budget tests set theirs)."""
@@ -80,29 +77,6 @@ def _connector(fake: FakeAlphaVantage, **overrides: Any) -> AlphaVantageConnecto
     return AlphaVantageConnector(AlphaVantageConfig(**(settings | overrides)))
 
 
-@contextlib.asynccontextmanager
-async def _streaming(connector: Connector) -> AsyncIterator[AsyncIterator[Record | Rejected]]:
-    """The connector's stream, closed (with its HTTP session) when the block ends."""
-    stream = connector.stream()
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _take(
-    stream: AsyncIterator[Record | Rejected], n: int, timeout_s: float = 4.0
-) -> list[Record | Rejected]:
-    """The next `n` items of the stream; fail after `timeout_s`."""
-    items: list[Record | Rejected] = []
-    async with asyncio.timeout(timeout_s):
-        while len(items) < n:
-            items.append(await anext(stream))
-    return items
-
-
 def _utc_us(local: str) -> int:
     """A New York wall time as µs since the epoch."""
     when = datetime.strptime(local, "%Y-%m-%d %H:%M:%S").replace(tzinfo=NEW_YORK)
@@ -111,10 +85,10 @@ def _utc_us(local: str) -> int:
 
 def _points(
     symbol: str, now_s: int = NOW_S, *, regular_only: bool = False, last: int = 100
-) -> list[Row]:
+) -> list[BarRow]:
     """What a 1min compact answer holds at `now_s`, read here from the recording: the latest
     `last` points up to it, the one at `now_s` still forming, oldest first, in UTC."""
-    rows: list[Row] = []
+    rows: list[BarRow] = []
     for key, point in RECORDED[symbol]["Time Series (1min)"].items():
         ts_us = _utc_us(key)
         hhmm = key[11:16]
@@ -127,25 +101,6 @@ def _points(
     return sorted(rows)[-last:]
 
 
-def _rows(batch: ProviderBarBatch) -> list[Row]:
-    return list(
-        zip(
-            batch.ts_us.tolist(),
-            batch.open.tolist(),
-            batch.high.tolist(),
-            batch.low.tolist(),
-            batch.close.tolist(),
-            batch.volume.tolist(),
-            strict=True,
-        )
-    )
-
-
-def _batch(item: Record | Rejected) -> ProviderBarBatch:
-    assert isinstance(item, ProviderBarBatch), item
-    return item
-
-
 # polling
 
 
@@ -156,13 +111,13 @@ async def test_alphavantage_first_poll_yields_the_latest_100_points_in_utc_exact
         before_us = time.time_ns() // 1000
 
         # Act
-        async with _streaming(connector) as stream:
-            batches = [_batch(item) for item in await _take(stream, 3)]
+        async with connector_stream(connector) as stream:
+            batches = [provider_bars(item) for item in await take(stream, 3)]
         after_us = time.time_ns() // 1000
 
     # Assert
     assert [b.instruments for b in batches] == [(s,) for s in ALL]
-    assert [_rows(b) for b in batches] == [_points(s) for s in ALL]
+    assert [bar_rows(b) for b in batches] == [_points(s) for s in ALL]
     assert [len(b) for b in batches] == [100, 100, 100]
     aapl = batches[0].ts_us.tolist()
     assert aapl == sorted(aapl) and aapl[-1] == 1_749_564_000_000_000  # 10:00 EDT = 14:00 UTC
@@ -190,16 +145,16 @@ async def test_alphavantage_second_poll_yields_only_the_new_bar_and_the_changed_
     # Arrange
     async with _fake() as fake:
         connector = _connector(fake, symbols="MSFT")
-        async with _streaming(connector) as stream:
-            await _take(stream, 1)
+        async with connector_stream(connector) as stream:
+            await take(stream, 1)
 
             # Act
             fake.advance()
-            second = _batch((await _take(stream, 1))[0])
-            third = _batch((await _take(stream, 1))[0])
+            second = provider_bars((await take(stream, 1))[0])
+            third = provider_bars((await take(stream, 1))[0])
 
     # Assert: 10:00 is final now (revision 1), 10:01 forms (revision 0)
-    assert _rows(second) == _points("MSFT", NOW_S + 60)[-2:]
+    assert bar_rows(second) == _points("MSFT", NOW_S + 60)[-2:]
     assert second.revision.tolist() == [1, 0]
     assert second.ts_us.tolist() == [NOW_S * 1_000_000, (NOW_S + 60) * 1_000_000]
     assert len(third) == 0
@@ -208,15 +163,15 @@ async def test_alphavantage_second_poll_yields_only_the_new_bar_and_the_changed_
 async def test_alphavantage_without_extended_hours_gets_the_regular_session_only() -> None:
     async with _fake() as fake:
         connector = _connector(fake, symbols="SPY", extended_hours=False, interval="5m")
-        async with _streaming(connector) as stream:
-            batch = _batch((await _take(stream, 1))[0])
+        async with connector_stream(connector) as stream:
+            batch = provider_bars((await take(stream, 1))[0])
     minutes = _points("SPY", regular_only=True)
     assert len(minutes) == 30  # 09:30 to 10:00, but for 09:41, which had no trade
     starts = sorted({m[0] - m[0] % 300_000_000 for m in minutes})
     first = [m for m in minutes if m[0] < starts[1]]
     assert fake.requests[0].query["interval"] == "5min"
     assert batch.ts_us.tolist() == starts and len(starts) == 7  # 09:30, 09:35 ... 10:00
-    assert _rows(batch)[0] == (
+    assert bar_rows(batch)[0] == (
         first[0][0],
         first[0][1],
         max(r[2] for r in first),
@@ -230,17 +185,17 @@ async def test_alphavantage_minute_note_defers_to_the_next_minute_and_loses_noth
     # Arrange: a "minute" of 0.5 s on both sides
     async with _fake(minute_window_s=0.5) as fake:
         connector = _connector(fake, symbols="AAPL", minute_window_s=0.5)
-        async with _streaming(connector) as stream:
-            await _take(stream, 1)
+        async with connector_stream(connector) as stream:
+            await take(stream, 1)
             fake.advance()
             fake.rate_limit_note(times=2)
 
             # Act
-            (item,) = await _take(stream, 1)
+            (item,) = await take(stream, 1)
 
     # Assert: the same symbol asked again after each note, in a later window; no data lost
-    assert _rows(_batch(item)) == _points("AAPL", NOW_S + 60)[-2:]
-    assert _batch(item).revision.tolist() == [1, 0]
+    assert bar_rows(provider_bars(item)) == _points("AAPL", NOW_S + 60)[-2:]
+    assert provider_bars(item).revision.tolist() == [1, 0]
     assert [r.query["symbol"] for r in fake.requests] == ["AAPL"] * 4
     windows = [math.floor(r.wall_s / 0.5) for r in fake.requests[1:]]
     assert windows[0] < windows[1] < windows[2]
@@ -255,11 +210,11 @@ async def test_alphavantage_daily_note_defers_to_the_next_utc_day() -> None:
         fake.rate_limit_note(daily=True)
 
         # Act
-        async with _streaming(connector) as stream:
-            (item,) = await _take(stream, 1)
+        async with connector_stream(connector) as stream:
+            (item,) = await take(stream, 1)
 
     # Assert
-    assert _rows(_batch(item)) == _points("AAPL")
+    assert bar_rows(provider_bars(item)) == _points("AAPL")
     note, retry = fake.requests
     assert math.floor(retry.wall_s) > math.floor(note.wall_s)
     assert (connector.counts["limit_notes_day"], connector.counts["rejected"]) == (1, 0)
@@ -274,8 +229,8 @@ async def test_alphavantage_error_message_is_rejected_for_that_symbol_and_others
         connector = _connector(fake, symbols="AAPL,NOPE,MSFT")
 
         # Act: two rounds
-        async with _streaming(connector) as stream:
-            items = await _take(stream, 6)
+        async with connector_stream(connector) as stream:
+            items = await take(stream, 6)
 
     # Assert
     kinds = [type(item).__name__ for item in items]
@@ -284,7 +239,7 @@ async def test_alphavantage_error_message_is_rejected_for_that_symbol_and_others
     assert isinstance(rejected, Rejected) and rejected.reason == "provider_error"
     assert rejected.detail.startswith("NOPE: Error Message: Invalid API call.")
     assert "Error Message" in orjson.loads(rejected.payload)
-    assert _rows(_batch(items[2])) == _points("MSFT")
+    assert bar_rows(provider_bars(items[2])) == _points("MSFT")
     assert sum("NOPE" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -295,18 +250,18 @@ async def test_alphavantage_html_page_is_rejected_and_the_stream_goes_on() -> No
         connector = _connector(fake, symbols="AAPL,MSFT")
 
         # Act
-        async with _streaming(connector) as stream:
-            page, msft, aapl = await _take(stream, 3)
+        async with connector_stream(connector) as stream:
+            page, msft, aapl = await take(stream, 3)
         fake.serve_html(times=1, status=502)
         with pytest.raises(TransientError, match="HTTP 502"):
-            async with _streaming(connector) as stream:
-                await _take(stream, 1)
+            async with connector_stream(connector) as stream:
+                await take(stream, 1)
 
     # Assert
     assert isinstance(page, Rejected) and page.reason == "undecodable"
     assert page.payload.startswith(b"<!DOCTYPE html>")
-    assert _rows(_batch(msft)) == _points("MSFT")
-    assert _rows(_batch(aapl)) == _points("AAPL")  # the next round: nothing lost
+    assert bar_rows(provider_bars(msft)) == _points("MSFT")
+    assert bar_rows(provider_bars(aapl)) == _points("AAPL")  # the next round: nothing lost
 
 
 async def test_alphavantage_refused_key_is_fatal_without_the_key(
@@ -319,14 +274,14 @@ async def test_alphavantage_refused_key_is_fatal_without_the_key(
 
         # Act
         with pytest.raises(FatalError) as raised:
-            async with _streaming(connector) as stream:
-                await _take(stream, 1)
+            async with connector_stream(connector) as stream:
+                await take(stream, 1)
         revoked = _connector(fake)
-        async with _streaming(revoked) as stream:
-            await _take(stream, 1)
+        async with connector_stream(revoked) as stream:
+            await take(stream, 1)
             fake.revoke_keys()
             with pytest.raises(FatalError, match="refused the API key"):
-                await _take(stream, 3)
+                await take(stream, 3)
 
     # Assert
     message = str(raised.value)
@@ -342,8 +297,8 @@ async def test_alphavantage_unreachable_is_transient_without_the_key() -> None:
     async with _fake() as fake:
         connector = _connector(fake, api_key=SECRET)
     with pytest.raises(TransientError, match="cannot reach Alpha Vantage") as raised:
-        async with _streaming(connector) as stream:
-            await _take(stream, 1)
+        async with connector_stream(connector) as stream:
+            await take(stream, 1)
     assert "apikey=***" in str(raised.value) and SECRET not in str(raised.value)
 
 
@@ -361,12 +316,12 @@ async def test_alphavantage_budget_polls_three_symbols_without_ever_earning_the_
         )
 
         # Act: five rounds of three symbols, as fast as the budget lets them go
-        async with _streaming(connector) as stream:
-            items = await _take(stream, 15, timeout_s=8)
+        async with connector_stream(connector) as stream:
+            items = await take(stream, 15, timeout_s=8)
 
     # Assert
     assert all(isinstance(item, ProviderBarBatch) for item in items)
-    assert [len(_batch(item)) for item in items[:3]] == [100, 100, 100]
+    assert [len(provider_bars(item)) for item in items[:3]] == [100, 100, 100]
     assert fake.notes_sent == {} and connector.counts["limit_notes"] == 0
     times = [r.at_s for r in fake.requests]
     assert len(times) == 15
@@ -402,11 +357,11 @@ async def test_alphavantage_fake_runs_as_a_module_with_the_key_it_is_given() -> 
         config = AlphaVantageConfig(base_url=match[1], symbols="SPY", api_key=SecretStr(SECRET))
 
         # Act
-        async with _streaming(AlphaVantageConnector(config)) as stream:
-            batch = _batch((await _take(stream, 1))[0])
+        async with connector_stream(AlphaVantageConnector(config)) as stream:
+            batch = provider_bars((await take(stream, 1))[0])
 
         # Assert
-        assert _rows(batch) == _points("SPY")
+        assert bar_rows(batch) == _points("SPY")
     finally:
         process.terminate()
         async with asyncio.timeout(4):

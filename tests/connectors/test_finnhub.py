@@ -5,7 +5,6 @@ the REST candles parse."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -18,9 +17,10 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import connector_stream
 from pydantic import SecretStr, ValidationError
 
-from connectors.base import Connector, Record, Rejected
+from connectors.base import Rejected
 from connectors.fakes.finnhub import API_KEY, FakeFinnhub, load_recording
 from connectors.finnhub import (
     FinnhubConfig,
@@ -49,18 +49,6 @@ def _connector(fake: FakeFinnhub, **overrides: Any) -> FinnhubConnector:
         "api_key": API_KEY,
     } | overrides
     return FinnhubConnector(FinnhubConfig(**settings))
-
-
-@contextlib.asynccontextmanager
-async def _streaming(connector: Connector) -> AsyncIterator[AsyncIterator[Record | Rejected]]:
-    """The connector's stream, closed (with its socket) when the block ends."""
-    stream = connector.stream()
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _trades(frames: list[dict[str, Any]], symbols: tuple[str, ...] = ALL) -> list[tuple[Any, ...]]:
@@ -115,7 +103,7 @@ async def test_finnhub_recorded_frames_arrive_as_one_batch_per_frame_with_exact_
         before_us = time.time_ns() // 1000
 
         # Act
-        async with _streaming(connector) as stream:
+        async with connector_stream(connector) as stream:
             batches, rejected = await _take(stream, len(_trades(RECORDED)))
         after_us = time.time_ns() // 1000
 
@@ -138,7 +126,7 @@ async def test_finnhub_one_symbol_subscribed_gets_only_its_trades() -> None:
         expected = _trades(RECORDED, ("AAPL",))
 
         # Act
-        async with _streaming(connector) as stream:
+        async with connector_stream(connector) as stream:
             batches, _ = await _take(stream, len(expected))
 
     # Assert
@@ -157,7 +145,7 @@ async def test_finnhub_refused_key_is_fatal_on_one_line_without_the_key(
 
         # Act
         with pytest.raises(FatalError) as raised:
-            async with asyncio.timeout(4), _streaming(connector) as stream:
+            async with asyncio.timeout(4), connector_stream(connector) as stream:
                 await anext(stream)
 
     # Assert
@@ -177,7 +165,7 @@ async def test_finnhub_revoked_key_drops_the_session_then_the_reconnect_is_fatal
     # Arrange
     async with FakeFinnhub(replay_when_subscribed=ALL) as fake:
         connector = _connector(fake)
-        async with _streaming(connector) as stream:
+        async with connector_stream(connector) as stream:
             await _take(stream, 1)
 
             # Act
@@ -189,7 +177,7 @@ async def test_finnhub_revoked_key_drops_the_session_then_the_reconnect_is_fatal
 
         # Assert
         with pytest.raises(FatalError, match="HTTP 401"):
-            async with asyncio.timeout(4), _streaming(connector) as stream:
+            async with asyncio.timeout(4), connector_stream(connector) as stream:
                 await anext(stream)
 
 
@@ -220,7 +208,7 @@ async def test_finnhub_malformed_frames_are_rejected_and_the_stream_goes_on() ->
         connector = _connector(fake)
 
         # Act
-        async with _streaming(connector) as stream:
+        async with connector_stream(connector) as stream:
             batches, rejected = await _take(stream, len(_trades(RECORDED)) + len(bad_trades))
 
     # Assert
@@ -242,7 +230,7 @@ async def test_finnhub_error_message_about_the_key_is_fatal() -> None:
 
         # Act
         with pytest.raises(FatalError, match="Invalid API key"):
-            async with asyncio.timeout(4), _streaming(connector) as stream:
+            async with asyncio.timeout(4), connector_stream(connector) as stream:
                 async for _ in stream:
                     pass
 
@@ -256,7 +244,7 @@ async def test_finnhub_abrupt_close_is_transient_after_everything_sent() -> None
 
         # Act
         with pytest.raises(TransientError, match="no close frame"):
-            async with asyncio.timeout(4), _streaming(connector) as stream:
+            async with asyncio.timeout(4), connector_stream(connector) as stream:
                 async for item in stream:
                     items.append(item)
 
@@ -274,7 +262,7 @@ async def test_finnhub_silent_open_socket_is_stale_and_transient() -> None:
 
         # Act
         with pytest.raises(TransientError, match="stale socket"):
-            async with asyncio.timeout(3), _streaming(connector) as stream:
+            async with asyncio.timeout(3), connector_stream(connector) as stream:
                 await anext(stream)
 
     # Assert
@@ -285,7 +273,7 @@ async def test_finnhub_pings_keep_a_quiet_socket_alive() -> None:
     # Arrange
     async with FakeFinnhub(ping_interval_s=0.05, replay_when_subscribed=ALL) as fake:
         connector = _connector(fake, stale_after_s=0.4)
-        async with _streaming(connector) as stream:
+        async with connector_stream(connector) as stream:
             await _take(stream, len(_trades(RECORDED)))  # the recording is over: pings only
 
             # Act, Assert: three stale periods pass with no trade and no error
@@ -302,7 +290,7 @@ async def test_finnhub_unreachable_provider_is_transient_for_stream_and_candles(
 
     # Act, Assert
     with pytest.raises(TransientError, match="cannot reach Finnhub"):
-        async with asyncio.timeout(4), _streaming(connector) as stream:
+        async with asyncio.timeout(4), connector_stream(connector) as stream:
             await anext(stream)
     with pytest.raises(TransientError, match="cannot reach"):
         await connector.candles("AAPL", "1", OPEN_S, OPEN_S + 600)
@@ -331,7 +319,7 @@ async def test_finnhub_fake_runs_as_a_module_on_any_free_port_with_the_key_it_is
         )
 
         # Act
-        async with _streaming(connector) as stream:
+        async with connector_stream(connector) as stream:
             batches, _ = await _take(stream, 1)
 
         # Assert

@@ -6,28 +6,26 @@ stream goes on."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from conftest import BarRow, bar_rows, connector_stream, provider_bars, take
 from pydantic import ValidationError
 
-from connectors.base import Connector, Record, Rejected
+from connectors.base import Rejected
 from connectors.fakes.yahoo import NOW_S, FakeYahoo, forming, load_recording
 from connectors.polled_bars import BarRevisions, Bars
 from connectors.yahoo import RateLimitedError, YahooConfig, YahooConnector
 from connectors.yahoo_chart import ChartError, MalformedChartError, parse_chart
 from shared.errors import TransientError
-from shared.models import ProviderBarBatch
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = load_recording()
@@ -37,8 +35,6 @@ CLOSE_S = 1_749_585_600  # 16:00 New York
 DAY_US = 1_749_513_600_000_000  # 2025-06-10 00:00 UTC
 COLUMNS = ("open", "high", "low", "close", "volume")
 
-Row = tuple[int, float, float, float, float, float]
-
 
 def _connector(fake: FakeYahoo, **overrides: Any) -> YahooConnector:
     settings: dict[str, Any] = {"base_url": fake.url, "symbols": ",".join(ALL), "poll_s": 0.05}
@@ -46,39 +42,16 @@ def _connector(fake: FakeYahoo, **overrides: Any) -> YahooConnector:
     return YahooConnector(YahooConfig(**settings))
 
 
-@contextlib.asynccontextmanager
-async def _streaming(connector: Connector) -> AsyncIterator[AsyncIterator[Record | Rejected]]:
-    """The connector's stream, closed (with its HTTP session) when the block ends."""
-    stream = connector.stream()
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _take(
-    stream: AsyncIterator[Record | Rejected], n: int, timeout_s: float = 4.0
-) -> list[Record | Rejected]:
-    """The next `n` items of the stream; fail after `timeout_s`."""
-    items: list[Record | Rejected] = []
-    async with asyncio.timeout(timeout_s):
-        while len(items) < n:
-            items.append(await anext(stream))
-    return items
-
-
 def _f32(price: float) -> float:
     return float(np.float32(price))
 
 
-def _minutes(symbol: str, now_s: int = NOW_S, regular_only: bool = False) -> list[Row]:
+def _minutes(symbol: str, now_s: int = NOW_S, regular_only: bool = False) -> list[BarRow]:
     """What Yahoo's 1m chart holds at `now_s`, read here from the recording: every minute up
     to it without the null ones, the one at `now_s` still forming."""
     result = RECORDED[symbol]["chart"]["result"][0]
     quote = result["indicators"]["quote"][0]
-    rows: list[Row] = []
+    rows: list[BarRow] = []
     for i, ts in enumerate(result["timestamp"]):
         values = [quote[c][i] for c in COLUMNS]
         if ts > now_s or None in values or (regular_only and not OPEN_S <= ts < CLOSE_S):
@@ -88,25 +61,6 @@ def _minutes(symbol: str, now_s: int = NOW_S, regular_only: bool = False) -> lis
             values = [*(_f32(p) for p in prices), volume]
         rows.append((ts * 1_000_000, *(float(v) for v in values)))
     return rows
-
-
-def _rows(batch: ProviderBarBatch) -> list[Row]:
-    return list(
-        zip(
-            batch.ts_us.tolist(),
-            batch.open.tolist(),
-            batch.high.tolist(),
-            batch.low.tolist(),
-            batch.close.tolist(),
-            batch.volume.tolist(),
-            strict=True,
-        )
-    )
-
-
-def _batch(item: Record | Rejected) -> ProviderBarBatch:
-    assert isinstance(item, ProviderBarBatch), item
-    return item
 
 
 # polling
@@ -119,13 +73,13 @@ async def test_yahoo_first_poll_yields_every_recorded_bar_up_to_now_without_the_
         before_us = time.time_ns() // 1000
 
         # Act
-        async with _streaming(connector) as stream:
-            batches = [_batch(item) for item in await _take(stream, 3)]
+        async with connector_stream(connector) as stream:
+            batches = [provider_bars(item) for item in await take(stream, 3)]
         after_us = time.time_ns() // 1000
 
     # Assert
     assert [b.instruments for b in batches] == [(s,) for s in ALL]
-    assert [_rows(b) for b in batches] == [_minutes(s) for s in ALL]
+    assert [bar_rows(b) for b in batches] == [_minutes(s) for s in ALL]
     assert [len(b) for b in batches] == [194, 153, 220]  # 04:00 to 10:00, pre-market included
     nulls_us = {
         ts * 1_000_000
@@ -155,20 +109,20 @@ async def test_yahoo_second_poll_yields_only_the_new_bar_and_the_changed_one() -
     # Arrange
     async with FakeYahoo() as fake:
         connector = _connector(fake, symbols="AAPL")
-        async with _streaming(connector) as stream:
-            await _take(stream, 1)
+        async with connector_stream(connector) as stream:
+            await take(stream, 1)
 
             # Act
             fake.advance()
-            second = _batch((await _take(stream, 1))[0])
-            third = _batch((await _take(stream, 1))[0])
+            second = provider_bars((await take(stream, 1))[0])
+            third = provider_bars((await take(stream, 1))[0])
 
     # Assert: 10:00 is final now (revision 1), 10:01 forms (revision 0)
     later = _minutes("AAPL", NOW_S + 60)
-    assert _rows(second) == later[-2:]
+    assert bar_rows(second) == later[-2:]
     assert second.revision.tolist() == [1, 0]
     assert second.ts_us.tolist() == [NOW_S * 1_000_000, (NOW_S + 60) * 1_000_000]
-    assert _rows(second)[0] != _minutes("AAPL")[-1]  # the forming values were replaced
+    assert bar_rows(second)[0] != _minutes("AAPL")[-1]  # the forming values were replaced
     assert len(third) == 0  # nothing new, nothing changed: an empty batch, no repeat
 
 
@@ -178,18 +132,18 @@ async def test_yahoo_without_pre_post_gets_the_regular_session_even_when_yahoo_l
         connector = _connector(fake, include_pre_post=False)
 
         # Act
-        async with _streaming(connector) as stream:
-            asked = [_batch(item) for item in await _take(stream, 3)]
+        async with connector_stream(connector) as stream:
+            asked = [provider_bars(item) for item in await take(stream, 3)]
         fake.leak_pre_post()
         leaky = _connector(fake, include_pre_post=False)
-        async with _streaming(leaky) as stream:
-            leaked = [_batch(item) for item in await _take(stream, 3)]
+        async with connector_stream(leaky) as stream:
+            leaked = [provider_bars(item) for item in await take(stream, 3)]
 
     # Assert
     regular = [_minutes(s, regular_only=True) for s in ALL]
     assert [len(r) for r in regular] == [30, 30, 30]  # 09:30 to 10:00 without a null each
-    assert [_rows(b) for b in asked] == regular
-    assert [_rows(b) for b in leaked] == regular
+    assert [bar_rows(b) for b in asked] == regular
+    assert [bar_rows(b) for b in leaked] == regular
     assert connector.counts["outside_regular"] == 0
     assert leaky.counts["outside_regular"] == (194 - 30) + (153 - 30) + (220 - 30)
     assert {r.query["includePrePost"] for r in fake.requests} == {"false"}
@@ -199,32 +153,32 @@ async def test_yahoo_429_defers_every_request_then_no_bar_is_lost() -> None:
     # Arrange
     async with FakeYahoo() as fake:
         connector = _connector(fake, symbols="AAPL", rate_limit_wait_s=0.3)
-        async with _streaming(connector) as stream:
-            await _take(stream, 1)
+        async with connector_stream(connector) as stream:
+            await take(stream, 1)
         fake.advance()
         fake.rate_limit(retry_after_s=0.5, times=1)
 
         # Act
         with pytest.raises(RateLimitedError, match="HTTP 429") as raised:
-            async with _streaming(connector) as stream:
-                await _take(stream, 1)
-        async with _streaming(connector) as stream:  # the runner reconnects
-            after = _batch((await _take(stream, 1))[0])
+            async with connector_stream(connector) as stream:
+                await take(stream, 1)
+        async with connector_stream(connector) as stream:  # the runner reconnects
+            after = provider_bars((await take(stream, 1))[0])
         fake.advance()
         fake.rate_limit(times=1)  # no Retry-After: rate_limit_wait_s
         with pytest.raises(TransientError, match="HTTP 429"):
-            async with _streaming(connector) as stream:
-                await _take(stream, 1)
-        async with _streaming(connector) as stream:
-            last = _batch((await _take(stream, 1))[0])
+            async with connector_stream(connector) as stream:
+                await take(stream, 1)
+        async with connector_stream(connector) as stream:
+            last = provider_bars((await take(stream, 1))[0])
 
     # Assert
     assert raised.value.retry_after_s == 0.5
     times = [r.at_s for r in fake.requests]
     assert times[2] - times[1] >= 0.5 and times[4] - times[3] >= 0.3
-    assert _rows(after) == _minutes("AAPL", NOW_S + 60)[-2:]
+    assert bar_rows(after) == _minutes("AAPL", NOW_S + 60)[-2:]
     assert after.revision.tolist() == [1, 0]
-    assert _rows(last) == _minutes("AAPL", NOW_S + 120)[-2:]
+    assert bar_rows(last) == _minutes("AAPL", NOW_S + 120)[-2:]
     assert connector.counts["rate_limited"] == 2
 
 
@@ -237,8 +191,8 @@ async def test_yahoo_unknown_symbol_is_rejected_every_poll_logged_once_and_other
         connector = _connector(fake, symbols="AAPL,NOPE,MSFT")
 
         # Act: two rounds
-        async with _streaming(connector) as stream:
-            items = await _take(stream, 6)
+        async with connector_stream(connector) as stream:
+            items = await take(stream, 6)
 
     # Assert
     kinds = [type(item).__name__ for item in items]
@@ -249,8 +203,8 @@ async def test_yahoo_unknown_symbol_is_rejected_every_poll_logged_once_and_other
         "NOPE: HTTP 404: Not Found: No data found, symbol may be delisted"
     )
     assert orjson.loads(rejected[0].payload)["chart"]["error"]["code"] == "Not Found"
-    assert _rows(_batch(items[2])) == _minutes("MSFT")
-    assert [len(_batch(items[i])) for i in (3, 5)] == [0, 0]
+    assert bar_rows(provider_bars(items[2])) == _minutes("MSFT")
+    assert [len(provider_bars(items[i])) for i in (3, 5)] == [0, 0]
     assert sum("NOPE" in r.getMessage() for r in caplog.records) == 1
     assert connector.counts["rejected"] == 2
 
@@ -263,12 +217,12 @@ async def test_yahoo_other_chart_errors_and_pages_are_rejected_and_the_stream_go
         connector = _connector(fake, symbols="AAPL,MSFT,SPY")
 
         # Act
-        async with _streaming(connector) as stream:
-            items = await _take(stream, 4)
+        async with connector_stream(connector) as stream:
+            items = await take(stream, 4)
         fake.serve_html(times=1, status=503)
         with pytest.raises(TransientError, match="HTTP 503"):
-            async with _streaming(connector) as stream:
-                await _take(stream, 1)
+            async with connector_stream(connector) as stream:
+                await take(stream, 1)
 
     # Assert
     page, bad, spy, aapl = items
@@ -276,8 +230,8 @@ async def test_yahoo_other_chart_errors_and_pages_are_rejected_and_the_stream_go
     assert page.payload.startswith(b"<!DOCTYPE html>") and page.detail.startswith("AAPL: HTTP 200")
     assert isinstance(bad, Rejected) and bad.reason == "provider_error"
     assert "Bad Request: Invalid input - symbol" in bad.detail
-    assert _rows(_batch(spy)) == _minutes("SPY")
-    assert _rows(_batch(aapl)) == _minutes("AAPL")  # the next round: nothing lost
+    assert bar_rows(provider_bars(spy)) == _minutes("SPY")
+    assert bar_rows(provider_bars(aapl)) == _minutes("AAPL")  # the next round: nothing lost
 
 
 async def test_yahoo_intervals_are_asked_by_yahoos_names_and_stamped_by_ours() -> None:
@@ -295,24 +249,24 @@ async def test_yahoo_intervals_are_asked_by_yahoos_names_and_stamped_by_ours() -
         daily = _connector(fake, symbols="SPY", interval="1d", range="5d")
 
         # Act
-        async with _streaming(hourly) as stream:
-            hour = _batch((await _take(stream, 1))[0])
-        async with _streaming(daily) as stream:
-            day = _batch((await _take(stream, 1))[0])
+        async with connector_stream(hourly) as stream:
+            hour = provider_bars((await take(stream, 1))[0])
+        async with connector_stream(daily) as stream:
+            day = provider_bars((await take(stream, 1))[0])
 
     # Assert
     assert [r.query["interval"] for r in fake.requests] == ["60m", "1d"]
     assert (hour.interval, day.interval) == ("1h", "1d")
-    assert _rows(hour) == [(OPEN_S * 1_000_000, *folded)]  # Yahoo's hours start at 09:30
-    assert _rows(day) == [(DAY_US, *folded)]  # a day at its UTC midnight
+    assert bar_rows(hour) == [(OPEN_S * 1_000_000, *folded)]  # Yahoo's hours start at 09:30
+    assert bar_rows(day) == [(DAY_US, *folded)]  # a day at its UTC midnight
 
 
 async def test_yahoo_unreachable_is_transient() -> None:
     async with FakeYahoo() as fake:
         connector = _connector(fake)
     with pytest.raises(TransientError, match="cannot reach Yahoo"):
-        async with _streaming(connector) as stream:
-            await _take(stream, 1)
+        async with connector_stream(connector) as stream:
+            await take(stream, 1)
 
 
 async def test_yahoo_fake_runs_as_a_module_on_any_free_port() -> None:
@@ -333,11 +287,11 @@ async def test_yahoo_fake_runs_as_a_module_on_any_free_port() -> None:
         connector = YahooConnector(YahooConfig(base_url=match[1], symbols="MSFT"))
 
         # Act
-        async with _streaming(connector) as stream:
-            batch = _batch((await _take(stream, 1))[0])
+        async with connector_stream(connector) as stream:
+            batch = provider_bars((await take(stream, 1))[0])
 
         # Assert
-        assert _rows(batch) == _minutes("MSFT")
+        assert bar_rows(batch) == _minutes("MSFT")
     finally:
         process.terminate()
         async with asyncio.timeout(4):
