@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -227,7 +226,7 @@ def run(args: argparse.Namespace) -> Result:
     if args.bootstrap is None:
         extra["tansu"] = common.tansu_version()
     if QUIX in args.paths:
-        extra["quixstreams"] = _quix_version(args.quix_python)
+        extra["quixstreams"] = common.installed_version(args.quix_python, "quixstreams")
     parameters = _parameters(args)
     parameters["load_average_1_5_15m"] = {"before": load_before, "after": os.getloadavg()}
     return Result(
@@ -271,18 +270,6 @@ def _merge_runs(runs: list[PathResult]) -> PathResult:
         for r in runs
     ]
     return merged
-
-
-def _quix_version(python: str) -> str | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return subprocess.run(
-            [python, "-c", "import quixstreams; print(quixstreams.__version__)"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
-    return None
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:

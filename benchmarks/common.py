@@ -240,6 +240,21 @@ def _git_commit() -> str | None:
     return None
 
 
+def installed_version(python: str | None, distribution: str) -> str | None:
+    """The version of `distribution` in another interpreter (a peer's own venv), or None."""
+    if python is None:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(
+            [python, "-c", f"import importlib.metadata as m; print(m.version({distribution!r}))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+    return None
+
+
 def machine_info(
     distributions: Sequence[str], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -23,11 +23,9 @@ as-shipped` makes the fake encode while it sends, which caps every client at its
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Final
@@ -180,20 +178,6 @@ def _alpaca_python(args: argparse.Namespace) -> str | None:
     return str(args.alpaca_python)
 
 
-def _alpaca_py_version(python: str | None) -> str | None:
-    if python is None:
-        return None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return subprocess.run(
-            [python, "-c", "import importlib.metadata as m; print(m.version('alpaca-py'))"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
-    return None
-
-
 def run(args: argparse.Namespace) -> Result:
     """Measure the selected paths: every throughput run in processes of its own, then failover."""
     load_before = os.getloadavg()
@@ -228,7 +212,7 @@ def run(args: argparse.Namespace) -> Result:
             shutil.rmtree(root, ignore_errors=True)
     extra: dict[str, Any] = {
         "librdkafka": confluent_kafka.libversion()[0],
-        "alpaca-py": _alpaca_py_version(_alpaca_python(args)),
+        "alpaca-py": common.installed_version(_alpaca_python(args), "alpaca-py"),
     }
     if args.bootstrap is None:
         extra["tansu"] = common.tansu_version()
