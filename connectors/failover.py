@@ -278,12 +278,6 @@ class FailoverConnector(Connector):
         provider.breaker.failure(reason, fatal=fatal)
         PROVIDER_REQUESTS.labels(provider.name, kind).inc()
 
-    def _usable(self, provider: _Provider) -> bool:
-        return (
-            provider.breaker.state is BreakerState.CLOSED
-            and provider.health.score >= self.cfg.min_score
-        )
-
     def _reselect(self) -> list[TradeBatch]:
         """Move instruments whose provider should change; return what the new providers sent
         of them after the seam while they were not serving them.
@@ -295,9 +289,10 @@ class FailoverConnector(Connector):
         settled: dict[str, bool] = {}
         usable: dict[str, bool] = {}
         for name, provider in self.providers.items():
-            PROVIDER_HEALTH_SCORE.labels(name).set(provider.health.score)
-            PROVIDER_CIRCUIT_STATE.labels(name).set(int(provider.breaker.state))
-            usable[name] = self._usable(provider)
+            score, state = provider.health.score, provider.breaker.state  # one pass each
+            PROVIDER_HEALTH_SCORE.labels(name).set(score)
+            PROVIDER_CIRCUIT_STATE.labels(name).set(int(state))
+            usable[name] = state is BreakerState.CLOSED and score >= self.cfg.min_score
             if not usable[name]:
                 self._usable_since.pop(name, None)
             since = self._usable_since.setdefault(name, now) if usable[name] else now
