@@ -236,7 +236,8 @@ class Stack:
                 f" --key-file {self.run_dir}/ws-api-key bars.1s.*",
                 f"  export bars       MS_DATABASE_URL=postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream"
                 f" {py} -m streams bars export --interval 1m --out bars.csv",
-                f"  Kafka             {self.bootstrap}   topics: md.trades.v1 md.bars.v1 md.bars.batch.v1 md.dlq.v1",
+                f"  Kafka             {self.bootstrap}   topics: "
+                + " ".join(spec.name for spec in all_topics(s.trades_partitions)),
                 f"  PostgreSQL        postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream",
                 f"  watch trades      {py} -m streams trades tail --bootstrap {self.bootstrap}",
                 f"  logs              {self.logs}/",
