@@ -1,4 +1,4 @@
-"""`python -m gateways.ws`: serve bars over WebSocket (and /health, /metrics on the same port).
+"""`python -m gateways.ws`: serve bars, trades and quotes over WebSocket (and /health, /metrics on the same port).
 
 Exit status: 0 stopped by a signal; 2 bad settings, a missing key file, a taken MS_WS_PORT (0
 picks any free port; the port bound is logged) or a broker that cannot be reached at start.
@@ -14,7 +14,7 @@ import uvloop
 
 from gateways.ws.history import BarHistory
 from gateways.ws.server import Gateway, WsSettings
-from gateways.ws.source import BarSource
+from gateways.ws.source import TOPIC_OF, Feed, TopicSource
 from shared.api_keys import ApiKeys
 from shared.cli import configure_logging, reason, require_broker, run_cli
 from shared.codec import Codec
@@ -37,11 +37,15 @@ async def run(
     database: DatabaseSettings | None,
 ) -> None:
     publisher = Publisher(kafka.producer_config("marketstream-ws-gateway"))
-    source = BarSource(
-        kafka.bootstrap,
-        codec,
-        DeadLetterPublisher(publisher, codec, "ws-gateway"),
-        settings.rebuild_lookback_s,
+    feeds = [
+        Feed(
+            TOPIC_OF[kind],
+            settings.rebuild_lookback_s if kind == "bars" else settings.tick_lookback_s,
+        )
+        for kind in settings.streams.split(",")
+    ]
+    source = TopicSource(
+        kafka.bootstrap, codec, DeadLetterPublisher(publisher, codec, "ws-gateway"), feeds
     )
     checks = {"kafka": kafka_check(kafka.bootstrap)}
     history = None
@@ -62,7 +66,12 @@ async def run(
         for sock in server.sockets:
             host, port = sock.getsockname()[:2]
             address = f"{host}:{port}"
-            log.info("bars on ws://%s/, status endpoints on http://%s/health", address, address)
+            log.info(
+                "%s on ws://%s/, status endpoints on http://%s/health",
+                settings.streams.replace(",", ", "),
+                address,
+                address,
+            )
         UP.labels("ws-gateway").set(1)
         try:
             await stop.wait()

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from gateways.ws import protocol
-from gateways.ws.buffer import ChannelLog, Entry, ReplayBuffer
+from gateways.ws.buffer import ChannelLog, Entry, ReplayBuffer, Update
 from shared.metrics import WS_BUFFER_BYTES, WS_BUFFER_MESSAGES, WS_DROPPED
-from shared.models import Bar
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,9 @@ MAX_MESSAGE_EVENTS: Final = 1000  # about 400 KB: stock clients accept messages 
 
 _CURSOR: Final = operator.attrgetter("cursor")
 
-# (framed JSON array, events in it, oldest bar emitted at in micros (0: none), queued at)
+# (framed JSON array, events in it, oldest message emitted at in micros (0: none), queued at)
 Chunk = tuple[bytes, int, int, float]
-# What a session subscribes to (channels, wildcard intervals): equal interests, equal deliveries.
+# What a session subscribes to (channels, wildcard streams): equal interests, equal deliveries.
 Interests = tuple[frozenset[str], frozenset[str]]
 
 
@@ -66,7 +65,7 @@ class Session:
         self.queue: deque[Chunk] = deque()
         self.size = 0  # events queued
         self.channels: set[str] = set()
-        self.intervals: set[str] = set()
+        self.streams: set[str] = set()  # subscribed with a wildcard: Channel.stream
         self.interests: Interests = (frozenset(), frozenset())
         self.ahead: dict[str, int] = {}  # channels where the client has seqs the buffer lacks
         self.resyncs: deque[float] = deque(maxlen=16)
@@ -89,7 +88,7 @@ Shared = dict[tuple[int, Interests], Outgoing | None]
 
 @dataclass(eq=False, slots=True)
 class Delivery:
-    """Bars of one publish with the same subscriber sets, framed once for all of them."""
+    """Messages of one publish with the same subscriber sets, framed once for all of them."""
 
     direct: set[Session] | None
     wide: set[Session] | None
@@ -137,7 +136,7 @@ class Hub:
         self.encode = encode
         self.sessions: set[Session] = set()
         self.by_channel: dict[str, set[Session]] = {}
-        self.by_interval: dict[str, set[Session]] = {}
+        self.by_stream: dict[str, set[Session]] = {}
         self.to_close: list[Session] = []
         self.log: list[Delivery] = []
         self.log_start = 0  # position of log[0]
@@ -152,39 +151,35 @@ class Hub:
         session.cursor = self.end
         self.sessions.add(session)
 
-    def publish(self, bars: list[Bar]) -> bool:
-        """Add bars to the buffer and to the log; return True if any subscriber is to get one.
+    def publish(self, updates: list[Update]) -> bool:
+        """Add updates to the buffer and to the log; return True if any subscriber is to get one.
 
-        Bars with the same subscriber sets are framed once, as deliveries of at most
+        Messages with the same subscriber sets are framed once, as deliveries of at most
         CHUNK_EVENTS events that every one of those subscribers shares.
         """
         now = time.monotonic()
         groups: dict[tuple[int, int], _Audience] = {}
-        for bar in bars:
-            channel = protocol.Channel(bar.interval, bar.instrument)
+        duplicates = 0
+        for update in updates:
+            if not self.buffer.append(update):
+                if update.channel.kind == protocol.BARS or not self._restart(update):
+                    duplicates += 1
+                    continue
+            channel = update.channel
             name = channel.name
-            body = protocol.bar_json(bar)
-            entry = Entry(
-                bar.seq,
-                bar.ts_us,
-                bar.revision,
-                body,
-                protocol.bar_event(name, bar.seq, bar.revision, body),
-            )
-            if not self.buffer.append(channel, entry):
-                WS_DROPPED.labels("duplicate").inc()
-                continue
             direct = self.by_channel.get(name)
-            wide = self.by_interval.get(bar.interval)
+            wide = self.by_stream.get(channel.stream)
             if not direct and not wide:
                 continue
             key = (id(direct) if direct else 0, id(wide) if wide else 0)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Audience(direct, wide)
-            group.entries.append(entry)
-            group.stamps.append(bar.ts_recv_us)
+            group.entries.append(update.entry)
+            group.stamps.append(update.emitted_us)
             group.names.append(name)
+        if duplicates:
+            WS_DROPPED.labels("duplicate").inc(duplicates)
         for group in groups.values():
             for i in range(0, len(group.entries), CHUNK_EVENTS):
                 entries = group.entries[i : i + CHUNK_EVENTS]
@@ -195,6 +190,35 @@ class Hub:
         WS_BUFFER_MESSAGES.set(self.buffer.messages)
         WS_BUFFER_BYTES.set(self.buffer.bytes)
         return bool(groups)
+
+    def _restart(self, update: Update) -> bool:
+        """A trade or quote seq not above its channel's last: Kafka reads each partition
+        forward, so its topic was recreated. Start the channel's log again, and tell its
+        subscribers (after what they were still to get) that what follows starts afresh."""
+        channel = update.channel
+        log_ = self.buffer.channels[channel.name]
+        log.warning(
+            "%s: seq went back from %d to %d, its topic was recreated; its subscribers start"
+            " afresh",
+            channel.name,
+            log_.last_seq,
+            update.entry.seq,
+        )
+        self.buffer.restart(channel)
+        seq = update.entry.seq - 1
+        sessions = self.by_channel.get(channel.name, set()) | self.by_stream.get(
+            channel.stream, set()
+        )
+        for session in sessions:
+            self.catch_up(session)
+            session.ahead.pop(channel.name, None)
+            session.enqueue(
+                [
+                    protocol.event("subscribed", channel=channel.name, seq=seq, recovered=False),
+                    protocol.snapshot_event(channel, seq, []),
+                ]
+            )
+        return self.buffer.append(update)
 
     def _pending(self, session: Session) -> list[Chunk]:
         """The log's chunks past the session's cursor that are for it."""
@@ -321,15 +345,15 @@ class Hub:
             log_ = self.buffer.channels.get(name)
             if log_ is not None:
                 session.enqueue(self._fresh(session, log_, self.default_snapshot, recovered=False))
-        for interval in sorted(session.intervals):
-            for log_ in self.buffer.by_interval.get(interval, []):
+        for stream in sorted(session.streams):
+            for log_ in self.buffer.by_stream.get(stream, []):
                 session.enqueue(self._fresh(session, log_, self.wildcard_snapshot, recovered=False))
 
     def _fresh(
         self,
         session: Session,
         log_: ChannelLog,
-        bars: int,
+        count: int,
         recovered: bool | None,
         older: Sequence[tuple[int, bytes]] = (),
     ) -> list[bytes]:
@@ -337,7 +361,7 @@ class Hub:
         status: dict[str, object] = {"channel": log_.name, "seq": log_.last_seq}
         if recovered is not None:
             status["recovered"] = recovered
-        return [protocol.event("subscribed", **status), log_.snapshot(bars, older)]
+        return [protocol.event("subscribed", **status), log_.snapshot(count, older)]
 
     def short_of(self, request: protocol.Request) -> list[tuple[protocol.Channel, int | None, int]]:
         """The channels of a subscribe request whose snapshot wants more bars than the buffer
@@ -346,8 +370,10 @@ class Hub:
         for channel in request.channels:
             log_ = self.buffer.channels.get(channel.name)
             resume = request.resume.get(channel.name)
-            if channel.is_wildcard or (
-                log_ and resume is not None and log_.since(resume) is not None
+            if (
+                channel.is_wildcard
+                or channel.kind != protocol.BARS
+                or (log_ and resume is not None and log_.since(resume) is not None)
             ):
                 continue
             wanted = self.default_snapshot if request.snapshot is None else request.snapshot
@@ -368,20 +394,20 @@ class Hub:
         events: list[bytes] = []
         for channel in request.channels:
             if channel.is_wildcard:
-                session.intervals.add(channel.interval)
-                self.by_interval.setdefault(channel.interval, set()).add(session)
-                bars = self.wildcard_snapshot if request.snapshot is None else request.snapshot
-                for log_ in self.buffer.by_interval.get(channel.interval, []):
-                    events += self._resume_or_fresh(session, log_, request, bars)
+                session.streams.add(channel.stream)
+                self.by_stream.setdefault(channel.stream, set()).add(session)
+                count = self.wildcard_snapshot if request.snapshot is None else request.snapshot
+                for log_ in self.buffer.by_stream.get(channel.stream, []):
+                    events += self._resume_or_fresh(session, log_, request, count)
                 continue
             session.channels.add(channel.name)
             self.by_channel.setdefault(channel.name, set()).add(session)
-            bars = self.default_snapshot if request.snapshot is None else request.snapshot
+            count = self.default_snapshot if request.snapshot is None else request.snapshot
             earlier = (older or {}).get(channel.name, ())
             events += self._resume_or_fresh(
-                session, self.buffer.log(channel), request, bars, earlier
+                session, self.buffer.log(channel), request, count, earlier
             )
-        session.interests = (frozenset(session.channels), frozenset(session.intervals))
+        session.interests = (frozenset(session.channels), frozenset(session.streams))
         return events
 
     def _resume_or_fresh(
@@ -389,16 +415,19 @@ class Hub:
         session: Session,
         log_: ChannelLog,
         request: protocol.Request,
-        bars: int,
+        count: int,
         older: Sequence[tuple[int, bytes]] = (),
     ) -> list[bytes]:
         last = request.resume.get(log_.name)
         if last is None:
-            return self._fresh(session, log_, bars, None, older)
+            return self._fresh(session, log_, count, None, older)
         missed = log_.since(last)
-        if missed is None:
-            return self._fresh(session, log_, bars, False, older)
-        if last > log_.last_seq:
+        # A trade or quote seq past the channel's last comes from a topic that is gone (or a
+        # replica further on): nothing says which, so the client starts afresh.
+        ahead = last > log_.last_seq
+        if missed is None or (ahead and log_.channel.kind != protocol.BARS):
+            return self._fresh(session, log_, count, False, older)
+        if ahead:
             session.ahead[log_.name] = last
         else:
             session.ahead.pop(log_.name, None)
@@ -411,16 +440,15 @@ class Hub:
     def _drop(self, session: Session, channels: Iterable[protocol.Channel]) -> None:
         for channel in channels:
             if channel.is_wildcard:
-                session.intervals.discard(channel.interval)
-                self.by_interval.get(channel.interval, set()).discard(session)
+                session.streams.discard(channel.stream)
+                self.by_stream.get(channel.stream, set()).discard(session)
             else:
                 session.channels.discard(channel.name)
                 self.by_channel.get(channel.name, set()).discard(session)
-        session.interests = (frozenset(session.channels), frozenset(session.intervals))
+        session.interests = (frozenset(session.channels), frozenset(session.streams))
 
     def remove(self, session: Session) -> None:
-        self._drop(
-            session, [protocol.Channel(i, protocol.WILDCARD) for i in list(session.intervals)]
-        )
-        self._drop(session, [protocol.parse_channel(name) for name in list(session.channels)])
+        names = [f"{stream}.{protocol.WILDCARD}" for stream in session.streams]
+        names += session.channels
+        self._drop(session, [protocol.parse_channel(name) for name in names])
         self.sessions.discard(session)

@@ -1,8 +1,9 @@
 """The gateway's wire protocol: channel names, client requests, and server frames (JSON, orjson).
 
-Channels are `bars.<interval>.<instrument>` (the instrument may contain dots) and
-`bars.<interval>.*` for every instrument of an interval. Every server message is a JSON array
-of one or more events, so a busy connection gets many events per WebSocket frame.
+Channels are `bars.<interval>.<instrument>` (the instrument may contain dots), `trades.<instrument>`
+and `quotes.<instrument>`, and each with `*` for every instrument (`bars.<interval>.*`,
+`trades.*`, `quotes.*`). Every server message is a JSON array of one or more events, so a busy
+connection gets many events per WebSocket frame.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from shared.symbols import symbol_problem
 
 WILDCARD: Final = "*"
 MAX_CHANNELS_PER_REQUEST: Final = 1000
+BARS: Final = "bars"
+TRADES: Final = "trades"
+QUOTES: Final = "quotes"
+# What one message of each kind is called in events: {"type": "trade", ..., "trade": {...}}.
+ITEM: Final = {BARS: "bar", TRADES: "trade", QUOTES: "quote"}
 
 
 class ProtocolError(ValueError):
@@ -29,12 +35,23 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    interval: str
+    kind: str  # BARS, TRADES or QUOTES
     instrument: str  # or WILDCARD
+    interval: str = ""  # bars only
+
+    @classmethod
+    def bars(cls, interval: str, instrument: str) -> Channel:
+        return cls(BARS, instrument, interval)
+
+    @property
+    def stream(self) -> str:
+        """What the channel is of, without the instrument: `bars.1m`, `trades`, `quotes`.
+        A wildcard subscription is to a stream."""
+        return f"{BARS}.{self.interval}" if self.kind == BARS else self.kind
 
     @property
     def name(self) -> str:
-        return f"bars.{self.interval}.{self.instrument}"
+        return f"{self.stream}.{self.instrument}"
 
     @property
     def is_wildcard(self) -> bool:
@@ -42,22 +59,32 @@ class Channel:
 
 
 def parse_channel(name: object) -> Channel:
-    """Parse `bars.<interval>.<instrument|*>`; raise ProtocolError saying what is wrong."""
+    """Parse `bars.<interval>.<instrument|*>`, `trades.<instrument|*>` or
+    `quotes.<instrument|*>`; raise ProtocolError saying what is wrong."""
     if not isinstance(name, str):
         raise ProtocolError(f"channel {name!r} is not a string")
     kind, _, rest = name.partition(".")
-    interval, _, instrument = rest.partition(".")
-    if kind != "bars" or not interval or not instrument:
+    interval = ""
+    if kind == BARS:
+        interval, _, instrument = rest.partition(".")
+        if not interval or not instrument:
+            raise ProtocolError(
+                f"channel {name!r} is not bars.<interval>.<instrument> or bars.<interval>.*"
+            )
+        try:
+            parse_interval(interval)
+        except ValueError as exc:
+            raise ProtocolError(f"channel {name!r}: {exc}") from None
+    elif kind in (TRADES, QUOTES) and rest:
+        instrument = rest
+    else:
         raise ProtocolError(
-            f"channel {name!r} is not bars.<interval>.<instrument> or bars.<interval>.*"
+            f"channel {name!r} is not bars.<interval>.<instrument>, trades.<instrument> or"
+            " quotes.<instrument> (or one of them with * for every instrument)"
         )
-    try:
-        parse_interval(interval)
-    except ValueError as exc:
-        raise ProtocolError(f"channel {name!r}: {exc}") from None
     if instrument != WILDCARD and (problem := symbol_problem(instrument)):
         raise ProtocolError(f"channel {name!r}: {problem}")
-    return Channel(interval, instrument)
+    return Channel(kind, instrument, interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +160,13 @@ def bar_event(channel: str, seq: int, revision: int, bar: bytes) -> bytes:
     )
 
 
-def snapshot_event(channel: str, seq: int, bars: list[bytes]) -> bytes:
-    return b'{"type":"snapshot","channel":%s,"seq":%d,"bars":[%s]}' % (
-        orjson.dumps(channel),
+def snapshot_event(channel: Channel, seq: int, items: list[bytes]) -> bytes:
+    """The channel's latest messages: `bars`, `trades` or `quotes`, after its kind."""
+    return b'{"type":"snapshot","channel":%s,"seq":%d,"%s":[%s]}' % (
+        orjson.dumps(channel.name),
         seq,
-        b",".join(bars),
+        channel.kind.encode(),
+        b",".join(items),
     )
 
 

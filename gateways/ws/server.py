@@ -30,13 +30,12 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from gateways.ws import protocol
-from gateways.ws.buffer import ReplayBuffer
+from gateways.ws.buffer import ReplayBuffer, Update
 from gateways.ws.history import BarHistory
 from gateways.ws.hub import CLOSE_TOO_SLOW, Hub, Outgoing, Session, Shared
-from gateways.ws.source import BarSource
+from gateways.ws.source import TopicSource
 from shared.api_keys import CLOSE_UNAUTHORIZED, ApiKeys
 from shared.metrics import WS_AUTH_FAILURES, WS_BAD_REQUESTS, WS_CLIENTS, WS_PUBLISH_LATENCY
-from shared.models import Bar
 from shared.status import Check, run_checks
 
 log = logging.getLogger(__name__)
@@ -75,6 +74,13 @@ class WsSettings(BaseSettings):
     max_resyncs_per_minute: int = Field(3, ge=0)
     max_bad_requests: int = Field(20, ge=1)
     rebuild_lookback_s: float = Field(3600.0, ge=0)
+    # Which channels to serve: bars, trades, quotes (comma-separated).
+    streams: str = Field(
+        "bars,trades,quotes", pattern=r"^(bars|trades|quotes)(,(bars|trades|quotes))*$"
+    )
+    # Trades and quotes come by the thousand a second: a minute rebuilds every channel's
+    # buffer (MS_WS_BUFFER_PER_CHANNEL) of an active name in moments.
+    tick_lookback_s: float = Field(60.0, ge=0)
     # At most this share of the loop's time goes to writing frames while clients have events
     # waiting: lower means fewer, larger frames (less CPU per event), higher means lower latency
     # when the gateway is busy. The rest keeps the loop free for Kafka, handshakes and requests.
@@ -89,7 +95,7 @@ class Gateway:
         self,
         settings: WsSettings,
         keys: ApiKeys,
-        source: BarSource,
+        source: TopicSource,
         checks: dict[str, Check],
         history: BarHistory | None = None,
     ) -> None:
@@ -117,9 +123,9 @@ class Gateway:
         self._observed: Outgoing | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
-    def deliver(self, bars: list[Bar]) -> None:
+    def deliver(self, updates: list[Update]) -> None:
         """Called on the loop with each batch from Kafka."""
-        if self.hub.publish(bars):
+        if self.hub.publish(updates):
             self._wake()
 
     def _wake(self) -> None:

@@ -1,8 +1,10 @@
-"""Read md.bars.v1 into the hub: from a lookback at start (rebuilding the replay buffer), then live.
+"""Read md.bars.v1 (and md.trades.v1, md.quotes.v1) into the hub: from a lookback at start
+(rebuilding the replay buffer), then live.
 
 Every replica reads every partition itself (no consumer group), so replicas hold the same
-messages and, with the bars' own seq numbers, give the same answers. The source is ready once
-it has read every partition up to the end offset it saw at start, however busy the topic is.
+messages and, with the bars' own seq numbers and the trades' and quotes' seqs from their Kafka
+positions (see updates), give the same answers. The source is ready once it has read every
+partition up to the end offset it saw at start, however busy the topics are.
 """
 
 from __future__ import annotations
@@ -12,16 +14,32 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Final
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
+from gateways.ws import protocol
+from gateways.ws.buffer import Update
+from gateways.ws.updates import (
+    TooManyRowsError,
+    bar_update,
+    first_seq,
+    quote_updates,
+    trade_updates,
+)
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import DecodeError
-from shared.models import Bar
-from shared.topics import BARS
+from shared.topics import BARS, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +49,24 @@ BATCH_MAX: Final = 5000
 POLL_S: Final = 0.005
 
 
-class CatchUp:
+Partition = tuple[str, int]  # topic, partition
+P = TypeVar("P", bound=Hashable)
+# What each kind of channel is served from.
+TOPIC_OF: Final = {protocol.BARS: BARS, protocol.TRADES: TRADES, protocol.QUOTES: QUOTES}
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """A topic the gateway serves, and how far back it reads it at start."""
+
+    topic: str
+    lookback_s: float
+
+
+class CatchUp(Generic[P]):
     """Which partitions the reader has not yet read up to their end offsets seen at start."""
 
-    def __init__(self, starts: Mapping[int, int], ends: Mapping[int, int]) -> None:
+    def __init__(self, starts: Mapping[P, int], ends: Mapping[P, int]) -> None:
         # An empty partition is caught up at once. Any other waits for a fetch to confirm its
         # end, even one that starts at the listed end: on Tansu that end may lie short of the
         # true one, inside the last batch.
@@ -45,7 +77,7 @@ class CatchUp:
     def done(self) -> bool:
         return not self.behind
 
-    def confirm(self, partition: int, fetched_end: int) -> None:
+    def confirm(self, partition: P, fetched_end: int) -> None:
         """Raise a partition's end to the high watermark of its first fetch, once.
 
         Tansu's ListOffsets answers the last batch's base offset + 1, short of the true end;
@@ -57,7 +89,7 @@ class CatchUp:
             if partition in self.behind:
                 self.behind[partition] = max(self.behind[partition], fetched_end)
 
-    def advance(self, positions: Mapping[int, int]) -> bool:
+    def advance(self, positions: Mapping[P, int]) -> bool:
         """Record partitions' positions (next offset to read); return True once none is behind."""
         for partition, position in positions.items():
             end = self.behind.get(partition)
@@ -66,25 +98,35 @@ class CatchUp:
         return self.done
 
 
-class BarSource:
-    """A consumer thread that hands decoded bars to `deliver` on the event loop."""
+class TopicSource:
+    """A consumer thread that hands the hub's updates to `deliver` on the event loop."""
 
     def __init__(
-        self, bootstrap: str, codec: Codec, dead_letters: DeadLetterPublisher, lookback_s: float
+        self,
+        bootstrap: str,
+        codec: Codec,
+        dead_letters: DeadLetterPublisher,
+        feeds: list[Feed],
     ) -> None:
         self.bootstrap = bootstrap
         self.codec = codec
         self.dead_letters = dead_letters
-        self.lookback_s = lookback_s
-        self.ready = threading.Event()  # set on the loop, after the bars read up to then
+        self.feeds = feeds
+        self.ready = threading.Event()  # set on the loop, after the updates read up to then
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The seq after which each partition's trades or quotes are all read.
+        self._held_after: dict[Partition, int] = {}
+
+    @property
+    def topics(self) -> list[str]:
+        return [feed.topic for feed in self.feeds]
 
     def start(
-        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Bar]], object]
+        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Update]], object]
     ) -> None:
         self._thread = threading.Thread(
-            target=self._run, args=(loop, deliver), name="bar-source", daemon=True
+            target=self._run, args=(loop, deliver), name="topic-source", daemon=True
         )
         self._thread.start()
 
@@ -93,21 +135,24 @@ class BarSource:
         if self._thread is not None:
             self._thread.join(10)
 
-    def _assign(self, consumer: Consumer) -> CatchUp:
-        """Assign every partition from the lookback; return what must be read to be ready."""
-        partitions = consumer.list_topics(BARS, timeout=10).topics[BARS].partitions
+    def _starts(self, consumer: Consumer, feed: Feed) -> tuple[dict[int, int], dict[int, int]]:
+        """Where to start reading each partition of the feed's topic, and its end offsets."""
+        topic = feed.topic
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        if not partitions:
+            log.warning("%s does not exist (yet): its channels stay empty until a restart", topic)
         bounds = {
-            p: consumer.get_watermark_offsets(TopicPartition(BARS, p), timeout=10)
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             for p in partitions
         }
-        since_ms = int((time.time() - self.lookback_s) * 1000)
-        wanted = [TopicPartition(BARS, p, since_ms) for p in partitions]
+        since_ms = int((time.time() - feed.lookback_s) * 1000)
+        wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
         try:
             offsets = consumer.offsets_for_times(wanted, timeout=10)
             found = {tp.partition: tp.offset for tp in offsets}
         except KafkaException as exc:
             log.warning(
-                "offsets_for_times unsupported (%s); reading %s from the beginning", exc, BARS
+                "offsets_for_times unsupported (%s); reading %s from the beginning", exc, topic
             )
             found = {p: OFFSET_BEGINNING for p in partitions}
         starts = {}
@@ -115,15 +160,27 @@ class BarSource:
             low, high = bounds[p]
             # OFFSET_END: no message since the lookback, so nothing to rebuild from.
             starts[p] = offset if offset >= 0 else high if offset == OFFSET_END else low
-        consumer.assign([TopicPartition(BARS, p, offset) for p, offset in starts.items()])
         log.info(
             "rebuilding the replay buffer from %s, (start, end) offsets by partition: %s",
-            BARS,
+            topic,
             {p: (starts[p], bounds[p][1]) for p in sorted(starts)},
         )
-        return CatchUp(starts, {p: high for p, (_, high) in bounds.items()})
+        return starts, {p: high for p, (_, high) in bounds.items()}
 
-    def _assign_when_reachable(self, consumer: Consumer) -> CatchUp | None:
+    def _assign(self, consumer: Consumer) -> CatchUp[Partition]:
+        """Assign every partition from the lookback; return what must be read to be ready."""
+        starts: dict[Partition, int] = {}
+        ends: dict[Partition, int] = {}
+        for feed in self.feeds:
+            topic_starts, topic_ends = self._starts(consumer, feed)
+            for p, offset in topic_starts.items():
+                starts[(feed.topic, p)] = offset
+                ends[(feed.topic, p)] = topic_ends[p]
+                self._held_after[(feed.topic, p)] = first_seq(offset) - 1
+        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
+        return CatchUp(starts, ends)
+
+    def _assign_when_reachable(self, consumer: Consumer) -> CatchUp[Partition] | None:
         """Assign as `_assign` does, retrying with backoff while the broker does not answer
         (the gateway stays unready meanwhile); None if stopped first."""
         delay_s = 0.5
@@ -131,22 +188,42 @@ class BarSource:
             try:
                 return self._assign(consumer)
             except KafkaException as exc:
-                log.warning("cannot read %s yet (%s); retrying in %.1f s", BARS, exc, delay_s)
+                log.warning(
+                    "cannot read %s yet (%s); retrying in %.1f s",
+                    ", ".join(self.topics),
+                    exc,
+                    delay_s,
+                )
                 self._stop.wait(delay_s)
                 delay_s = min(30.0, 2 * delay_s)
         return None
 
     @staticmethod
-    def _caught_up(consumer: Consumer, catch_up: CatchUp) -> bool:
+    def _caught_up(consumer: Consumer, catch_up: CatchUp[Partition]) -> bool:
         """Confirm ends from fetched high watermarks, then compare positions with them."""
-        for partition in list(catch_up.unconfirmed):
-            _, high = consumer.get_watermark_offsets(TopicPartition(BARS, partition), cached=True)
+        for key in list(catch_up.unconfirmed):
+            topic, partition = key
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             if high >= 0:  # OFFSET_INVALID until the partition's first fetch response
-                catch_up.confirm(partition, high)
-        behind = [TopicPartition(BARS, p) for p in catch_up.behind]
-        return catch_up.advance({tp.partition: tp.offset for tp in consumer.position(behind)})
+                catch_up.confirm(key, high)
+        behind = [TopicPartition(t, p) for t, p in catch_up.behind]
+        positions = consumer.position(behind)
+        return catch_up.advance({(str(tp.topic), int(tp.partition)): tp.offset for tp in positions})
 
-    def _run(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Bar]], object]) -> None:
+    def _updates(self, msg: Message) -> list[Update]:
+        """What one message becomes; raise DecodeError (or TooManyRowsError) if it cannot."""
+        topic, value = str(msg.topic()), msg.value() or b""
+        if topic == BARS:
+            return [bar_update(self.codec.decode_bar(value))]
+        partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+        held_after = self._held_after[(topic, partition)]
+        if topic == TRADES:
+            return trade_updates(self.codec.decode_trade_batch(value), offset, held_after)
+        return quote_updates(self.codec.decode_quote_batch(value), offset, held_after)
+
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Update]], object]
+    ) -> None:
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -160,35 +237,35 @@ class BarSource:
             catch_up = self._assign_when_reachable(consumer)
             while not self._stop.is_set():
                 if catch_up is not None and (catch_up.done or self._caught_up(consumer, catch_up)):
-                    # Queued after every deliver so far: ready means those bars are in the hub.
+                    # Queued after every deliver so far: ready means those updates are in the hub.
                     loop.call_soon_threadsafe(self.ready.set)
                     log.info(
-                        "replay buffer rebuilt: read %s to its end offsets at start in %.1f s",
-                        BARS,
+                        "replay buffer rebuilt: read %s to their end offsets at start in %.1f s",
+                        ", ".join(self.topics),
                         time.monotonic() - started,
                     )
                     catch_up = None
                 messages = consumer.consume(BATCH_MAX, POLL_S)
                 if not messages:
                     continue
-                bars = []
+                updates: list[Update] = []
                 for msg in messages:
                     if msg.error() is not None:
-                        log.warning("consumer error on %s: %s", BARS, msg.error())
+                        log.warning("consumer error on %s: %s", msg.topic(), msg.error())
                         continue
                     try:
-                        bars.append(self.codec.decode_bar(msg.value() or b""))
-                    except DecodeError as exc:
+                        updates += self._updates(msg)
+                    except (DecodeError, TooManyRowsError) as exc:
                         self.dead_letters.publish(
-                            reason="undecodable",
+                            reason="undecodable" if isinstance(exc, DecodeError) else "too_large",
                             detail=str(exc),
-                            source=BARS,
+                            source=msg.topic() or "",
                             payload=msg.value() or b"",
                             source_partition=msg.partition(),
                             source_offset=msg.offset(),
                             key=msg.key(),
                         )
-                if bars:
-                    loop.call_soon_threadsafe(deliver, bars)
+                if updates:
+                    loop.call_soon_threadsafe(deliver, updates)
         finally:
             consumer.close()

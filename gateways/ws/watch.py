@@ -1,6 +1,7 @@
-"""`python -m gateways.ws.watch`: a small client that prints bars from the gateway, for people.
+"""`python -m gateways.ws.watch`: a small client that prints bars, trades and quotes from the
+gateway, for people.
 
-Exit status: 0 printed --count bars; 1 the gateway closed the stream; 2 a bad argument, a
+Exit status: 0 printed --count messages; 1 the gateway closed the stream; 2 a bad argument, a
 missing key file, a refused key (close code 4401) or a gateway that cannot be reached;
 130 interrupted.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import connect
@@ -35,8 +37,35 @@ def closed_error(exc: ConnectionClosed) -> MarketstreamError:
     )
 
 
+LIVE = ("bar", "trade", "quote")
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """One line for a live message or a snapshot; None for what is best shown as JSON."""
+    kind, channel = event["type"], f"{event.get('channel', ''):<24}"
+    if kind == "bar":
+        b = event["bar"]
+        return (
+            f"{channel} seq {event['seq']:>6} rev {event['revision']}  {b['ts']}"
+            f"  O {b['open']} H {b['high']} L {b['low']} C {b['close']} V {b['volume']:g}"
+        )
+    if kind == "trade":
+        t = event["trade"]
+        return f"{channel} seq {event['seq']}  {t['ts']}  {t['size']:g} @ {t['price']}  {t['provider']}"
+    if kind == "quote":
+        q = event["quote"]
+        return (
+            f"{channel} seq {event['seq']}  {q['ts']}  {q['bid_size']:g} x {q['bid_price']}"
+            f" / {q['ask_price']} x {q['ask_size']:g}  {q['provider']}"
+        )
+    if kind == "snapshot":
+        items = next(k for k in ("bars", "trades", "quotes") if k in event)
+        return f"{channel} snapshot of {len(event[items])} {items} as of seq {event['seq']}"
+    return None
+
+
 async def watch(url: str, key: str, channels: list[str], count: int) -> int:
-    """Subscribe, print one line per event, stop after `count` bars (0: never).
+    """Subscribe, print one line per event, stop after `count` bars, trades or quotes (0: never).
 
     Raise FatalError if the key is refused, UnreachableError if the gateway cannot be reached,
     and MarketstreamError if the gateway closes the stream.
@@ -60,19 +89,9 @@ async def watch(url: str, key: str, channels: list[str], count: int) -> int:
             )
             while True:
                 for event in orjson.loads(await ws.recv()):
-                    if event["type"] == "bar":
-                        b = event["bar"]
-                        print(
-                            f"{event['channel']:<24} seq {event['seq']:>6} rev {event['revision']}  {b['ts']}"
-                            f"  O {b['open']} H {b['high']} L {b['low']} C {b['close']} V {b['volume']:g}"
-                        )
-                        seen += 1
-                    elif event["type"] == "snapshot":
-                        print(
-                            f"{event['channel']:<24} snapshot of {len(event['bars'])} bars as of seq {event['seq']}"
-                        )
-                    else:
-                        print(orjson.dumps(event).decode())
+                    line = describe(event)
+                    print(line or orjson.dumps(event).decode())
+                    seen += event["type"] in LIVE
                 if count and seen >= count:
                     return seen
         except ConnectionClosed as exc:
@@ -81,12 +100,16 @@ async def watch(url: str, key: str, channels: list[str], count: int) -> int:
 
 def main() -> int:
     parser = ArgumentParser(prog="python -m gateways.ws.watch", description=__doc__)
-    parser.add_argument("channels", nargs="+", help="e.g. bars.1s.SIM0001 or bars.1m.*")
+    parser.add_argument(
+        "channels", nargs="+", help="e.g. bars.1s.SIM0001, bars.1m.*, trades.AAPL, quotes.AAPL"
+    )
     parser.add_argument("--url", default="ws://127.0.0.1:8765")
     parser.add_argument(
         "--key-file", type=Path, help=f"file holding the API key (default: {DEFAULT_KEY_FILE})"
     )
-    parser.add_argument("--count", type=int, default=0, help="stop after this many bars")
+    parser.add_argument(
+        "--count", type=int, default=0, help="stop after this many bars, trades or quotes"
+    )
     args = parser.parse_args()
     path = args.key_file or DEFAULT_KEY_FILE
     try:

@@ -286,7 +286,7 @@ async def test_gateway_malformed_requests_get_errors_and_connection_survives(
     for bad in [
         "not json",
         '{"op":"launch"}',
-        '{"op":"subscribe","channels":["quotes.1s.AAPL"]}',
+        '{"op":"subscribe","channels":["ticks.AAPL"]}',
         '{"op":"subscribe","channels":["bars.7s.AAPL"]}',
         '{"op":"subscribe","channels":["bars.1s.A"],"snapshot":-1}',
     ]:

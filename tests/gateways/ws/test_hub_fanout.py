@@ -10,15 +10,20 @@ import orjson
 from test_replay_buffer import make_bar as make_window_bar
 
 from gateways.ws import protocol
-from gateways.ws.buffer import ReplayBuffer
+from gateways.ws.buffer import ReplayBuffer, Update
 from gateways.ws.hub import MAX_MESSAGE_EVENTS, Hub, Session, Shared
 from gateways.ws.server import text_frame
+from gateways.ws.updates import bar_update
 from shared.models import Bar
 
 
 def make_bar(instrument: str, seq: int) -> Bar:
     """The bar of window `seq`, first revision, with channel seq `seq`."""
     return make_window_bar(instrument, seq, window=seq)
+
+
+def updates(*bars: Bar) -> list[Update]:
+    return [bar_update(bar) for bar in bars]
 
 
 def make_hub(queue_max: int = 100_000, policy: Literal["resync", "disconnect"] = "resync") -> Hub:
@@ -50,7 +55,7 @@ def test_hub_clients_in_the_same_state_share_one_built_message() -> None:
     hub = make_hub()
     first, second = (joined(hub, {"op": "subscribe", "channels": ["bars.1s.*"]}) for _ in "ab")
     received(hub, first), received(hub, second)  # the subscription replies, theirs alone
-    hub.publish([make_bar("AAPL", 1), make_bar("MSFT", 1)])
+    hub.publish(updates(make_bar("AAPL", 1), make_bar("MSFT", 1)))
 
     shared: Shared = {}
     one, other = hub.outgoing(first, shared), hub.outgoing(second, shared)
@@ -65,12 +70,12 @@ def test_hub_subscribing_while_bars_wait_keeps_the_seam_exact() -> None:
     hub = make_hub()
     joined(hub, {"op": "subscribe", "channels": ["bars.1s.AAPL"]})  # AAPL bars get logged
     session = joined(hub, {"op": "subscribe", "channels": ["bars.1s.MSFT"], "snapshot": 0})
-    hub.publish([make_bar("AAPL", 1), make_bar("MSFT", 1)])  # not yet written to the client
+    hub.publish(updates(make_bar("AAPL", 1), make_bar("MSFT", 1)))  # not yet written to the client
 
     session.enqueue(
         hub.subscribe(session, request({"op": "subscribe", "channels": ["bars.1s.AAPL"]}))
     )
-    hub.publish([make_bar("AAPL", 2)])
+    hub.publish(updates(make_bar("AAPL", 2)))
     got = received(hub, session)
 
     snapshot = next(e for e in got if e["type"] == "snapshot" and e["channel"] == "bars.1s.AAPL")
@@ -84,23 +89,23 @@ def test_hub_unsubscribing_still_sends_what_was_published_before() -> None:
     hub = make_hub()
     session = joined(hub, {"op": "subscribe", "channels": ["bars.1s.AAPL"], "snapshot": 0})
     received(hub, session)
-    hub.publish([make_bar("AAPL", 1)])
+    hub.publish(updates(make_bar("AAPL", 1)))
 
     hub.unsubscribe(session, [protocol.parse_channel("bars.1s.AAPL")])
-    hub.publish([make_bar("AAPL", 2)])
+    hub.publish(updates(make_bar("AAPL", 2)))
 
     assert bar_seqs(received(hub, session)) == [("bars.1s.AAPL", 1)]
 
 
 def test_hub_resume_beyond_the_buffer_skips_what_the_client_has() -> None:
     hub = make_hub()
-    hub.publish([make_bar("AAPL", 1), make_bar("AAPL", 2)])
+    hub.publish(updates(make_bar("AAPL", 1), make_bar("AAPL", 2)))
     session = joined(
         hub, {"op": "subscribe", "channels": ["bars.1s.AAPL"], "resume": {"bars.1s.AAPL": 4}}
     )
     received(hub, session)
 
-    hub.publish([make_bar("AAPL", seq) for seq in (3, 4, 5, 6)])
+    hub.publish(updates(*[make_bar("AAPL", seq) for seq in (3, 4, 5, 6)]))
 
     assert bar_seqs(received(hub, session)) == [("bars.1s.AAPL", 5), ("bars.1s.AAPL", 6)]
 
@@ -111,7 +116,7 @@ def test_hub_client_held_back_past_queue_max_is_resynced() -> None:
     received(hub, session)
 
     for seq in range(1, 4):  # the server cannot write to it: each turn holds what it gets
-        hub.publish([make_bar("AAPL", seq), make_bar("MSFT", seq)])
+        hub.publish(updates(make_bar("AAPL", seq), make_bar("MSFT", seq)))
         hub.hold(session)
     got = received(hub, session)
 
@@ -124,7 +129,7 @@ def test_hub_client_held_back_under_the_disconnect_policy_is_closed() -> None:
     hub = make_hub(queue_max=1, policy="disconnect")
     session = joined(hub, {"op": "subscribe", "channels": ["bars.1s.*"], "snapshot": 0})
     received(hub, session)
-    hub.publish([make_bar("AAPL", 1), make_bar("MSFT", 1)])
+    hub.publish(updates(make_bar("AAPL", 1), make_bar("MSFT", 1)))
 
     hub.hold(session)
 
@@ -134,8 +139,8 @@ def test_hub_client_held_back_under_the_disconnect_policy_is_closed() -> None:
 def test_hub_trim_drops_deliveries_every_client_has_taken() -> None:
     hub = make_hub()
     first, second = (joined(hub, {"op": "subscribe", "channels": ["bars.1s.*"]}) for _ in "ab")
-    hub.publish([make_bar("AAPL", 1)])
-    hub.publish([make_bar("AAPL", 2)])
+    hub.publish(updates(make_bar("AAPL", 1)))
+    hub.publish(updates(make_bar("AAPL", 2)))
     received(hub, first)
 
     hub.trim()
@@ -144,7 +149,7 @@ def test_hub_trim_drops_deliveries_every_client_has_taken() -> None:
     hub.trim()
 
     assert held == 2 and hub.log == [] and hub.log_start == 2
-    hub.publish([make_bar("AAPL", 3)])
+    hub.publish(updates(make_bar("AAPL", 3)))
     assert bar_seqs(received(hub, second)) == [("bars.1s.AAPL", 3)]
 
 
@@ -153,7 +158,7 @@ def test_hub_outgoing_splits_a_backlog_into_messages_of_bounded_size() -> None:
     session = joined(hub, {"op": "subscribe", "channels": ["bars.1s.*"], "snapshot": 0})
     received(hub, session)
     for seq in range(1, 4):
-        hub.publish([make_bar(f"S{i}", seq) for i in range(MAX_MESSAGE_EVENTS // 2 + 1)])
+        hub.publish(updates(*[make_bar(f"S{i}", seq) for i in range(MAX_MESSAGE_EVENTS // 2 + 1)]))
     hub.hold(session)  # the three deliveries wait in its queue
 
     out = hub.outgoing(session, {})

@@ -170,10 +170,10 @@ async def test_gateway_started_while_bars_keep_arriving_becomes_ready_with_bars_
     assert all(snapshots[name]["seq"] >= 1 for name in busy), "and what came since"
 
 
-async def test_bar_source_started_before_its_broker_waits_then_becomes_ready(
+async def test_topic_source_started_before_its_broker_waits_then_becomes_ready(
     codec: Codec, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateways.ws.source import BarSource
+    from gateways.ws.source import Feed, TopicSource
     from shared import kafka_admin
     from shared.dead_letters import DeadLetterPublisher
     from shared.topics import all_topics
@@ -182,7 +182,9 @@ async def test_bar_source_started_before_its_broker_waits_then_becomes_ready(
     port = free_port()
     address = f"127.0.0.1:{port}"
     publisher = Publisher({"bootstrap.servers": address})
-    source = BarSource(address, codec, DeadLetterPublisher(publisher, codec, "test"), 3600)
+    source = TopicSource(
+        address, codec, DeadLetterPublisher(publisher, codec, "test"), [Feed(BARS, 3600)]
+    )
     source.start(asyncio.get_running_loop(), lambda bars: None)
     broker = None
     try:

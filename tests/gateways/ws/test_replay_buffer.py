@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from gateways.ws import protocol
 from gateways.ws.buffer import ChannelLog, Entry, ReplayBuffer, eviction_level
 from gateways.ws.hub import Hub, Session
+from gateways.ws.updates import bar_update
 from shared.models import Bar
 
 T0 = 1_767_623_400_000_000  # 2026-01-05 14:30 UTC
@@ -42,11 +43,7 @@ def make_bar(instrument: str, seq: int, window: int, revision: int = 0) -> Bar:
 
 
 def entry_of(bar: Bar) -> Entry:
-    channel = f"bars.{bar.interval}.{bar.instrument}"
-    body = protocol.bar_json(bar)
-    return Entry(
-        bar.seq, bar.ts_us, bar.revision, body, protocol.bar_event(channel, bar.seq, 0, body)
-    )
+    return bar_update(bar).entry
 
 
 def channel_history(instrument: str, n: int) -> list[Bar]:
@@ -63,11 +60,11 @@ def channel_history(instrument: str, n: int) -> list[Bar]:
 
 def fill(buffer: ReplayBuffer, bars: list[Bar]) -> None:
     for bar in bars:
-        assert buffer.append(protocol.Channel(bar.interval, bar.instrument), entry_of(bar))
+        assert buffer.append(bar_update(bar))
 
 
 def size_of(bars: list[Bar]) -> int:
-    return sum(len(e.bar) + len(e.event) for e in map(entry_of, bars))
+    return sum(len(e.body) + len(e.event) for e in map(entry_of, bars))
 
 
 def seqs(log: ChannelLog) -> list[int]:
@@ -125,7 +122,7 @@ def test_replay_buffer_two_large_channels_are_cut_to_a_common_size_small_one_kep
     logs = {name: buffer.channels[f"bars.1s.{name}"] for name in ("AAPL", "NVDA", "MSFT")}
     assert seqs(logs["MSFT"]) == [1, 2, 3, 4, 5]
     assert seqs(logs["AAPL"])[-1] == 100 and seqs(logs["NVDA"])[-1] == 80
-    entry_size = max(len(e.bar) + len(e.event) for e in logs["AAPL"].entries)
+    entry_size = max(len(e.body) + len(e.event) for e in logs["AAPL"].entries)
     assert abs(logs["AAPL"].bytes - logs["NVDA"].bytes) <= 2 * entry_size
     assert buffer.bytes <= bound
 
@@ -142,7 +139,7 @@ def test_replay_buffer_after_every_append_holds_at_most_the_bound() -> None:
         instrument = rng.choices(instruments, sizes)[0]
         seq = next_seq[instrument]
         next_seq[instrument] += 1
-        buffer.append(protocol.Channel("1s", instrument), entry_of(make_bar(instrument, seq, seq)))
+        buffer.append(bar_update(make_bar(instrument, seq, seq)))
         assert buffer.bytes <= buffer.max_bytes
 
     logs = buffer.channels.values()
@@ -162,21 +159,21 @@ def test_channel_log_evicted_to_nothing_keeps_its_seq_so_duplicates_stay_dropped
     log.evict_to(0)
 
     assert log.last_seq == 10 and not log.entries
-    assert not buffer.append(protocol.Channel("1s", "AAPL"), entry_of(bars[-1]))
+    assert not buffer.append(bar_update(bars[-1]))
     assert log.since(4) is None and log.since(10) == []
     snapshot = orjson.loads(log.snapshot(5))
     assert (snapshot["seq"], snapshot["bars"]) == (10, [])
 
 
 def test_channel_log_snapshot_after_eviction_has_latest_revisions_and_no_hole() -> None:
-    log = ChannelLog("bars.1s.AAPL", 1024)
+    log = ChannelLog(protocol.Channel.bars("1s", "AAPL"), 1024)
     for bar in [make_bar("AAPL", seq, seq) for seq in range(1, 11)] + [
         make_bar("AAPL", 11, 2, revision=1),  # a late trade revises an old window
         make_bar("AAPL", 12, 11),
     ]:
-        log.append(entry_of(bar))
+        log.append(entry_of(bar), bar.seq - 1)
 
-    log.evict_to(log.bytes - sum(len(e.bar) + len(e.event) for e in list(log.entries)[:6]))
+    log.evict_to(log.bytes - sum(len(e.body) + len(e.event) for e in list(log.entries)[:6]))
 
     snapshot = orjson.loads(log.snapshot(20))
     assert [e.seq for e in log.entries] == [7, 8, 9, 10, 11, 12]
@@ -192,9 +189,9 @@ def test_channel_log_snapshot_after_eviction_has_latest_revisions_and_no_hole() 
 
 def test_channel_log_snapshot_after_eviction_takes_older_windows_from_database_rows() -> None:
     bars = channel_history("AAPL", 30)
-    log = ChannelLog("bars.1s.AAPL", 12)  # the per-channel cap evicts too
+    log = ChannelLog(protocol.Channel.bars("1s", "AAPL"), 12)  # the per-channel cap evicts too
     for bar in bars:
-        log.append(entry_of(bar))
+        log.append(entry_of(bar), bar.seq - 1)
     held, before_us = log.windows()
     assert before_us is not None
     latest = {b.ts_us: b for b in bars}  # what the sink's table holds: the last revision
@@ -213,7 +210,7 @@ def test_hub_resume_from_evicted_seq_gets_not_recovered_and_a_fresh_snapshot() -
     busy = channel_history("AAPL", 90)
     buffer = ReplayBuffer(per_channel=1024, max_bytes=size_of(busy[:40]))
     hub = Hub(buffer, 120, 1, "resync", 3, 100_000, 5.0)
-    hub.publish(busy)
+    hub.publish([bar_update(b) for b in busy])
     held_from = buffer.channels["bars.1s.AAPL"].entries[0].seq
     session = Session(object())
     request = protocol.parse_request(
