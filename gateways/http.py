@@ -1,9 +1,10 @@
-"""The HTTP API: health, Prometheus metrics, and the schema registry's read side.
+"""The HTTP API: health, Prometheus metrics, the schema registry's read side, and the read
+API (`GET /stocks/{symbol}/price`, with an API key).
 
 Run it with `python -m gateways.http`. Later issues add stats and ops endpoints here. It starts
 even while the broker or the database is down and says so on `/health` (503), as a readiness
-probe should. Exit status: 0 stopped by a signal; 2 bad settings or a taken MS_API_HTTP_PORT
-(0 picks any free port; the port bound is logged).
+probe should. Exit status: 0 stopped by a signal; 2 bad settings, a missing key file or a taken
+MS_API_HTTP_PORT (0 picks any free port; the port bound is logged).
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateways.prices_api import add_price_routes
 from gateways.registry_api import add_registry_routes
-from shared.cli import run_cli
+from shared.api_keys import ApiKeys
+from shared.cli import reason, run_cli
+from shared.errors import ConfigError
 from shared.metrics import UP
 from shared.schema_ids import CommittedSchemas
 from shared.settings import DatabaseSettings, KafkaSettings, RegistrySettings
@@ -33,20 +38,38 @@ class ApiSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
+    # Keys for the read API: comma-separated, and/or a mounted file with one per line.
+    api_keys: SecretStr = Field(SecretStr(""), validation_alias="MS_API_KEYS")
+    api_keys_file: Path | None = Field(None, validation_alias="MS_API_KEYS_FILE")
     log_level: str = "INFO"
+
+    def keys(self) -> ApiKeys:
+        """The read API's keys; raise ConfigError for a key file that cannot be read."""
+        try:
+            return ApiKeys.load(self.api_keys.get_secret_value(), self.api_keys_file, False)
+        except OSError as exc:
+            raise ConfigError(f"MS_API_KEYS_FILE={self.api_keys_file}: {reason(exc)}") from exc
 
 
 def build_app(
-    kafka: KafkaSettings, database: DatabaseSettings, registry: RegistrySettings
+    kafka: KafkaSettings,
+    database: DatabaseSettings,
+    registry: RegistrySettings,
+    keys: ApiKeys,
 ) -> web.Application:
     """Build the API; the registry routes are served only when no external registry is configured."""
-    checks = {
-        "kafka": kafka_check(kafka.bootstrap),
-        "database": database_check(database.url.get_secret_value()),
-    }
+    url = database.url.get_secret_value()
+    checks = {"kafka": kafka_check(kafka.bootstrap), "database": database_check(url)}
     app = status_app("api", checks)
     if registry.registry_url is None:
         add_registry_routes(app, CommittedSchemas())
+    add_price_routes(app, url, keys)
+    if not keys.configured:
+
+        async def warn(_: web.Application) -> None:  # once the port is bound
+            log.warning("no MS_API_KEYS: the read API refuses every request (401)")
+
+        app.on_startup.append(warn)
     return app
 
 
@@ -70,10 +93,12 @@ def main() -> int:
     from shared.settings import load_settings
 
     settings = load_settings(ApiSettings)
+    keys = settings.keys()
     app = build_app(
         load_settings(KafkaSettings),
         load_settings(DatabaseSettings),
         load_settings(RegistrySettings),
+        keys,
     )
     configure_logging(settings.log_level)
     asyncio.run(serve_until_signalled(app, settings.http_host, settings.http_port))

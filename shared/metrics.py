@@ -87,6 +87,9 @@ WS_BUFFER_EVICTIONS: Final = Counter(
 WS_AUTH_FAILURES: Final = Counter(
     "ws_auth_failures", "Connections refused for a bad or missing API key."
 )
+API_AUTH_FAILURES: Final = Counter(
+    "api_auth_failures", "HTTP API requests refused for a bad or missing API key."
+)
 WS_BAD_REQUESTS: Final = Counter("ws_bad_requests", "Client messages refused as malformed.")
 WS_HISTORY_FAILURES: Final = Counter(
     "ws_history_failures", "Snapshots served without older bars: the database did not answer."

@@ -28,7 +28,7 @@ from shared.codec import Codec
 from shared.publisher import Publisher
 from shared.settings import SYNTHETIC_SOURCES, DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
-from shared.topics import BAR_BATCHES, FUNDAMENTALS, TRADES
+from shared.topics import BAR_BATCHES, FUNDAMENTALS, QUOTES, TRADES
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 
@@ -55,6 +55,7 @@ AGENTS: Final = {
     "aggregate_bars": AgentSpec("streams.bars.agent", 10),
     "sink_bars": AgentSpec("streams.sink.agent", 500),
     "sink_fundamentals": AgentSpec("streams.fundamentals.agent", 500),
+    "track_prices": AgentSpec("streams.prices.agent", 100),
 }
 
 
@@ -121,8 +122,10 @@ class Worker:
     trades: faust.TopicT
     bar_batches: faust.TopicT
     fundamentals: faust.TopicT
+    quotes: faust.TopicT
     status: web.Application
     trade_batches: DecodedTradeBatches
+    refused_sources: frozenset[str]  # MS_REAL_DATA_ONLY: the synthetic ones
 
     @property
     def database_url(self) -> str:
@@ -179,6 +182,7 @@ def create_app(
         "kafka": kafka_check(kafka.bootstrap),
         "database": database_check(database.url.get_secret_value()),
     }
+    refused = SYNTHETIC_SOURCES if real_data_only else frozenset()
     built = Worker(
         app=app,
         codec=codec,
@@ -192,10 +196,10 @@ def create_app(
         trades=app.topic(TRADES, value_serializer="raw", key_serializer="raw"),
         bar_batches=app.topic(BAR_BATCHES, value_serializer="raw", key_serializer="raw"),
         fundamentals=app.topic(FUNDAMENTALS, value_serializer="raw", key_serializer="raw"),
+        quotes=app.topic(QUOTES, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
-        trade_batches=DecodedTradeBatches(
-            codec, refused_sources=SYNTHETIC_SOURCES if real_data_only else frozenset()
-        ),
+        trade_batches=DecodedTradeBatches(codec, refused_sources=refused),
+        refused_sources=refused,
     )
     for name in worker.agent_names:
         importlib.import_module(AGENTS[name].module).install(built)

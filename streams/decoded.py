@@ -39,9 +39,12 @@ class DecodedTradeBatches:
                 del self._recent[next(iter(self._recent))]
         if isinstance(found, str):
             raise DecodeError(found)
-        for origin in (found.source, found.provider):
-            if origin in self._refused:
-                raise SyntheticDataError(
-                    f"source {origin!r} is synthetic and MS_REAL_DATA_ONLY=true"
-                )
+        refuse_synthetic(self._refused, found.source, found.provider)
         return found
+
+
+def refuse_synthetic(refused: frozenset[str], *origins: str | None) -> None:
+    """Raise SyntheticDataError if a record comes from a source MS_REAL_DATA_ONLY refuses."""
+    for origin in origins:
+        if origin in refused:
+            raise SyntheticDataError(f"source {origin!r} is synthetic and MS_REAL_DATA_ONLY=true")

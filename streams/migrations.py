@@ -71,6 +71,31 @@ create table if not exists fundamentals (
     primary key (symbol, statement, period, fiscal_date, provider)
 )
 """
+# The latest trade and quote of each instrument (track_prices), for GET /stocks/{symbol}/price.
+LATEST_TRADES_TABLE: Final = """
+create table if not exists latest_trades (
+    symbol   text             primary key,
+    price    double precision not null,
+    size     double precision not null,
+    ts_event timestamptz      not null,
+    ts_recv  timestamptz      not null,
+    source   text             not null,
+    provider text             not null
+)
+"""
+LATEST_QUOTES_TABLE: Final = """
+create table if not exists latest_quotes (
+    symbol    text             primary key,
+    bid_price double precision not null,
+    bid_size  double precision not null,
+    ask_price double precision not null,
+    ask_size  double precision not null,
+    ts_event  timestamptz      not null,
+    ts_recv   timestamptz      not null,
+    source    text             not null,
+    provider  text             not null
+)
+"""
 RETENTION_SQL: Final = (
     "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
 )
@@ -149,6 +174,8 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
         conn.execute(BARS_BY_TIME)
         conn.execute(CHECKPOINTS_TABLE)
         conn.execute(FUNDAMENTALS_TABLE)
+        conn.execute(LATEST_TRADES_TABLE)
+        conn.execute(LATEST_QUOTES_TABLE)
         if timescale:
             _timescale(conn, compress_after_days, policy)
         else:

@@ -77,7 +77,7 @@ def database_url(postgres: PostgresServer) -> str:
     import psycopg
 
     with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute("truncate bars, bar_checkpoints")
+        conn.execute("truncate bars, bar_checkpoints, latest_trades, latest_quotes")
     return postgres.url
 
 
@@ -325,10 +325,10 @@ def start_worker(
 @pytest.fixture
 def start_api(
     bootstrap: str, start_process: Callable[[list[str], dict[str, str]], Started]
-) -> Callable[[str], str]:
+) -> Callable[..., str]:
     """Start `python -m gateways.http` on the test's broker and the given database; return its URL."""
 
-    def start(database_url: str) -> str:
+    def start(database_url: str, **env: str) -> str:
         port = free_port()
         start_process(
             ["gateways.http"],
@@ -336,6 +336,7 @@ def start_api(
                 "MS_API_HTTP_PORT": str(port),
                 "MS_KAFKA_BOOTSTRAP": bootstrap,
                 "MS_DATABASE_URL": database_url,
+                **env,
             },
         )
         url = f"http://127.0.0.1:{port}"

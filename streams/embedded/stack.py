@@ -139,7 +139,7 @@ class Stack:
                 ["streams", "worker"],
                 s.sink_port,
                 {
-                    "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals",
+                    "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals,track_prices",
                     "MS_WORKER_HTTP_PORT": str(s.sink_port),
                     "MS_WORKER_DATA_DIR": str(self.run_dir / "sink-data"),
                 },
@@ -156,6 +156,10 @@ class Stack:
     @property
     def feeds(self) -> list[str]:
         return list(dict.fromkeys(self.s.feeds.split(",")))
+
+    def example_symbol(self) -> str:
+        """An instrument the first feed publishes, for the URLs shown."""
+        return "SIM0001" if self.feeds[0] == "simulator" else "AAPL"
 
     def feed_children(self) -> list[Child]:
         """A connector per feed, each with its status port; a fake provider where keys lack."""
@@ -196,6 +200,7 @@ class Stack:
             "MS_SIMULATOR_RATE": str(s.simulator_rate),
             "MS_WS_PORT": str(s.ws_port),
             "MS_WS_API_KEYS": self.ws_api_key(),
+            "MS_API_KEYS": self.ws_api_key(),  # one key for the local stack's endpoints
         }
 
     def ws_api_key(self) -> str:
@@ -233,7 +238,9 @@ class Stack:
                 ),
                 f"  WebSocket bars    ws://127.0.0.1:{s.ws_port}/?api_key=$(cat {self.run_dir}/ws-api-key)",
                 f"                    e.g. {py} -m gateways.ws.watch --url ws://127.0.0.1:{s.ws_port}"
-                f" --key-file {self.run_dir}/ws-api-key bars.1s.*",
+                f" --key-file {self.run_dir}/ws-api-key bars.1s.*   (or trades.*, quotes.*)",
+                f"  latest price      curl -H \"X-API-Key: $(cat {self.run_dir}/ws-api-key)\""
+                f" http://127.0.0.1:{s.api_port}/stocks/{self.example_symbol()}/price",
                 f"  export bars       MS_DATABASE_URL=postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream"
                 f" {py} -m streams bars export --interval 1m --out bars.csv",
                 f"  Kafka             {self.bootstrap}   topics: "

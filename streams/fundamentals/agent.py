@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import faust
-import psycopg
 
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import DecodeError
@@ -23,12 +21,12 @@ from shared.models import FundamentalStatement
 from shared.postgres import ReusedConnection
 from shared.settings import SinkSettings, load_settings
 from streams.app import Worker, manual_acks
+from streams.upserts import Upserts
 
 log = logging.getLogger(__name__)
 
 COMPONENT: Final = "worker.sink_fundamentals"
 BATCH: Final = 500
-BACKOFF_CAP_S: Final = 30.0
 UPSERT_SQL: Final = """
 insert into fundamentals
     (symbol, statement, period, fiscal_date, provider, body, ts_event, ts_recv)
@@ -55,7 +53,7 @@ def _row(s: FundamentalStatement) -> tuple[object, ...]:
 class FundamentalsSink:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.connection = ReusedConnection(worker.database_url)
+        self.upserts = Upserts(ReusedConnection(worker.database_url), UPSERT_SQL, "statements")
         self.dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
         self.events: list[Any] = []
         self.rows: list[tuple[object, ...]] = []
@@ -80,52 +78,13 @@ class FundamentalsSink:
         async with self.lock:
             events, self.events = self.events, []
             rows, self.rows = self.rows, []
-            refused = await self._write_until_done(rows)
+            refused = await self.upserts.write(rows)
             for k, reason in refused:
                 self.dead_letters.reject_event(events[k], "refused_by_database", reason)
             if refused:
                 await asyncio.to_thread(self.worker.publisher.flush)
             for event in events:
                 event.ack()
-
-    async def _write_until_done(self, rows: list[tuple[object, ...]]) -> list[tuple[int, str]]:
-        """Upsert `rows` in one transaction, retrying outages with backoff; if the database
-        refuses the batch, write row by row and return the refused ones (index, reason)."""
-        attempt = 0
-        while rows:
-            try:
-                connection = await self.connection.get()
-                try:
-                    async with connection.transaction(), connection.cursor() as cursor:
-                        await cursor.executemany(UPSERT_SQL, rows)
-                    return []
-                except psycopg.OperationalError:
-                    raise
-                except psycopg.Error:
-                    return await self._write_one_by_one(connection, rows)
-            except psycopg.OperationalError as exc:
-                delay = random.uniform(0, min(BACKOFF_CAP_S, 0.25 * 2**attempt))
-                attempt += 1
-                log.warning(
-                    "cannot write %d statements (%s); retrying in %.1f s", len(rows), exc, delay
-                )
-                await asyncio.sleep(delay)
-        return []
-
-    @staticmethod
-    async def _write_one_by_one(
-        connection: psycopg.AsyncConnection[Any], rows: list[tuple[object, ...]]
-    ) -> list[tuple[int, str]]:
-        refused = []
-        for k, row in enumerate(rows):
-            try:
-                async with connection.transaction():
-                    await connection.execute(UPSERT_SQL, row)
-            except psycopg.OperationalError:
-                raise
-            except psycopg.Error as exc:
-                refused.append((k, f"{type(exc).__name__}: {exc}".strip()))
-        return refused
 
 
 def install(worker: Worker) -> None:

@@ -1,0 +1,99 @@
+"""`GET /stocks/{symbol}/price`: the latest trade and quote of an instrument, with their
+provider and age, from the tables `track_prices` keeps (`latest_trades`, `latest_quotes`).
+
+Takes an API key (`X-API-Key`, `Authorization: Bearer` or `?api_key=`): 401 without a known
+one. 400 for a symbol we would never publish, 404 for one nothing was heard of, 503 while the
+database cannot answer. `age_s` is the wall clock now minus the event time: a quiet market's
+price is old, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+from aiohttp import web
+
+from shared.api_keys import ApiKeys
+from shared.metrics import API_AUTH_FAILURES
+from shared.postgres import ReusedConnection
+from shared.status import json_response
+from shared.symbols import symbol_problem
+
+log = logging.getLogger(__name__)
+
+TRADE_SQL: Final = (
+    "select price, size, ts_event, ts_recv, source, provider from latest_trades where symbol = %s"
+)
+QUOTE_SQL: Final = (
+    "select bid_price, bid_size, ask_price, ask_size, ts_event, ts_recv, source, provider"
+    " from latest_quotes where symbol = %s"
+)
+TRADE_FIELDS: Final = ("price", "size", "ts_event", "ts_recv", "source", "provider")
+QUOTE_FIELDS: Final = (
+    "bid_price",
+    "bid_size",
+    "ask_price",
+    "ask_size",
+    "ts_event",
+    "ts_recv",
+    "source",
+    "provider",
+)
+
+
+def _micros(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+def described(row: tuple[Any, ...] | None, fields: tuple[str, ...], now_us: int) -> object:
+    """A row as the JSON clients get: times in RFC 3339 and microseconds, and the age."""
+    if row is None:
+        return None
+    values = dict(zip(fields, row, strict=True))
+    event, recv = values.pop("ts_event"), values.pop("ts_recv")
+    return {
+        **values,
+        "ts": event.isoformat().replace("+00:00", "Z"),
+        "ts_event_us": _micros(event),
+        "ts_recv_us": _micros(recv),
+        "age_s": round((now_us - _micros(event)) / 1e6, 3),
+    }
+
+
+def add_price_routes(app: web.Application, database_url: str, keys: ApiKeys) -> None:
+    connection = ReusedConnection(database_url, autocommit=True, connect_timeout=3)
+
+    async def price(request: web.Request) -> web.Response:
+        if not keys.allows(keys.presented(request.headers, str(request.rel_url))):
+            API_AUTH_FAILURES.inc()
+            return json_response({"error": "unknown or missing API key"}, 401)
+        symbol = request.match_info["symbol"]
+        if problem := symbol_problem(symbol):
+            return json_response({"error": problem}, 400)
+        try:
+            db = await connection.get()
+            trade = await (await db.execute(TRADE_SQL, (symbol,))).fetchone()
+            quote = await (await db.execute(QUOTE_SQL, (symbol,))).fetchone()
+        except psycopg.Error as exc:
+            log.warning("GET /stocks/%s/price: the database cannot answer: %s", symbol, exc)
+            return json_response({"error": "the database cannot answer; try again"}, 503)
+        if trade is None and quote is None:
+            return json_response({"error": f"no trade or quote of {symbol} yet"}, 404)
+        now_us = time.time_ns() // 1000
+        return json_response(
+            {
+                "symbol": symbol,
+                "trade": described(trade, TRADE_FIELDS, now_us),
+                "quote": described(quote, QUOTE_FIELDS, now_us),
+            }
+        )
+
+    async def close(_: web.Application) -> None:
+        await connection.close()
+
+    app.router.add_get("/stocks/{symbol}/price", price)
+    app.on_cleanup.append(close)

@@ -1,0 +1,1 @@
+"""The latest trade and quote of every instrument, for `GET /stocks/{symbol}/price`."""
