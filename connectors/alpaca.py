@@ -52,6 +52,9 @@ class AlpacaConfig(ConnectorConfig):
 
     feed: Literal["iex", "sip", "crypto"] = Field("iex", description="Alpaca data feed")
     url: str = Field("", description="stream URL; empty: Alpaca's for the feed")
+    rest_url: str = Field(
+        "https://data.alpaca.markets", description="market-data REST base URL, for history"
+    )
     symbols: str = Field("AAPL,MSFT", min_length=1, description="comma-separated symbols")
     # The names operators already use (Alpaca's docs, alpaca-py), besides ours; from the
     # environment only, never flags (a command line is visible to every user of the machine).
