@@ -18,6 +18,8 @@ captured once and replayed as they are (see benchmarks/providers_fake.py; `--fak
 as-shipped` makes the fake encode while it sends, which caps every client at its own rate).
 
 (b) Failover: see benchmarks/providers_failover.py; p50/p99 over `--failover-trials` trials.
+
+(c) The FMP refresh's use of its request budget: see benchmarks/providers_fmp.py.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ from benchmarks.common import PathResult, Result
 from benchmarks.providers_failover import DESCRIPTION as FAILOVER_DESCRIPTION
 from benchmarks.providers_failover import NAME as FAILOVER
 from benchmarks.providers_failover import failover_config, measure_failover
+from benchmarks.providers_fmp import DESCRIPTION as FMP_DESCRIPTION
+from benchmarks.providers_fmp import NAME as FMP
+from benchmarks.providers_fmp import add_arguments as add_fmp_arguments
+from benchmarks.providers_fmp import measure_fmp
+from benchmarks.providers_fmp import parameters as fmp_parameters
 from benchmarks.providers_throughput import (
     OURS,
     PEER,
@@ -54,11 +61,18 @@ from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-PATHS: Final[dict[str, str]] = {**THROUGHPUT_PATHS, FAILOVER: FAILOVER_DESCRIPTION}
-DEFAULT_ORDER: Final = (OURS, PEER, PEER_RAW, FAILOVER)
+PATHS: Final[dict[str, str]] = {
+    **THROUGHPUT_PATHS,
+    FAILOVER: FAILOVER_DESCRIPTION,
+    FMP: FMP_DESCRIPTION,
+}
+DEFAULT_ORDER: Final = (OURS, PEER, PEER_RAW, FAILOVER, FMP)
 TARGET_SPEEDUP: Final = 10.0  # ours over alpaca_py, trades/s
 TARGET_FAILOVER_P99_S: Final = 2.0
-DISTRIBUTIONS: Final = ("confluent-kafka", "websockets", "msgpack", "numpy", "fastavro", "orjson")
+TARGET_FMP_BUDGET_USED: Final = 0.95  # of the requests the budget allows in each window
+DISTRIBUTIONS: Final = (
+    "confluent-kafka", "websockets", "msgpack", "numpy", "fastavro", "orjson", "aiohttp", "psycopg",
+)  # fmt: skip
 
 
 class ProvidersResult(Result):
@@ -98,6 +112,19 @@ def targets(result: Result) -> dict[str, Any]:
             "under": TARGET_FAILOVER_P99_S,
             "measured": None if p99 is None else p99 / 1000,
             "met": met and not failover.details.get("timed_out"),
+        }
+    if FMP in names:
+        fmp = result.path(FMP).details
+        used = fmp["budget_used"]
+        found["fmp_budget_used"] = {
+            "at_least": TARGET_FMP_BUDGET_USED,
+            "measured": used,
+            "met": used is not None and used >= TARGET_FMP_BUDGET_USED,
+        }
+        found["fmp_429s"] = {
+            "equal": 0,
+            "measured": fmp["rate_limited_by_fake"],
+            "met": fmp["rate_limited_by_fake"] == 0,
         }
     return found
 
@@ -162,6 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3600.0,
         help="FailoverConfig.open_s: long enough that the primary is not probed in a trial",
     )
+    add_fmp_arguments(parser)
     common.add_paths_flag(parser, PATHS, DEFAULT_ORDER)
     add("--keep-temp", action="store_true", help="keep the recording and the processes' logs")
     add("--bootstrap", default=None, help="use this broker instead of starting an embedded Tansu")
@@ -207,6 +235,8 @@ def run(args: argparse.Namespace) -> Result:
                 results += [throughput_result(n, runs[n], recording) for n in measured]
             if FAILOVER in names:
                 results.append(measure_failover(args, bootstrap))
+            if FMP in names:
+                results.append(measure_fmp(args, bootstrap, root))
     finally:
         if not args.keep_temp:
             shutil.rmtree(root, ignore_errors=True)
@@ -271,9 +301,12 @@ def _parameters(
             "topic (fetch.wait.max.ms=10); from_first_refused_request: from the fake's first "
             "401 instead",
         },
+        "fmp": fmp_parameters(args),
         "targets": {
             "ours_vs_alpaca_py_trades_per_s_at_least": TARGET_SPEEDUP,
             "failover_p99_s_under": TARGET_FAILOVER_P99_S,
+            "fmp_budget_used_at_least": TARGET_FMP_BUDGET_USED,
+            "fmp_429s_equal": 0,
         },
         "skipped": skipped,
         "broker": args.bootstrap or "embedded Tansu, memory storage, one for the scenario",

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ALPACA_PYTHON = ROOT / ".venv-alpaca" / "bin" / "python"
 TINY = ["--trades", "500", "--frame-trades", "50", "--repeats", "1", "--warmup-runs", "0"]
 TINY += ["--failover-trials", "2", "--log-level", "WARNING"]
+# 4 tickers (44 requests) at 10 per 2 s: the refresh is stopped half way, after two windows
+TINY += ["--fmp-tickers", "4", "--fmp-budget", "10", "--fmp-window-s", "2", "--fmp-windows", "2"]
 
 
 def _scenario(out: Path, *flags: str) -> dict[str, object]:
@@ -30,7 +32,7 @@ def _scenario(out: Path, *flags: str) -> dict[str, object]:
     return data
 
 
-def test_providers_scenario_without_alpaca_python_measures_ours_and_failover(
+def test_providers_scenario_without_alpaca_python_measures_ours_failover_and_fmp(
     tmp_path: Path,
 ) -> None:
     # Act
@@ -39,7 +41,7 @@ def test_providers_scenario_without_alpaca_python_measures_ours_and_failover(
     # Assert: ours moved every trade of the 10 frames; both failover trials failed over
     paths = data["paths"]
     assert isinstance(paths, dict)
-    assert set(paths) == {"ours", "failover"}
+    assert set(paths) == {"ours", "failover", "fmp"}
     assert (paths["ours"]["items"], paths["ours"]["messages"]) == (500, 10)
     assert [r["trades"] for r in paths["ours"]["details"]["runs"]] == [500]
     assert paths["failover"]["latency_samples"] == 2
@@ -47,7 +49,29 @@ def test_providers_scenario_without_alpaca_python_measures_ours_and_failover(
     parameters = data["parameters"]
     assert isinstance(parameters, dict)
     assert set(parameters["skipped"]) == {"alpaca_py", "alpaca_py_raw"}
-    assert set(data["targets"]) == {"failover_p99_s"}  # type: ignore[arg-type]
+    assert set(data["targets"]) == {"failover_p99_s", "fmp_budget_used", "fmp_429s"}  # type: ignore[arg-type]
+
+
+def test_providers_scenario_fmp_refresh_stays_within_the_fakes_limit(tmp_path: Path) -> None:
+    # Act
+    data = _scenario(tmp_path / "providers.json", "--paths", "fmp")
+
+    # Assert: two full windows of the fake's log, never past its limit, no 429 at all
+    paths, targets = data["paths"], data["targets"]
+    assert isinstance(paths, dict) and isinstance(targets, dict)
+    assert set(paths) == {"fmp"}
+    fmp = paths["fmp"]["details"]
+    assert fmp["rate_limited_by_fake"] == fmp["rate_limited_by_connector"] == 0
+    assert set(fmp["statuses"]) == {"200"}
+    assert fmp["full_windows"] == len(fmp["requests_per_window"]) == 2
+    assert fmp["busiest_window_requests"] <= 10
+    assert 0 < fmp["requests_in_windows"] == paths["fmp"]["items"] <= fmp["requests_sent"]
+    assert (fmp["units_total"], fmp["tickers_total"], fmp["finished_early"]) == (44, 4, False)
+    assert 0 < fmp["units_done"] < 44 and 0 < fmp["units_done_in_database"] < 44
+    assert fmp["tickers_done"] <= fmp["units_done_in_database"] // 11
+    assert fmp["eta_s"] is not None and fmp["connector_exit_status"] == 0
+    assert targets["fmp_429s"] == {"equal": 0, "measured": 0, "met": True}
+    assert set(targets["fmp_budget_used"]) == {"at_least", "measured", "met"}
 
 
 @pytest.mark.skipif(not ALPACA_PYTHON.exists(), reason="`make .venv-alpaca/.installed` first")
