@@ -11,7 +11,6 @@ Seqs stay below 2**53 (exact in JavaScript) up to offset 9e9 of a partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Final
 
 import numpy as np
@@ -55,92 +54,61 @@ def _iso(ts_us: NDArray[np.int64]) -> list[str]:
 def _updates(
     kind: str,
     template: bytes,
-    instruments: Sequence[str],
-    instrument_index: NDArray[np.int32],
-    ts_recv_us: NDArray[np.int64],
-    bodies: list[bytes],
+    batch: TradeBatch | QuoteBatch,
+    values: dict[str, list[object]],
     offset: int,
     held_after: int,
 ) -> list[Update]:
-    if len(bodies) > ROWS_PER_MESSAGE:
+    """One update per row, its JSON the row's common fields with `values` (the kind's own)."""
+    n = len(batch)
+    if n > ROWS_PER_MESSAGE:
         raise TooManyRowsError(
-            f"a batch of {len(bodies)} rows: the gateway numbers at most {ROWS_PER_MESSAGE}"
+            f"a batch of {n} rows: the gateway numbers at most {ROWS_PER_MESSAGE}"
         )
-    channels = [protocol.Channel(kind, name) for name in instruments]
-    names = [orjson.dumps(channel.name) for channel in channels]
+    names = batch.instruments
+    columns: dict[str, list[object]] = {
+        "ts": list(_iso(batch.ts_event_us)),
+        "instrument": [names[i] for i in batch.instrument_index.tolist()],
+        **values,
+        "ts_event_us": batch.ts_event_us.tolist(),
+        "ts_recv_us": batch.ts_recv_us.tolist(),
+        "source": [batch.source] * n,
+        "provider": [batch.provider or batch.source] * n,
+    }
+    keys = list(columns)
+    rows = zip(*columns.values(), strict=True)
+    bodies = [orjson.dumps(dict(zip(keys, row, strict=True))) for row in rows]
+    channels = [protocol.Channel(kind, name) for name in names]
+    quoted = [orjson.dumps(channel.name) for channel in channels]
     seq0 = first_seq(offset)
     updates = []
     for row, (i, recv_us, body) in enumerate(
-        zip(instrument_index.tolist(), ts_recv_us.tolist(), bodies, strict=True)
+        zip(batch.instrument_index.tolist(), batch.ts_recv_us.tolist(), bodies, strict=True)
     ):
         seq = seq0 + row
-        entry = Entry(seq, seq, 0, body, template % (names[i], seq, body))
+        entry = Entry(seq, seq, 0, body, template % (quoted[i], seq, body))
         updates.append(Update(channels[i], entry, recv_us, held_after))
     return updates
-
-
-def _bodies(columns: dict[str, list[object]], rows: int) -> list[bytes]:
-    keys = list(columns)
-    values = list(columns.values())
-    dumps: Callable[[object], bytes] = orjson.dumps
-    return [dumps(dict(zip(keys, [v[r] for v in values], strict=True))) for r in range(rows)]
 
 
 def trade_updates(batch: TradeBatch, offset: int, held_after: int) -> list[Update]:
     """The trades of the batch at `offset`, one update each, on `trades.<instrument>`."""
     n = len(batch)
-    if not n:
-        return []
-    names = batch.instruments
-    columns: dict[str, list[object]] = {
-        "ts": list(_iso(batch.ts_event_us)),
-        "instrument": [names[i] for i in batch.instrument_index.tolist()],
+    values: dict[str, list[object]] = {
         "price": batch.price.tolist(),
         "size": batch.size.tolist(),
         "side": batch.side.tolist() if batch.side is not None else [None] * n,
         "trade_id": list(batch.trade_id) if batch.trade_id is not None else [None] * n,
-        "ts_event_us": batch.ts_event_us.tolist(),
-        "ts_recv_us": batch.ts_recv_us.tolist(),
-        "source": [batch.source] * n,
-        "provider": [batch.provider or batch.source] * n,
     }
-    return _updates(
-        protocol.TRADES,
-        _TRADE_EVENT,
-        names,
-        batch.instrument_index,
-        batch.ts_recv_us,
-        _bodies(columns, n),
-        offset,
-        held_after,
-    )
+    return _updates(protocol.TRADES, _TRADE_EVENT, batch, values, offset, held_after)
 
 
 def quote_updates(batch: QuoteBatch, offset: int, held_after: int) -> list[Update]:
     """The quotes of the batch at `offset`, one update each, on `quotes.<instrument>`."""
-    n = len(batch)
-    if not n:
-        return []
-    names = batch.instruments
-    columns: dict[str, list[object]] = {
-        "ts": list(_iso(batch.ts_event_us)),
-        "instrument": [names[i] for i in batch.instrument_index.tolist()],
+    values: dict[str, list[object]] = {
         "bid_price": batch.bid_price.tolist(),
         "bid_size": batch.bid_size.tolist(),
         "ask_price": batch.ask_price.tolist(),
         "ask_size": batch.ask_size.tolist(),
-        "ts_event_us": batch.ts_event_us.tolist(),
-        "ts_recv_us": batch.ts_recv_us.tolist(),
-        "source": [batch.source] * n,
-        "provider": [batch.provider or batch.source] * n,
     }
-    return _updates(
-        protocol.QUOTES,
-        _QUOTE_EVENT,
-        names,
-        batch.instrument_index,
-        batch.ts_recv_us,
-        _bodies(columns, n),
-        offset,
-        held_after,
-    )
+    return _updates(protocol.QUOTES, _QUOTE_EVENT, batch, values, offset, held_after)
