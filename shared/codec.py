@@ -16,6 +16,7 @@ from typing import Any, Final, cast
 
 import fastavro
 import numpy as np
+from fastavro.read import SchemaResolutionError
 from numpy.typing import NDArray
 
 from shared.avro_kernels import MAX_VARINT_BYTES, decode_varints, encode_varints
@@ -28,6 +29,8 @@ from shared.models import (
     DeadLetter,
     FeedEvent,
     FundamentalStatement,
+    Gap,
+    GapCause,
     ProviderBarBatch,
     QuoteBatch,
     TradeBatch,
@@ -46,6 +49,7 @@ EPOCH_DATE: Final = date(1970, 1, 1)
 FUNDAMENTAL_STATEMENT: Final = "fundamental_statement"
 FEED_EVENT: Final = "feed_event"
 QUOTE_BATCH: Final = "quote_batch"
+GAP: Final = "gap"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -364,6 +368,7 @@ class Codec:
                 FUNDAMENTAL_STATEMENT,
                 FEED_EVENT,
                 QUOTE_BATCH,
+                GAP,
             )
         }
         self._plain_schemas: dict[int | str, Any] = {}
@@ -396,6 +401,8 @@ class Codec:
             )
         except (EOFError, ValueError, IndexError, UnicodeDecodeError, StopIteration) as exc:
             raise DecodeError(f"malformed {name} body: {exc!r}") from exc
+        except SchemaResolutionError as exc:  # e.g. an enum symbol our version does not know
+            raise DecodeError(f"cannot read this {name} version: {exc}") from exc
         if stream.tell() != len(body):
             raise DecodeError(f"{len(body) - stream.tell()} unexpected bytes after the {name}")
         return record
@@ -621,6 +628,40 @@ class Codec:
             rec["blind_since"],
             rec["ts_event"],
             rec["ts_recv"],
+        )
+
+    def encode_gap(self, gap: Gap) -> bytes:
+        return self._fastavro_write(
+            GAP,
+            {
+                "instrument": gap.instrument,
+                "interval": gap.interval,
+                "start": gap.start_us,
+                "end": gap.end_us,
+                "cause": str(gap.cause),
+                "provider": gap.provider,
+                "tier": gap.tier,
+                "detail": gap.detail,
+                "ts_event": gap.detected_at_us,
+                "ts_recv": gap.ts_recv_us,
+            },
+        )
+
+    def decode_gap(self, data: bytes) -> Gap:
+        """Decode a framed Gap; raise DecodeError for anything we cannot read."""
+        schema_id, body = self._resolve(GAP, data)
+        rec = self._fastavro_read(GAP, schema_id, body)
+        return Gap(
+            instrument=rec["instrument"],
+            interval=rec["interval"],
+            start_us=rec["start"],
+            end_us=rec["end"],
+            cause=GapCause(rec["cause"]),
+            detail=rec["detail"],
+            detected_at_us=rec["ts_event"],
+            ts_recv_us=rec["ts_recv"],
+            provider=rec["provider"],
+            tier=rec["tier"],
         )
 
 

@@ -47,3 +47,7 @@ class UnreachableError(MarketstreamError):
     """A broker, database or gateway cannot be reached at start; names what points at it."""
 
     retriable = True
+
+
+class NotFoundError(MarketstreamError):
+    """What was asked for by its id does not exist (an HTTP API answers 404)."""

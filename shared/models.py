@@ -348,3 +348,33 @@ class FeedEvent:
     blind_since_us: int | None
     ts_event_us: int
     ts_recv_us: int
+
+
+class GapCause(enum.StrEnum):
+    """Why bars are missing; the symbols of the `GapCause` enum in schemas/avro/gap.avsc (tested)."""
+
+    DISCONNECT = "disconnect"  # a feed reported it was blind (FeedEvent)
+    SILENCE = "silence"  # no data where the instrument's tier expects it
+    PROVIDER_ERROR = "provider_error"  # a provider said it failed or halted
+    MANUAL = "manual"  # an operator asked
+    SWEEP = "sweep"  # the periodic database check found the hole
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Missing bars of one instrument and interval over [start_us, end_us) (schemas/avro/gap.avsc).
+
+    The same instrument, interval, start and end is the same gap. `detected_at_us` is the
+    record's `ts_event`: when the detector concluded, on its clock.
+    """
+
+    instrument: str
+    interval: str
+    start_us: int
+    end_us: int
+    cause: GapCause
+    detail: str
+    detected_at_us: int
+    ts_recv_us: int
+    provider: str | None = None  # the feed that was blind, if one was
+    tier: str | None = None  # T0, T1 or T2, if known

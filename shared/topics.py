@@ -21,6 +21,7 @@ QUOTES: Final = "md.quotes.v1"
 PROVIDER_BARS: Final = "md.provider_bars.v1"
 FUNDAMENTALS: Final = "md.fundamentals.v1"
 FEED_EVENTS: Final = "md.feed_events.v1"
+GAPS: Final = "md.gaps.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,15 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             "delete",
             codec.FEED_EVENT,
             "Connectors' disconnects and reconnects: where each feed was blind, for gap detection.",
+        ),
+        TopicSpec(
+            GAPS,
+            trades_partitions,
+            30 * DAY_MS,
+            "delete",
+            codec.GAP,
+            "Gaps: bars of an instrument and interval that should exist and do not, with the "
+            "cause, keyed and partitioned by instrument like the trades; what backfill repairs.",
         ),
         TopicSpec(
             DLQ,

@@ -3,7 +3,8 @@
 Both paths give the same tables and the same `bars_1w` weekly bars. With TimescaleDB, `bars` is a
 hypertable (1-day chunks) compressed after `compress_after_days`, per-interval retention runs as
 a TimescaleDB job, and `bars_1w` is a continuous aggregate over the 1d bars. On plain PostgreSQL
-`bars_1w` is a view and retention runs with `python -m streams db retention` (from cron).
+`bars_1w` is a view and retention runs with `python -m streams db retention` (from cron). The
+gap and backfill tables and the `candles_intraday` view are the same on both paths.
 """
 
 from __future__ import annotations
@@ -96,6 +97,86 @@ create table if not exists latest_quotes (
     provider  text             not null
 )
 """
+# Gap detection and backfill (streams.backfill.queue). A gap is its instrument, interval and
+# span: detected again, it is the same row. Status: open -> queued -> repaired | failed.
+GAPS_TABLE: Final = """
+create table if not exists gaps (
+    id          bigserial   primary key,
+    instrument  text        not null,
+    interval    text        not null,
+    start_ts    timestamptz not null,
+    end_ts      timestamptz not null,
+    cause       text        not null,
+    tier        text,
+    provider    text,
+    detail      text        not null default '',
+    detected_at timestamptz not null,
+    status      text        not null default 'open'
+                check (status in ('open', 'queued', 'repaired', 'failed')),
+    updated_at  timestamptz not null default now(),
+    check (end_ts > start_ts),
+    unique (instrument, interval, start_ts, end_ts)
+)
+"""
+# Jobs are claimed with `for update skip locked` in (priority, created_at) order, lower priority
+# first (the tier: T0 = 0); `errors` holds every attempt's error, for the dead-letter row. A span
+# has at most one open (queued or running) job: enqueueing it again returns that job.
+BACKFILL_JOBS_TABLE: Final = """
+create table if not exists backfill_jobs (
+    id              bigserial   primary key,
+    gap_id          bigint      references gaps on delete set null,
+    instrument      text        not null,
+    interval        text        not null,
+    start_ts        timestamptz not null,
+    end_ts          timestamptz not null,
+    priority        smallint    not null,
+    provider        text,
+    status          text        not null default 'queued'
+                    check (status in ('queued', 'running', 'done', 'failed')),
+    attempts        integer     not null default 0,
+    next_attempt_at timestamptz not null default now(),
+    claimed_by      text,
+    claimed_at      timestamptz,
+    last_error      text,
+    errors          jsonb       not null default '[]',
+    created_at      timestamptz not null default now(),
+    updated_at      timestamptz not null default now(),
+    check (end_ts > start_ts)
+);
+create index if not exists backfill_jobs_claim on backfill_jobs (priority, created_at, id)
+    where status = 'queued';
+create unique index if not exists backfill_jobs_open_span
+    on backfill_jobs (instrument, interval, start_ts, end_ts) where status in ('queued', 'running');
+create index if not exists backfill_jobs_running on backfill_jobs (claimed_at)
+    where status = 'running';
+create index if not exists backfill_jobs_gap on backfill_jobs (gap_id)
+"""
+BACKFILL_DEAD_LETTERS_TABLE: Final = """
+create table if not exists backfill_dead_letters (
+    id              bigserial   primary key,
+    job_id          bigint      references backfill_jobs on delete set null,
+    gap_id          bigint      references gaps on delete set null,
+    instrument      text        not null,
+    interval        text        not null,
+    start_ts        timestamptz not null,
+    end_ts          timestamptz not null,
+    priority        smallint    not null,
+    provider        text,
+    attempts        integer     not null,
+    errors          jsonb       not null,
+    failed_at       timestamptz not null default now(),
+    requeued_at     timestamptz,
+    requeued_job_id bigint      references backfill_jobs on delete set null
+)
+"""
+# The operators' runbook name for bars: every column of `bars`, `instrument` as `symbol`. A
+# view over one table with plain column references is auto-updatable in PostgreSQL (a hypertable
+# is such a table too), so `delete from candles_intraday where ...` deletes from `bars`.
+CANDLES_INTRADAY_VIEW: Final = (
+    "create or replace view candles_intraday as select "
+    + ", ".join("instrument as symbol" if f.name == "instrument" else f.name for f in BAR_FIELDS)
+    + " from bars"
+)
 RETENTION_SQL: Final = (
     "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
 )
@@ -176,10 +257,14 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
         conn.execute(FUNDAMENTALS_TABLE)
         conn.execute(LATEST_TRADES_TABLE)
         conn.execute(LATEST_QUOTES_TABLE)
+        conn.execute(GAPS_TABLE)
+        conn.execute(BACKFILL_JOBS_TABLE)
+        conn.execute(BACKFILL_DEAD_LETTERS_TABLE)
         if timescale:
             _timescale(conn, compress_after_days, policy)
         else:
             conn.execute(PLAIN_WEEKLY)
+        conn.execute(CANDLES_INTRADAY_VIEW)  # after the hypertable, so as not to stand in its way
     log.info("tables ready (%s)", "TimescaleDB" if timescale else "plain PostgreSQL")
     return timescale
 

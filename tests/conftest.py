@@ -77,7 +77,9 @@ def database_url(postgres: PostgresServer) -> str:
     import psycopg
 
     with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute("truncate bars, bar_checkpoints, latest_trades, latest_quotes")
+        conn.execute(
+            "truncate bars, bar_checkpoints, latest_trades, latest_quotes, gaps, backfill_jobs, backfill_dead_letters"
+        )
     return postgres.url
 
 

@@ -71,6 +71,7 @@ def test_registry_api_lists_subjects_and_latest_versions(api_url: str) -> None:
         "md.dlq.v1-value",
         "md.feed_events.v1-value",
         "md.fundamentals.v1-value",
+        "md.gaps.v1-value",
         "md.provider_bars.v1-value",
         "md.quotes.v1-value",
         "md.trades.v1-value",

@@ -21,7 +21,8 @@ from shared.codec import (
     unframe,
 )
 from shared.errors import DecodeError
-from shared.models import Bar, DeadLetter, TradeBatch
+from shared.models import Bar, DeadLetter, Gap, GapCause, TradeBatch
+from shared.schema_ids import CommittedSchemas, RegisteredSchema
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS: dict[str, list[dict[str, Any]]] = json.loads((ROOT / "schemas" / "ids.json").read_text())
@@ -181,6 +182,21 @@ def _bar() -> Bar:
         ts_recv_us=1_767_623_460_000_100,
         seq=41,
     )
+
+
+def _gap(**overrides: Any) -> Gap:
+    fields: dict[str, Any] = {
+        "instrument": "AAPL",
+        "interval": "1m",
+        "start_us": 1_767_625_200_000_000,  # 2026-01-05T15:00:00Z
+        "end_us": 1_767_625_800_000_000,  # ten minutes later
+        "cause": GapCause.DISCONNECT,
+        "detail": "alpaca closed the stream (1006)",
+        "detected_at_us": 1_767_625_860_250_000,
+        "ts_recv_us": 1_767_625_860_251_400,
+    }
+    fields.update(overrides)
+    return Gap(**fields)
 
 
 # --- encode_trade_batch_body: byte-for-byte what fastavro writes ------------------------------
@@ -465,7 +481,85 @@ def test_codec_bar_round_trip_equals_original(codec: Codec) -> None:
     assert decoded == bar
 
 
-@pytest.mark.parametrize("name", ["trade_batch", "dead_letter", "bar"])
+@pytest.mark.parametrize(
+    "gap",
+    [
+        _gap(),
+        _gap(cause=GapCause.PROVIDER_ERROR, provider="alpaca", tier="T0", detail="halted: LUDP"),
+        _gap(cause=GapCause.SWEEP, interval="1d", tier="T2", detail=""),
+        *(_gap(cause=cause) for cause in GapCause),
+    ],
+    ids=["optionals-null", "optionals-set", "sweep-1d", *(str(c) for c in GapCause)],
+)
+def test_codec_gap_round_trip_equals_original(codec: Codec, gap: Gap) -> None:
+    # Arrange
+    data = codec.encode_gap(gap)
+
+    # Act
+    decoded = codec.decode_gap(data)
+
+    # Assert
+    assert decoded == gap
+    assert type(decoded.cause) is GapCause
+
+
+def test_gap_cause_members_equal_the_schema_enum_symbols() -> None:
+    # Arrange
+    fields = {f["name"]: f["type"] for f in json.loads(schemas.source("gap"))["fields"]}
+
+    # Act
+    symbols = fields["cause"]["symbols"]
+
+    # Assert
+    assert [str(cause) for cause in GapCause] == symbols
+
+
+class _WithLaterGap:
+    """The committed schemas plus a later gap version, id 999, that knows one more cause."""
+
+    LATER_ID = 999
+
+    def __init__(self) -> None:
+        self.committed = CommittedSchemas()
+        later = json.loads(schemas.source("gap"))
+        for field in later["fields"]:
+            if field["name"] == "cause":
+                field["type"]["symbols"].append("halt")
+        self.later_text = json.dumps(later)
+
+    def id_for(self, name: str) -> int:
+        return self.committed.id_for(name)
+
+    def schema_for(self, schema_id: int) -> RegisteredSchema:
+        if schema_id == self.LATER_ID:
+            return RegisteredSchema(schema_id, "gap", 2, self.later_text)
+        return self.committed.schema_for(schema_id)
+
+
+def test_codec_decode_gap_of_a_later_version_with_an_unknown_cause_raises_decode_error() -> None:
+    # Arrange
+    registry = _WithLaterGap()
+    record = {
+        "instrument": "AAPL",
+        "interval": "1m",
+        "start": 1_767_625_200_000_000,
+        "end": 1_767_625_800_000_000,
+        "cause": "halt",
+        "provider": None,
+        "tier": "T0",
+        "detail": "LULD pause",
+        "ts_event": 1_767_625_860_250_000,
+        "ts_recv": 1_767_625_860_251_400,
+    }
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(json.loads(registry.later_text)), record)
+
+    # Act / Assert
+    with pytest.raises(DecodeError, match="halt"):
+        Codec(registry).decode_gap(frame(registry.LATER_ID, out.getvalue()))
+
+
+@pytest.mark.parametrize("name", ["trade_batch", "dead_letter", "bar", "gap"])
 def test_codec_encode_any_record_frames_with_magic_zero_and_ids_json_id(
     codec: Codec, name: str
 ) -> None:
@@ -474,6 +568,7 @@ def test_codec_encode_any_record_frames_with_magic_zero_and_ids_json_id(
         "trade_batch": lambda: codec.encode_trade_batch(_batch()),
         "dead_letter": lambda: codec.encode_dead_letter(_dead_letter()),
         "bar": lambda: codec.encode_bar(_bar()),
+        "gap": lambda: codec.encode_gap(_gap()),
     }
 
     # Act
@@ -547,6 +642,28 @@ def test_codec_encode_bar_body_reads_back_with_fastavro(codec: Codec) -> None:
     }
 
 
+def test_codec_encode_gap_body_reads_back_with_fastavro(codec: Codec) -> None:
+    # Arrange
+    gap = _gap(cause=GapCause.SILENCE, provider="failover", tier="T1")
+
+    # Act
+    record = _fastavro_read(codec.encode_gap(gap)[5:], "gap")
+
+    # Assert
+    assert record == {
+        "instrument": gap.instrument,
+        "interval": gap.interval,
+        "start": gap.start_us,
+        "end": gap.end_us,
+        "cause": "silence",
+        "provider": "failover",
+        "tier": "T1",
+        "detail": gap.detail,
+        "ts_event": gap.detected_at_us,
+        "ts_recv": gap.ts_recv_us,
+    }
+
+
 def test_frame_then_unframe_returns_id_and_body() -> None:
     # Arrange
     data = frame(0x01020304, b"body")
@@ -566,7 +683,9 @@ def test_frame_then_unframe_returns_id_and_body() -> None:
 @pytest.mark.parametrize(
     "data", [b"", b"\x00", b"\x00\x00\x00\x00"], ids=["empty", "1-byte", "4-bytes"]
 )
-@pytest.mark.parametrize("decoder", ["decode_trade_batch", "decode_dead_letter", "decode_bar"])
+@pytest.mark.parametrize(
+    "decoder", ["decode_trade_batch", "decode_dead_letter", "decode_bar", "decode_gap"]
+)
 def test_codec_decode_short_message_raises_decode_error(
     codec: Codec, decoder: str, data: bytes
 ) -> None:
@@ -588,7 +707,9 @@ def test_codec_decode_trade_batch_wrong_magic_raises_decode_error(codec: Codec, 
         codec.decode_trade_batch(data)
 
 
-@pytest.mark.parametrize("decoder", ["decode_trade_batch", "decode_dead_letter", "decode_bar"])
+@pytest.mark.parametrize(
+    "decoder", ["decode_trade_batch", "decode_dead_letter", "decode_bar", "decode_gap"]
+)
 def test_codec_decode_unknown_schema_id_raises_decode_error(codec: Codec, decoder: str) -> None:
     # Arrange
     unknown = max(e["id"] for versions in IDS.values() for e in versions) + 1000
@@ -649,7 +770,9 @@ def test_decode_trade_batch_body_every_truncation_raises_decode_error(batch: Tra
     )
 
 
-@pytest.mark.parametrize("decoder", ["decode_trade_batch", "decode_dead_letter", "decode_bar"])
+@pytest.mark.parametrize(
+    "decoder", ["decode_trade_batch", "decode_dead_letter", "decode_bar", "decode_gap"]
+)
 def test_codec_decode_every_truncated_message_raises_decode_error(
     codec: Codec, decoder: str
 ) -> None:
@@ -660,6 +783,7 @@ def test_codec_decode_every_truncated_message_raises_decode_error(
         ),
         "decode_dead_letter": codec.encode_dead_letter(_dead_letter(key=b"k", line_number=3)),
         "decode_bar": codec.encode_bar(_bar()),
+        "decode_gap": codec.encode_gap(_gap(provider="alpaca", tier="T0")),
     }[decoder]
     decode = getattr(codec, decoder)
     outcomes: dict[int, str] = {}

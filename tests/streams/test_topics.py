@@ -33,9 +33,13 @@ def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_ret
         "md.provider_bars.v1",
         "md.fundamentals.v1",
         "md.feed_events.v1",
+        "md.gaps.v1",
         "md.dlq.v1",
     }
     assert topics["md.trades.v1"]["partitions"] == 4
     assert topics["md.trades.v1"]["configs"]["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert topics["md.dlq.v1"]["configs"]["cleanup.policy"] == "delete"
     assert topics["md.fundamentals.v1"]["configs"]["cleanup.policy"] == "compact"
+    assert topics["md.gaps.v1"]["partitions"] == 4
+    assert topics["md.gaps.v1"]["configs"]["retention.ms"] == str(30 * 24 * 3600 * 1000)
+    assert topics["md.gaps.v1"]["configs"]["cleanup.policy"] == "delete"

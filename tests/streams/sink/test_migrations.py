@@ -12,6 +12,7 @@ import pytest
 from conftest import PostgresServer, run_module
 from daily import DAILY, bar, daily_bars, day_us, micros
 
+from shared.bar_fields import BAR_NAMES
 from shared.errors import ConfigError
 from streams.embedded.postgres import ensure_database
 from streams.migrations import apply_retention, migrate, parse_retention
@@ -128,6 +129,34 @@ def test_migrate_twice_on_plain_postgres_creates_tables_index_and_weekly_view(
     assert index is not None and '("interval", ts DESC)' in index[0]
     assert view is not None
     assert tables == (2,)
+
+
+def test_migrate_twice_on_plain_postgres_creates_backfill_tables_and_deletable_candles_view(
+    fresh_database: str,
+) -> None:
+    migrate(fresh_database)
+    migrate(fresh_database)
+
+    with psycopg.connect(fresh_database) as conn:
+        tables = conn.execute(
+            "select tablename from pg_tables"
+            " where tablename in ('gaps', 'backfill_jobs', 'backfill_dead_letters') order by 1"
+        ).fetchall()
+        claim_index = conn.execute(
+            "select indexdef from pg_indexes where indexname = 'backfill_jobs_claim'"
+        ).fetchone()
+        view = conn.execute(
+            "select is_updatable from information_schema.views where table_name = 'candles_intraday'"
+        ).fetchone()
+        columns = conn.execute(
+            "select column_name from information_schema.columns"
+            " where table_name = 'candles_intraday' order by ordinal_position"
+        ).fetchall()
+    assert [r[0] for r in tables] == ["backfill_dead_letters", "backfill_jobs", "gaps"]
+    assert claim_index is not None
+    assert "(priority, created_at, id) WHERE (status = 'queued'::text)" in claim_index[0]
+    assert view == ("YES",)
+    assert [r[0] for r in columns] == ["symbol" if n == "instrument" else n for n in BAR_NAMES]
 
 
 def test_migrate_cli_on_plain_postgres_says_plain(database_url: str) -> None:

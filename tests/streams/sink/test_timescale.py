@@ -265,3 +265,28 @@ async def test_writer_upserts_into_compressed_chunk(writer: BarWriter, timescale
         bar("A", ts_us=t0 + 60_000_000, revision=5, close=5.0),
         bar("A", ts_us=t0 + 120_000_000, revision=0),
     ]
+
+
+async def test_candles_intraday_delete_on_compressed_hypertable_deletes_the_window_only(
+    writer: BarWriter, timescale_url: str
+) -> None:
+    # The runbook deletes through the view; on this path `bars` is a hypertable, compressed.
+    session_open = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+    t0 = micros(session_open)
+    minute_bars = [bar("A", ts_us=t0 + m * 60_000_000) for m in range(30)]
+    assert await writer.write([*minute_bars, bar("B", ts_us=t0 + 15 * 60_000_000)]) == []
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        conn.execute("select compress_chunk(c) from show_chunks('bars') c")
+
+        conn.execute(
+            "delete from candles_intraday where symbol = %s and ts >= %s and ts < %s",
+            ("A", session_open + timedelta(minutes=10), session_open + timedelta(minutes=20)),
+        )
+        left = conn.execute(
+            "select symbol, ts from candles_intraday order by symbol, ts"
+        ).fetchall()
+
+    assert [(s, micros(ts)) for s, ts in left] == [
+        *(("A", t0 + m * 60_000_000) for m in [*range(10), *range(20, 30)]),
+        ("B", t0 + 15 * 60_000_000),
+    ]
