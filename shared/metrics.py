@@ -56,6 +56,15 @@ PROVIDER_REQUESTS: Final = Counter(
     "Sessions and requests to a provider, by outcome (ok, transient, fatal, stale).",
     ["provider", "outcome"],
 )
+GAPS_FOUND: Final = Counter(
+    "gaps_found", "Gaps in the bars found and recorded (each once).", ["interval", "tier"]
+)
+BACKFILL_QUEUE_DEPTH: Final = Gauge(
+    "backfill_queue_depth", "Backfill jobs queued or running, by tier.", ["tier"]
+)
+BACKFILL_OLDEST_AGE: Final = Gauge(
+    "backfill_oldest_age_seconds", "Age of the oldest open backfill job, by tier.", ["tier"]
+)
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])
 BARS_EMITTED: Final = Counter(
     "bars_emitted", "Bars published: first emissions and revisions.", ["interval", "kind"]

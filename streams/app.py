@@ -28,7 +28,7 @@ from shared.codec import Codec
 from shared.publisher import Publisher
 from shared.settings import SYNTHETIC_SOURCES, DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
-from shared.topics import BAR_BATCHES, FUNDAMENTALS, QUOTES, TRADES
+from shared.topics import BAR_BATCHES, FEED_EVENTS, FUNDAMENTALS, QUOTES, TRADES
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 
@@ -56,6 +56,7 @@ AGENTS: Final = {
     "sink_bars": AgentSpec("streams.sink.agent", 500),
     "sink_fundamentals": AgentSpec("streams.fundamentals.agent", 500),
     "track_prices": AgentSpec("streams.prices.agent", 100),
+    "detect_gaps": AgentSpec("streams.gaps.agent", 500),
 }
 
 
@@ -123,6 +124,7 @@ class Worker:
     bar_batches: faust.TopicT
     fundamentals: faust.TopicT
     quotes: faust.TopicT
+    feed_events: faust.TopicT
     status: web.Application
     trade_batches: DecodedTradeBatches
     refused_sources: frozenset[str]  # MS_REAL_DATA_ONLY: the synthetic ones
@@ -197,6 +199,7 @@ def create_app(
         bar_batches=app.topic(BAR_BATCHES, value_serializer="raw", key_serializer="raw"),
         fundamentals=app.topic(FUNDAMENTALS, value_serializer="raw", key_serializer="raw"),
         quotes=app.topic(QUOTES, value_serializer="raw", key_serializer="raw"),
+        feed_events=app.topic(FEED_EVENTS, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
         trade_batches=DecodedTradeBatches(codec, refused_sources=refused),
         refused_sources=refused,

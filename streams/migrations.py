@@ -177,6 +177,16 @@ CANDLES_INTRADAY_VIEW: Final = (
     + ", ".join("instrument as symbol" if f.name == "instrument" else f.name for f in BAR_FIELDS)
     + " from bars"
 )
+# Where each feed was blind (md.feed_events.v1, detect_gaps): a gap inside one is a disconnect.
+FEED_OUTAGES_TABLE: Final = """
+create table if not exists feed_outages (
+    source      text        not null,
+    blind_since timestamptz not null,
+    until       timestamptz,
+    detail      text        not null,
+    primary key (source, blind_since)
+)
+"""
 RETENTION_SQL: Final = (
     "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
 )
@@ -257,6 +267,7 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
         conn.execute(FUNDAMENTALS_TABLE)
         conn.execute(LATEST_TRADES_TABLE)
         conn.execute(LATEST_QUOTES_TABLE)
+        conn.execute(FEED_OUTAGES_TABLE)
         conn.execute(GAPS_TABLE)
         conn.execute(BACKFILL_JOBS_TABLE)
         conn.execute(BACKFILL_DEAD_LETTERS_TABLE)

@@ -78,7 +78,8 @@ def database_url(postgres: PostgresServer) -> str:
 
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(
-            "truncate bars, bar_checkpoints, latest_trades, latest_quotes, gaps, backfill_jobs, backfill_dead_letters"
+            "truncate bars, bar_checkpoints, latest_trades, latest_quotes, gaps, backfill_jobs,"
+            " backfill_dead_letters, feed_outages"
         )
     return postgres.url
 

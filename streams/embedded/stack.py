@@ -139,7 +139,7 @@ class Stack:
                 ["streams", "worker"],
                 s.sink_port,
                 {
-                    "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals,track_prices",
+                    "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals,track_prices,detect_gaps",
                     "MS_WORKER_HTTP_PORT": str(s.sink_port),
                     "MS_WORKER_DATA_DIR": str(self.run_dir / "sink-data"),
                 },

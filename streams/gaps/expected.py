@@ -220,6 +220,11 @@ class GapSettings(BaseSettings):
 
     t1_silent_minutes: int = Field(default=15, ge=0)
     t2_silent_minutes: int = Field(default=60, ge=0)
+    # How far back from a bar the detector looks for the hole before it: an instrument that
+    # resumes after a month is not a month of gaps (the sweeper judges older history).
+    max_lookback_hours: float = Field(default=72.0, gt=0)
+    # The intervals the detector watches; a hole in 1m bars is a hole in every longer interval.
+    intervals: str = "1m"
 
     def rule(self, tier: Tier, interval_us: int) -> MissingRule:
         """The rule for `tier` at `interval_us`: its silent minutes in whole windows, rounded

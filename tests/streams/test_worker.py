@@ -65,11 +65,12 @@ async def test_worker_valid_batches_and_garbage_yields_stats_and_dead_letter(
     }
     letters = [
         codec.decode_dead_letter(m.value())
-        for m in read_topic(bootstrap, DLQ, at_least(2), timeout_s=30)
+        for m in read_topic(bootstrap, DLQ, at_least(3), timeout_s=30)
     ]
     assert sorted(letter.component for letter in letters) == [
         "worker.aggregate_bars",
         "worker.tally_trades",
+        "worker.track_prices",
     ]
     for letter in letters:
         assert (letter.reason, letter.source) == ("undecodable", TRADES)
