@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateways.ops_api import add_ops_routes
 from gateways.prices_api import add_price_routes
 from gateways.registry_api import add_registry_routes
 from shared.api_keys import ApiKeys
@@ -41,14 +42,25 @@ class ApiSettings(BaseSettings):
     # Keys for the read API: comma-separated, and/or a mounted file with one per line.
     api_keys: SecretStr = Field(SecretStr(""), validation_alias="MS_API_KEYS")
     api_keys_file: Path | None = Field(None, validation_alias="MS_API_KEYS_FILE")
+    # Keys for /ops/*: operators' keys, apart from the readers'.
+    ops_keys: SecretStr = SecretStr("")
+    ops_keys_file: Path | None = None
     log_level: str = "INFO"
 
     def keys(self) -> ApiKeys:
         """The read API's keys; raise ConfigError for a key file that cannot be read."""
-        try:
-            return ApiKeys.load(self.api_keys.get_secret_value(), self.api_keys_file, False)
-        except OSError as exc:
-            raise ConfigError(f"MS_API_KEYS_FILE={self.api_keys_file}: {reason(exc)}") from exc
+        return _load_keys(self.api_keys, self.api_keys_file, "MS_API_KEYS_FILE")
+
+    def operator_keys(self) -> ApiKeys:
+        """The ops endpoints' keys; raise ConfigError for a key file that cannot be read."""
+        return _load_keys(self.ops_keys, self.ops_keys_file, "MS_API_OPS_KEYS_FILE")
+
+
+def _load_keys(inline: SecretStr, file: Path | None, variable: str) -> ApiKeys:
+    try:
+        return ApiKeys.load(inline.get_secret_value(), file, False)
+    except OSError as exc:
+        raise ConfigError(f"{variable}={file}: {reason(exc)}") from exc
 
 
 def build_app(
@@ -56,6 +68,7 @@ def build_app(
     database: DatabaseSettings,
     registry: RegistrySettings,
     keys: ApiKeys,
+    ops_keys: ApiKeys,
 ) -> web.Application:
     """Build the API; the registry routes are served only when no external registry is configured."""
     url = database.url.get_secret_value()
@@ -64,12 +77,18 @@ def build_app(
     if registry.registry_url is None:
         add_registry_routes(app, CommittedSchemas())
     add_price_routes(app, url, keys)
-    if not keys.configured:
+    add_ops_routes(app, url, ops_keys)
+    unset = [
+        name
+        for name, k in (("MS_API_KEYS", keys), ("MS_API_OPS_KEYS", ops_keys))
+        if not k.configured
+    ]
 
-        async def warn(_: web.Application) -> None:  # once the port is bound
-            log.warning("no MS_API_KEYS: the read API refuses every request (401)")
+    async def warn(_: web.Application) -> None:  # once the port is bound
+        for name in unset:
+            log.warning("no %s: its endpoints refuse every request (401)", name)
 
-        app.on_startup.append(warn)
+    app.on_startup.append(warn)
     return app
 
 
@@ -93,12 +112,12 @@ def main() -> int:
     from shared.settings import load_settings
 
     settings = load_settings(ApiSettings)
-    keys = settings.keys()
     app = build_app(
         load_settings(KafkaSettings),
         load_settings(DatabaseSettings),
         load_settings(RegistrySettings),
-        keys,
+        settings.keys(),
+        settings.operator_keys(),
     )
     configure_logging(settings.log_level)
     asyncio.run(serve_until_signalled(app, settings.http_host, settings.http_port))

@@ -17,8 +17,8 @@ from typing import Any, Final
 import psycopg
 from aiohttp import web
 
+from gateways.keyed import keyed
 from shared.api_keys import ApiKeys
-from shared.metrics import API_AUTH_FAILURES
 from shared.postgres import ReusedConnection
 from shared.status import json_response
 from shared.symbols import symbol_problem
@@ -68,9 +68,6 @@ def add_price_routes(app: web.Application, database_url: str, keys: ApiKeys) -> 
     connection = ReusedConnection(database_url, autocommit=True, connect_timeout=3)
 
     async def price(request: web.Request) -> web.Response:
-        if not keys.allows(keys.presented(request.headers, str(request.rel_url))):
-            API_AUTH_FAILURES.inc()
-            return json_response({"error": "unknown or missing API key"}, 401)
         symbol = request.match_info["symbol"]
         if problem := symbol_problem(symbol):
             return json_response({"error": problem}, 400)
@@ -95,5 +92,5 @@ def add_price_routes(app: web.Application, database_url: str, keys: ApiKeys) -> 
     async def close(_: web.Application) -> None:
         await connection.close()
 
-    app.router.add_get("/stocks/{symbol}/price", price)
+    app.router.add_get("/stocks/{symbol}/price", keyed(keys, "API key", price))
     app.on_cleanup.append(close)

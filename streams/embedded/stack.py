@@ -201,6 +201,7 @@ class Stack:
             "MS_WS_PORT": str(s.ws_port),
             "MS_WS_API_KEYS": self.ws_api_key(),
             "MS_API_KEYS": self.ws_api_key(),  # one key for the local stack's endpoints
+            "MS_API_OPS_KEYS": self.ws_api_key(),
         }
 
     def ws_api_key(self) -> str:
