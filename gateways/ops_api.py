@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -32,6 +32,7 @@ from shared.models import Gap, GapCause
 from shared.postgres import ReusedConnection
 from shared.status import json_response
 from shared.symbols import symbol_problem
+from shared.times import micros_of, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _micros(value: object, name: str) -> int:
             pass
         else:
             if moment.tzinfo is not None:
-                return round(moment.astimezone(UTC).timestamp() * 1_000_000)
+                return micros_of(moment)
     raise BadRequestError(f"{name!r} must be an RFC 3339 time with a zone, or microseconds")
 
 
@@ -89,9 +90,7 @@ def parse_backfill(body: object) -> dict[str, Any]:
 
 
 def _iso(us: int | None) -> str | None:
-    if us is None:
-        return None
-    return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+    return None if us is None else rfc3339(us)
 
 
 def dead_letter_json(letter: queue.DeadLetterJob) -> dict[str, Any]:

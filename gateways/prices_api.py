@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Any, Final
 
 import psycopg
@@ -22,6 +21,7 @@ from shared.api_keys import ApiKeys
 from shared.postgres import ReusedConnection
 from shared.status import json_response
 from shared.symbols import symbol_problem
+from shared.times import micros_of, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ QUOTE_FIELDS: Final = (
 )
 
 
-def _micros(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
-
-
 def described(row: tuple[Any, ...] | None, fields: tuple[str, ...], now_us: int) -> object:
     """A row as the JSON clients get: times in RFC 3339 and microseconds, and the age."""
     if row is None:
@@ -57,10 +53,10 @@ def described(row: tuple[Any, ...] | None, fields: tuple[str, ...], now_us: int)
     event, recv = values.pop("ts_event"), values.pop("ts_recv")
     return {
         **values,
-        "ts": event.isoformat().replace("+00:00", "Z"),
-        "ts_event_us": _micros(event),
-        "ts_recv_us": _micros(recv),
-        "age_s": round((now_us - _micros(event)) / 1e6, 3),
+        "ts": rfc3339(micros_of(event)),
+        "ts_event_us": micros_of(event),
+        "ts_recv_us": micros_of(recv),
+        "age_s": round((now_us - micros_of(event)) / 1e6, 3),
     }
 
 

@@ -65,6 +65,25 @@ BACKFILL_QUEUE_DEPTH: Final = Gauge(
 BACKFILL_OLDEST_AGE: Final = Gauge(
     "backfill_oldest_age_seconds", "Age of the oldest open backfill job, by tier.", ["tier"]
 )
+BACKFILL_JOBS: Final = Counter(
+    "backfill_jobs",
+    "Backfill attempts ended, by outcome: done, retried (queued again) or failed (dead-lettered).",
+    ["outcome"],
+)
+INGESTION_LAG: Final = Gauge(
+    "ingestion_lag_seconds", "Now minus the end of the latest bar stored, by interval.", ["interval"]
+)
+WRITE_BATCH_MS: Final = Histogram(
+    "write_batch_ms",
+    "Time to write one flush of bars to the database, ms.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+)
+SLO_GAP_VIOLATION_RATE: Final = Gauge(
+    "slo_gap_violation_rate",
+    "Share of the expected windows of the sweep's horizon inside gaps longer than twice the"
+    " interval (continuity SLO: under 0.005 for T0).",
+    ["tier", "interval"],
+)
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])
 BARS_EMITTED: Final = Counter(
     "bars_emitted", "Bars published: first emissions and revisions.", ["interval", "kind"]

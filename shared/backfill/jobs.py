@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
+
+from shared.times import micros_of, time_of
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 TIER_PRIORITY: Final = {"T0": 0, "T1": 1, "T2": 2}  # lower is sooner
@@ -115,18 +117,8 @@ def tier_of(priority: int) -> str:
     return f"P{priority}"
 
 
-def time_of(us: int) -> datetime:
-    """The moment `us` microseconds after the Unix epoch, as an aware UTC datetime."""
-    return EPOCH + timedelta(microseconds=us)
-
-
 def maybe_time_of(us: int | None) -> datetime | None:
     return None if us is None else time_of(us)
-
-
-def micros_of(moment: datetime) -> int:
-    """Microseconds since the Unix epoch of an aware datetime, exactly."""
-    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def maybe_micros_of(moment: datetime | None) -> int | None:

@@ -33,11 +33,11 @@ from shared.backfill.jobs import (
     maybe_time_of,
     priority_for_tier,
     tier_of,
-    time_of,
 )
 from shared.errors import NotFoundError, TransientError
 from shared.intervals import parse_interval
 from shared.models import Gap
+from shared.times import time_of
 
 __all__ = [
     "AttemptError",

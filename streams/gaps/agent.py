@@ -17,25 +17,33 @@ import functools
 import logging
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import faust
 import numpy as np
 import psycopg
+from aiohttp import web
 
 from shared.backfill import queue
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import ConfigError, DecodeError, TransientError
 from shared.intervals import parse_intervals
-from shared.metrics import BACKFILL_OLDEST_AGE, BACKFILL_QUEUE_DEPTH, GAPS_FOUND
+from shared.metrics import (
+    BACKFILL_OLDEST_AGE,
+    BACKFILL_QUEUE_DEPTH,
+    GAPS_FOUND,
+    SLO_GAP_VIOLATION_RATE,
+)
 from shared.models import BarBatch, FeedEvent, Gap, GapCause
 from shared.postgres import ReusedConnection
 from shared.settings import load_settings
+from shared.status import json_response
+from shared.times import micros_of, time_of
 from shared.topics import GAPS
 from streams.app import Worker, manual_acks
 from streams.gaps.detector import GapDetector, Hole, Profile
 from streams.gaps.expected import GapSettings, market_of
+from streams.gaps.sweep import Cadence, sweep
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +68,12 @@ OUTAGE_OPENED_SQL: Final = """
 insert into feed_outages (source, blind_since, detail) values (%s, %s, %s)
 on conflict (source, blind_since) do nothing
 """
+SWEEP_SQL: Final = """
+select instrument, ts from bars
+where interval = %s and instrument = any(%s) and ts >= %s and ts < %s
+"""
+SETTLE_US: Final = 120_000_000  # a window is judged once its bar had time to reach the database
 OUTAGE_CLOSED_SQL: Final = "update feed_outages set until = %s where source = %s and until is null"
-
-
-def _time(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1e6, UTC)
-
-
-def _micros(at: datetime) -> int:
-    return round(at.timestamp() * 1_000_000)
 
 
 class Universe:
@@ -106,7 +111,10 @@ class GapFinder:
         self.universe = Universe()
         self.intervals = dict(parse_intervals(settings.intervals))
         self.detector = GapDetector(self.intervals, settings, self.universe.get)
+        self.settings = settings
         self.lock = asyncio.Lock()
+        self.cadence: dict[tuple[str, str], Cadence] = {}
+        self.last_sweep: dict[str, Any] | None = None
 
     async def bars(self, batch: BarBatch) -> int:
         """Observe the watched bars of a batch; return how many new gaps they revealed."""
@@ -127,7 +135,8 @@ class GapFinder:
             for (instrument, interval), r in zip(keys, rows.tolist(), strict=True):
                 source = batch.sources[batch.source_index[r]]
                 holes += self.detector.observe(instrument, interval, int(batch.ts_us[r]), source)
-            return await self._record(connection, holes)
+            gaps = [await self._blind(connection, hole) for hole in holes]
+            return await self._record(connection, gaps)
 
     async def _learn(
         self,
@@ -142,44 +151,48 @@ class GapFinder:
             return
         instruments, intervals = zip(*unknown, strict=True)
         cursor = await connection.execute(
-            LATEST_SQL, (list(instruments), list(intervals), _time(before_us))
+            LATEST_SQL, (list(instruments), list(intervals), time_of(before_us))
         )
-        found = {(i, n): _micros(ts) for i, n, ts in await cursor.fetchall()}
+        found = {(i, n): micros_of(ts) for i, n, ts in await cursor.fetchall()}
         self.detector.learn(found)
 
-    async def _record(self, connection: psycopg.AsyncConnection[Any], holes: list[Hole]) -> int:
-        new = 0
-        now_us = time.time_ns() // 1000
-        for hole in holes:
-            blind = await (
-                await connection.execute(
-                    BLIND_SQL, (hole.source, _time(hole.end_us), _time(hole.start_us))
-                )
-            ).fetchone()
-            gap = Gap(
-                instrument=hole.instrument,
-                interval=hole.interval,
-                start_us=hole.start_us,
-                end_us=hole.end_us,
-                cause=GapCause.DISCONNECT if blind else GapCause.SILENCE,
-                detail=(
-                    f"{hole.source} was blind: {blind[0]}"
-                    if blind
-                    else f"no {hole.interval} bar between {_time(hole.before_us).isoformat()}"
-                    f" and {_time(hole.after_us).isoformat()} where {hole.tier} expects them"
-                ),
-                detected_at_us=now_us,
-                ts_recv_us=now_us,
-                provider=hole.source,
-                tier=hole.tier,
+    async def _blind(self, connection: psycopg.AsyncConnection[Any], hole: Hole) -> Gap:
+        """The hole as a Gap: a disconnect if its source reported being blind over it."""
+        blind = await (
+            await connection.execute(
+                BLIND_SQL, (hole.source, time_of(hole.end_us), time_of(hole.start_us))
             )
+        ).fetchone()
+        now_us = time.time_ns() // 1000
+        return Gap(
+            instrument=hole.instrument,
+            interval=hole.interval,
+            start_us=hole.start_us,
+            end_us=hole.end_us,
+            cause=GapCause.DISCONNECT if blind else GapCause.SILENCE,
+            detail=(
+                f"{hole.source} was blind: {blind[0]}"
+                if blind
+                else f"no {hole.interval} bar between {time_of(hole.before_us).isoformat()}"
+                f" and {time_of(hole.after_us).isoformat()} where {hole.tier} expects them"
+            ),
+            detected_at_us=now_us,
+            ts_recv_us=now_us,
+            provider=hole.source,
+            tier=hole.tier,
+        )
+
+    async def _record(self, connection: psycopg.AsyncConnection[Any], gaps: list[Gap]) -> int:
+        """Record each gap once; publish and queue the new ones; return how many were new."""
+        new = 0
+        for gap in gaps:
             recorded = await queue.record_gap(connection, gap)
             if not recorded.inserted:
                 continue
             new += 1
-            GAPS_FOUND.labels(hole.interval, hole.tier).inc()
+            GAPS_FOUND.labels(gap.interval, gap.tier or "").inc()
             self.worker.publisher.produce(
-                GAPS, self.worker.codec.encode_gap(gap), key=hole.instrument.encode()
+                GAPS, self.worker.codec.encode_gap(gap), key=gap.instrument.encode()
             )
             await queue.enqueue(
                 connection,
@@ -194,14 +207,98 @@ class GapFinder:
                 "gap: %s %s [%s, %s) (%s, %s)",
                 gap.instrument,
                 gap.interval,
-                _time(gap.start_us).isoformat(),
-                _time(gap.end_us).isoformat(),
+                time_of(gap.start_us).isoformat(),
+                time_of(gap.end_us).isoformat(),
                 gap.cause,
                 gap.tier,
             )
         if new:
             await asyncio.to_thread(self.worker.publisher.flush)
         return new
+
+    async def sweep(self) -> None:
+        """Judge the stored bars of the horizon: record the holes before each instrument's
+        latest bar (later ones are the stream detector's, once the feed is back) and set the
+        continuity SLO over the whole horizon."""
+        started = time.monotonic()
+        now_us = time.time_ns() // 1000
+        end_us = now_us - SETTLE_US
+        start_us = end_us - round(self.settings.sweep_hours * 3_600_000_000)
+        cadence: dict[tuple[str, str], Cadence] = {}
+        gaps: list[Gap] = []
+        async with self.lock:
+            connection = await self.connection.get()
+            await self.universe.refresh(connection)
+            profiles = self.universe.profiles
+            for interval, length in self.intervals.items():
+                since_us = start_us - start_us % length  # the first window's start
+                cursor = await connection.execute(
+                    SWEEP_SQL, (interval, list(profiles), time_of(since_us), time_of(end_us))
+                )
+                seen: dict[str, list[int]] = {}
+                for instrument, ts in await cursor.fetchall():
+                    seen.setdefault(instrument, []).append(micros_of(ts))
+                for instrument, profile in profiles.items():
+                    starts = np.array(seen.get(instrument, []), dtype=np.int64)
+                    swept = sweep(profile, length, starts, start_us, end_us, self.settings)
+                    tally = cadence.setdefault((profile.tier, interval), Cadence())
+                    tally.add(instrument, swept)
+                    latest = int(starts.max()) if starts.size else start_us
+                    gaps += [
+                        self._swept_gap(instrument, interval, profile.tier, start, end, now_us)
+                        for start, end in swept.spans
+                        if end <= latest
+                    ]
+            new = await self._record(connection, gaps)
+        for (tier, interval), tally in cadence.items():
+            SLO_GAP_VIOLATION_RATE.labels(tier, interval).set(tally.violation_rate)
+        self.cadence = cadence
+        self.last_sweep = {
+            "at": time_of(now_us).isoformat(),
+            "horizon": [time_of(start_us).isoformat(), time_of(end_us).isoformat()],
+            "seconds": round(time.monotonic() - started, 3),
+            "new_gaps": new,
+        }
+
+    @staticmethod
+    def _swept_gap(
+        instrument: str, interval: str, tier: str, start_us: int, end_us: int, now_us: int
+    ) -> Gap:
+        return Gap(
+            instrument=instrument,
+            interval=interval,
+            start_us=start_us,
+            end_us=end_us,
+            cause=GapCause.SWEEP,
+            detail="the sweep found no stored bars where the tier expects them",
+            detected_at_us=now_us,
+            ts_recv_us=now_us,
+            tier=tier,
+        )
+
+    def cadence_stats(self) -> dict[str, Any]:
+        """For GET /stats/cadence: expected against seen windows per tier and interval."""
+        return {
+            "schedule": {
+                "every_s": self.settings.sweep_interval_s,
+                "horizon_hours": self.settings.sweep_hours,
+                "intervals": list(self.intervals),
+                "last": self.last_sweep,
+            },
+            "cadence": [
+                {
+                    "tier": tier,
+                    "interval": interval,
+                    "instruments": tally.instruments,
+                    "expected": tally.expected,
+                    "seen": tally.seen,
+                    "missing": tally.expected - tally.seen,
+                    "gaps": tally.gaps,
+                    "slo_gap_violation_rate": round(tally.violation_rate, 6),
+                }
+                for (tier, interval), tally in sorted(self.cadence.items())
+            ],
+        }
 
     async def feed_event(self, event: FeedEvent) -> None:
         """Keep where each feed was blind: a disconnect opens an outage, the first data after
@@ -210,12 +307,13 @@ class GapFinder:
             connection = await self.connection.get()
             if event.kind == "reconnected":
                 await connection.execute(
-                    OUTAGE_CLOSED_SQL, (_time(event.ts_event_us), event.source)
+                    OUTAGE_CLOSED_SQL, (time_of(event.ts_event_us), event.source)
                 )
             else:
                 since = event.blind_since_us or event.ts_event_us
                 await connection.execute(
-                    OUTAGE_OPENED_SQL, (event.source, _time(since), f"{event.kind}: {event.detail}")
+                    OUTAGE_OPENED_SQL,
+                    (event.source, time_of(since), f"{event.kind}: {event.detail}"),
                 )
 
     async def queue_metrics(self) -> None:
@@ -270,6 +368,18 @@ def install(worker: Worker) -> None:
                     "track_feed_outages", functools.partial(finder.feed_event, feed_event)
                 )
             event.ack()
+
+    @worker.app.timer(interval=finder.settings.sweep_interval_s)
+    async def sweep_gaps() -> None:
+        try:
+            await finder.sweep()
+        except (psycopg.Error, TransientError) as exc:
+            log.warning("the sweep could not read the database: %s", exc)
+
+    async def cadence(_: web.Request) -> web.Response:
+        return json_response(finder.cadence_stats())
+
+    worker.status.router.add_get("/stats/cadence", cadence)
 
     @worker.app.timer(interval=QUEUE_METRICS_S)
     async def backfill_queue_metrics() -> None:

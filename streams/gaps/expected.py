@@ -225,6 +225,9 @@ class GapSettings(BaseSettings):
     max_lookback_hours: float = Field(default=72.0, gt=0)
     # The intervals the detector watches; a hole in 1m bars is a hole in every longer interval.
     intervals: str = "1m"
+    # The sweep: every this many seconds, the stored bars of the last sweep_hours are judged.
+    sweep_interval_s: float = Field(default=300.0, gt=0)
+    sweep_hours: float = Field(default=24.0, gt=0)
 
     def rule(self, tier: Tier, interval_us: int) -> MissingRule:
         """The rule for `tier` at `interval_us`: its silent minutes in whole windows, rounded

@@ -11,7 +11,6 @@ written; an outage is retried without acknowledging anything (streams.upserts).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import faust
@@ -22,6 +21,7 @@ from shared.metrics import TRADES_PROCESSED
 from shared.models import QuoteBatch, TradeBatch
 from shared.postgres import ReusedConnection
 from shared.settings import SinkSettings, load_settings
+from shared.times import time_of
 from streams.app import Worker, manual_acks
 from streams.decoded import refuse_synthetic
 from streams.prices.core import latest_rows
@@ -51,10 +51,6 @@ where excluded.ts_event >= latest_quotes.ts_event
 Row = tuple[object, ...]  # symbol first, as the SQL takes it
 
 
-def _time(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1e6, UTC)
-
-
 def trade_rows(batch: TradeBatch) -> list[tuple[int, Row]]:
     """(event time, row) of each instrument's latest trade in the batch."""
     provider = batch.provider or batch.source
@@ -65,8 +61,8 @@ def trade_rows(batch: TradeBatch) -> list[tuple[int, Row]]:
                 batch.instruments[batch.instrument_index[r]],
                 float(batch.price[r]),
                 float(batch.size[r]),
-                _time(int(batch.ts_event_us[r])),
-                _time(int(batch.ts_recv_us[r])),
+                time_of(int(batch.ts_event_us[r])),
+                time_of(int(batch.ts_recv_us[r])),
                 batch.source,
                 provider,
             ),
@@ -87,8 +83,8 @@ def quote_rows(batch: QuoteBatch) -> list[tuple[int, Row]]:
                 float(batch.bid_size[r]),
                 float(batch.ask_price[r]),
                 float(batch.ask_size[r]),
-                _time(int(batch.ts_event_us[r])),
-                _time(int(batch.ts_recv_us[r])),
+                time_of(int(batch.ts_event_us[r])),
+                time_of(int(batch.ts_recv_us[r])),
                 batch.source,
                 provider,
             ),

@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any
 
 import faust
 
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import DecodeError, TransientError
-from shared.metrics import BARS_SUNK, SINK_RETRIES
+from shared.intervals import parse_interval
+from shared.metrics import BARS_SUNK, INGESTION_LAG, SINK_RETRIES, WRITE_BATCH_MS
 from shared.models import Bar, BarBatch
 from shared.settings import SinkSettings, load_settings
 from shared.topics import BARS
@@ -80,14 +82,18 @@ class BarSink:
             if refused:
                 await asyncio.to_thread(self.worker.publisher.flush)
             BARS_SUNK.inc(rows - len(refused))
+            observe_ingestion_lag(taken, time.time_ns() // 1000)
             for event in events:
                 event.ack()
 
     async def _write_until_done(self, batches: list[BarBatch]) -> list[tuple[Bar, str]]:
         attempt = 0
         while True:
+            started = time.perf_counter()
             try:
-                return await self.writer.write_batches(batches)
+                refused = await self.writer.write_batches(batches)
+                WRITE_BATCH_MS.observe((time.perf_counter() - started) * 1000)
+                return refused
             except TransientError as exc:
                 SINK_RETRIES.inc()
                 delay = random.uniform(0, min(BACKOFF_CAP_S, 0.25 * 2**attempt))
@@ -95,6 +101,19 @@ class BarSink:
                 rows = sum(map(len, batches))
                 log.warning("%s; retrying %d rows in %.1f s", exc, rows, delay)
                 await asyncio.sleep(delay)
+
+
+def observe_ingestion_lag(batches: list[BarBatch], now_us: int) -> None:
+    """Set ingestion_lag_seconds{interval}: now minus the end of the latest bar just stored."""
+    ends: dict[str, int] = {}
+    for batch in batches:
+        for k, name in enumerate(batch.intervals):
+            starts = batch.ts_us[batch.interval_index == k]
+            if starts.size:
+                end = int(starts.max()) + parse_interval(name)
+                ends[name] = max(ends.get(name, end), end)
+    for name, end in ends.items():
+        INGESTION_LAG.labels(name).set(max(0.0, (now_us - end) / 1e6))
 
 
 def install(worker: Worker) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+
 from streams.gaps.detector import GapDetector, Hole, Profile
 from streams.gaps.expected import AssetClass, GapSettings, Market, market_of
 
@@ -80,3 +82,23 @@ def test_a_month_of_silence_is_judged_over_the_lookback_only() -> None:
     (hole,) = gaps.observe("BTC-USD", "1m", at("2025-03-16T00:00"), "alpaca")
 
     assert (hole.start_us, hole.end_us) == (at("2025-03-13T00:00"), at("2025-03-16T00:00"))
+
+
+def test_sweep_finds_holes_and_counts_windows_against_the_continuity_slo() -> None:
+    from streams.gaps.sweep import sweep
+
+    start, end = at("2025-03-12T13:30"), at("2025-03-12T20:00")  # the whole session: 390
+    minutes = np.arange(start, end, MINUTE_US, dtype=np.int64)
+    deleted = (minutes >= at("2025-03-12T15:00")) & (minutes < at("2025-03-12T15:10"))
+    blip = minutes == at("2025-03-12T16:00")  # one quiet minute: a gap for T0, not an outage
+    seen = minutes[~deleted & ~blip]
+
+    swept = sweep(Profile(NYSE, "T0"), MINUTE_US, seen, start, end, GapSettings())
+
+    assert swept.spans == [
+        (at("2025-03-12T15:00"), at("2025-03-12T15:10")),
+        (at("2025-03-12T16:00"), at("2025-03-12T16:01")),
+    ]
+    assert (swept.expected, swept.seen, swept.violating) == (390, 379, 10)
+    thin = sweep(Profile(NYSE, "T1"), MINUTE_US, seen, start, end, GapSettings())
+    assert thin.spans == [] and thin.violating == 10

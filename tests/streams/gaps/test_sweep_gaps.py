@@ -1,0 +1,66 @@
+"""The sweep in a worker: holes in the stored bars that no stream saw (bars deleted by hand) are
+recorded as `sweep` gaps and queued, and /stats/cadence reports expected against seen windows
+with the continuity SLO."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import psycopg
+from conftest import eventually
+
+from connectors.universe import parse_universe, store_universe
+from shared.models import Bar
+from streams.sink.timescale import BarWriter
+
+MINUTE_US = 60_000_000
+UNIVERSE = """symbol,exchange,asset_type,tier,active,providers
+BTC-USD,CRYPTO,crypto,T0,true,alpaca
+"""
+
+
+def cadence(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/stats/cadence", timeout=5) as response:
+        body: dict[str, Any] = orjson.loads(response.read())
+    return body
+
+
+async def test_sweep_records_holes_in_stored_bars_and_reports_cadence(
+    database_url: str, start_worker: Callable[..., Any]
+) -> None:
+    store_universe(database_url, parse_universe(UNIVERSE, "test"), "test")
+    now_us = time.time_ns() // 1000
+    first = now_us - now_us % MINUTE_US - 120 * MINUTE_US  # two hours of 1m bars, to a minute ago
+    deleted = range(60, 70)  # ten minutes the database lost
+    bars = [
+        Bar("BTC-USD", "1m", first + m * MINUTE_US, 0, 97_000.0, 97_050.0, 96_990.0, 97_010.0,
+            3.5, 97_020.0, 41, 2.0, 1.5, "alpaca", first + m * MINUTE_US + 59_000_000, now_us)
+        for m in range(119)
+        if m not in deleted
+    ]  # fmt: skip
+    writer = BarWriter(database_url)
+    try:
+        await writer.write(bars)
+    finally:
+        await writer.close()
+
+    worker = start_worker(
+        MS_WORKER_AGENTS="detect_gaps", MS_GAPS_SWEEP_INTERVAL_S="1", MS_GAPS_SWEEP_HOURS="1.5"
+    )
+
+    await eventually(lambda: cadence(worker.url)["cadence"], 60, "a sweep")
+    (row,) = cadence(worker.url)["cadence"]
+    assert (row["tier"], row["interval"], row["instruments"], row["gaps"]) == ("T0", "1m", 1, 1)
+    assert row["missing"] == 10 and 90 <= row["expected"] <= 91  # the horizon's 1.5 h
+    assert 0 < row["slo_gap_violation_rate"] < 1
+    with psycopg.connect(database_url) as conn:
+        gaps = conn.execute(
+            "select instrument, extract(epoch from start_ts) * 1e6, extract(epoch from end_ts) * 1e6,"
+            " cause, status from gaps"
+        ).fetchall()
+    assert gaps == [("BTC-USD", first + 60 * MINUTE_US, first + 70 * MINUTE_US, "sweep", "queued")]
+    await writer.close()
