@@ -41,8 +41,9 @@ PEER: Final = "alpaca_py"
 PEER_RAW: Final = "alpaca_py_raw"
 PATHS: Final[dict[str, str]] = {
     OURS: "AlpacaConnector + ConnectorRunner as shipped: websockets client, MessagePack frames "
-    "parsed into one TradeBatch (numpy columns) per frame, stale watchdog, batches per "
-    "partition (linger 5 ms), Avro, confluent-kafka acks=all idempotent; timed to the last ack",
+    "of trades read by a numba kernel into one TradeBatch (numpy columns) per frame (any other "
+    "frame through msgpack-python), stale watchdog, frames split by partition together about "
+    "once per linger (5 ms), Avro, confluent-kafka acks=all idempotent; timed to the last ack",
     PEER: "alpaca-py StockDataStream, defaults: websockets legacy client, msgpack, per message "
     "a datetime and a pydantic Trade model, awaited handler that counts; no Kafka",
     PEER_RAW: "alpaca-py StockDataStream(raw_data=True): as alpaca_py without the model (the "
@@ -179,5 +180,3 @@ def throughput_result(name: str, runs: list[dict[str, Any]], recording: Recordin
             "runs": runs,
         },
     )
-
-

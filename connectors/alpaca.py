@@ -25,7 +25,7 @@ import websockets
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
-from connectors.alpaca_frames import Control, decode_frame
+from connectors.alpaca_frames import Control, FrameDecoder
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from connectors.sessions import IEX_HOURS, SIP_HOURS, us_equities_trading
 from shared.errors import FatalError, TransientError
@@ -90,6 +90,10 @@ class AlpacaConnector(Connector):
         self.url = config.url or STREAM_URLS[config.feed]
         self.unpublished = 0  # quotes, statuses ... received but not published (yet)
         self._revisions: dict[tuple[str, str, int], int] = {}  # (interval, symbol, ts) -> last
+        self._frames = FrameDecoder()  # its symbols outlive a session: reconnects reuse them
+        # compiled (or loaded from numba's cache) here, not within a session: neither Alpaca's
+        # deadline for auth nor the stale-feed watchdog waits for a compiler
+        self._frames.warm_up()
 
     @property
     def stale_after_s(self) -> float:
@@ -124,7 +128,7 @@ class AlpacaConnector(Connector):
                 await socket.send(self._request(request))
                 async for payload in socket:
                     self.heard_at_s = time.monotonic()
-                    frame = decode_frame(payload, self.source, time.time_ns() // 1000)
+                    frame = self._frames.decode(payload, self.source, time.time_ns() // 1000)
                     for control in frame.controls:
                         self._on_control(control)
                     self.unpublished += frame.unpublished
@@ -185,7 +189,8 @@ class AlpacaConnector(Connector):
         """Read frames until a `success` with `message`; raise on an error or the deadline."""
         async with asyncio.timeout(timeout_s):
             while True:
-                frame = decode_frame(await socket.recv(), self.source, time.time_ns() // 1000)
+                payload = await socket.recv()
+                frame = self._frames.decode(payload, self.source, time.time_ns() // 1000)
                 for control in frame.controls:
                     self._on_control(control)
                     if control.kind == "success" and control.message == message:

@@ -7,10 +7,15 @@ daily bars, `s` statuses, `l` LULD bands, `c` corrections, `x` cancel errors, `o
 Frames come as JSON text or, when the client asked for it at connect, as MessagePack, whose
 timestamps are the format's timestamp extension rather than RFC 3339 strings. The trades of a
 frame become one TradeBatch; a message that does not parse is rejected alone, the rest kept.
+
+`decode_frame` reads any frame through Python objects. `FrameDecoder`, what the connector
+uses, first tries the numba walk of connectors.alpaca_kernels on a MessagePack frame, which
+takes frames of well-formed trades only, and hands every other frame to `decode_frame`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +25,7 @@ import msgpack
 import numpy as np
 import orjson
 
+from connectors.alpaca_kernels import OK, UNKNOWN_SYMBOLS, SymbolTable, decode_trades
 from connectors.base import Rejected
 from shared.models import ProviderBarBatch, QuoteBatch, Side, TradeBatch
 from shared.symbols import symbol_problem
@@ -33,6 +39,9 @@ BAR_TYPES: Final = {"b": "1m", "u": "1m", "d": "1d"}
 # corrected or cancelled trade as first reported.
 UNPUBLISHED_TYPES: Final = frozenset({"s", "l", "c", "x", "o"})
 TAKER_SIDE: Final = {"B": Side.BUY, "S": Side.SELL}
+INT64_MIN: Final = -(2**63)  # MessagePack times beyond an int64 of nanoseconds are no time
+INT64_MAX: Final = 2**63 - 1
+MAX_INTERNED_SYMBOLS: Final = 1 << 16  # beyond: frames with new symbols go through decode_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +127,77 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
         if found.rows:
             frame.bars[kind] = found.batch(source, BAR_TYPES[kind], recv_us)
     return frame
+
+
+class FrameDecoder:
+    """Decode a connection's frames as `decode_frame` does, MessagePack frames of trades alone
+    without a Python object per message; symbols are interned across frames."""
+
+    def __init__(self) -> None:
+        self.symbols = SymbolTable()
+
+    @staticmethod
+    def warm_up() -> None:
+        """Compile the kernels, or load them from numba's cache, now rather than on a first
+        frame (seconds the first time on a machine; the connector does it as it is built)."""
+        trade = {"T": "t", "S": "A", "p": 1.0, "s": 1, "t": msgpack.Timestamp(0, 0)}
+        FrameDecoder().only_trades(msgpack.packb([trade]), "warm-up", 0)
+
+    def decode(self, payload: bytes | str, source: str, recv_us: int) -> Frame:
+        """Parse one frame received at `recv_us`; never raises for bad input."""
+        if isinstance(payload, bytes):
+            trades = self.only_trades(payload, source, recv_us)
+            if trades is not None:
+                return Frame(trades=trades if len(trades) else None)
+        return decode_frame(payload, source, recv_us)
+
+    def only_trades(self, payload: bytes, source: str, recv_us: int) -> TradeBatch | None:
+        """The trades of a MessagePack frame that holds nothing but well-formed trades, read by
+        the kernel; None for any other frame."""
+        table = self.symbols
+        buf = np.frombuffer(payload, dtype=np.uint8)
+        while True:
+            status, with_id, with_side, used, index, ts_us, price, size, side, id_text, unknown = (
+                decode_trades(
+                    buf=buf,
+                    slots=table.slots,
+                    keys=table.keys,
+                    lengths=table.lengths,
+                    local=table.local,
+                )
+            )
+            if status != UNKNOWN_SYMBOLS:
+                break
+            if not self._intern(payload, unknown.tolist()):
+                return None
+        if status != OK:
+            return None
+        names = table.names
+        n = len(index)
+        trade_id = tuple(id_text.tobytes().decode().split(" ")) if with_id else None
+        return TradeBatch(
+            source=source,
+            instruments=tuple([names[i] for i in used.tolist()]),
+            instrument_index=index,
+            ts_event_us=ts_us,
+            ts_recv_us=np.full(n, recv_us, dtype=np.int64),
+            price=price,
+            size=size,
+            side=side if with_side else None,
+            trade_id=trade_id,
+        )
+
+    def _intern(self, payload: bytes, unknown: list[list[int]]) -> bool:
+        """Add the symbols at (start, length) of `payload`; False if one is not well formed
+        (decode_frame rejects its trade) or the table is full."""
+        for start, length in unknown:
+            name = payload[start : start + length].decode("ascii")
+            if name in self.symbols.names[-len(unknown) :]:
+                continue  # a repeat within the frame, added just now
+            if symbol_problem(name) or len(self.symbols) >= MAX_INTERNED_SYMBOLS:
+                return False
+            self.symbols.add(name)
+        return True
 
 
 class _Quotes:
@@ -278,7 +358,7 @@ def _positive_number(value: object) -> TypeGuard[int | float]:
 def _timestamp_ns(value: object) -> int | None:
     """Nanoseconds since the epoch of an RFC 3339 UTC string (JSON) or an int (MessagePack)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return value if INT64_MIN <= value <= INT64_MAX else None
     if not isinstance(value, str) or not value.endswith("Z"):
         return None
     try:
@@ -291,4 +371,7 @@ def _timestamp_ns(value: object) -> int | None:
 
 def _encode(message: object) -> bytes:
     """The message as JSON, for a dead letter (MessagePack timestamps are ints by then)."""
-    return orjson.dumps(message, default=str)
+    try:
+        return orjson.dumps(message, default=str)
+    except TypeError:  # an integer orjson cannot write (beyond 64 bits)
+        return json.dumps(message, default=str).encode()
