@@ -125,8 +125,7 @@ async def run(name: str, argv: list[str]) -> int:
     running: list[ConnectorRunner] = []
 
     async def provider_stats(_: web.Request) -> web.Response:
-        current = running[0].connector if running else connector  # reloads replace it
-        return json_response(current.provider_stats())
+        return json_response(running[0].provider_stats() if running else connector.provider_stats())
 
     app.router.add_get("/stats/providers", provider_stats)
     try:

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +25,7 @@ from numpy.typing import NDArray
 from connectors.base import Connector, Record, Rejected
 from connectors.batching import PartitionBatcher
 from connectors.event_clock import EventClock
+from connectors.feed_state import FeedState
 from connectors.watchdog import watched
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher
@@ -100,6 +102,7 @@ class ConnectorRunner:
         self._blind = False  # since a disconnect, until data comes again
         self._reloading = asyncio.Event()
         self._replacement: Connector | None = None
+        self.feed = FeedState()
 
     def stop(self) -> None:
         """Ask the run to end: the feed is left, pending trades are flushed and acknowledged."""
@@ -123,6 +126,7 @@ class ConnectorRunner:
             if self.connector.closes_clock(self._finished(feed)):
                 self._heartbeat(range(self.batcher.partitions), self.clock.end_of_stream_us())
             await asyncio.to_thread(self.publisher.flush)
+            self.feed.stopped()
         if feed.done() and not feed.cancelled() and (exc := feed.exception()) is not None:
             raise exc
         return self.summary
@@ -170,6 +174,7 @@ class ConnectorRunner:
                 return
             except TransientError as exc:
                 self._handle_trades()
+                self.feed.failed(exc, fatal=False)
                 if not self._blind:
                     self._feed_event("disconnected", str(exc))
                     self._blind = True
@@ -184,6 +189,7 @@ class ConnectorRunner:
                         await self._reloading.wait()
             except FatalError as exc:
                 self._handle_trades()
+                self.feed.failed(exc, fatal=True)
                 self._feed_event("down", str(exc))
                 raise
 
@@ -208,6 +214,8 @@ class ConnectorRunner:
                 self._handle(item)
 
     def _handle(self, item: Record | Rejected) -> None:
+        if not isinstance(item, Rejected):
+            self.feed.data(getattr(item, "instruments", ()))
         if isinstance(item, ProviderBarBatch):
             self._publish_provider_bars(item)
             return
@@ -229,6 +237,7 @@ class ConnectorRunner:
             self._publish(self.batcher.add(item))
         else:
             self.summary.rejected += 1
+            self.feed.rejected(item.reason)
             self.dead_letters.publish(
                 reason=item.reason,
                 detail=item.detail,
@@ -358,6 +367,12 @@ class ConnectorRunner:
             partition=partition_for(statement.symbol, self.batcher.partitions),
             on_ack=acked,
         )
+
+    def provider_stats(self) -> dict[str, dict[str, Any]]:
+        """The connector's own per-provider stats, or, for one that keeps none, its feed's."""
+        return self.connector.provider_stats() or {
+            self.connector.name: self.feed.stats(self.summary.published)
+        }
 
     def _counted(self, field: str, n: int) -> None:
         setattr(self.summary, field, getattr(self.summary, field) + n)

@@ -1,0 +1,72 @@
+"""GET /stats/providers of a single-provider connector: the runner's view of its feed (state,
+errors by kind, data age, instruments served), through reconnects and a fatal error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from test_runner_reload import T0, _runner, _until
+
+from connectors.base import Connector, ConnectorConfig, Record, Rejected
+from shared.codec import Codec
+from shared.errors import FatalError, TransientError
+from shared.models import TradeBatch
+
+
+class _Flaky(Connector):
+    """Two sessions that each send two batches and drop; the third is refused for good."""
+
+    name: ClassVar[str] = "flaky"
+    Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+
+    def __init__(self) -> None:
+        super().__init__(ConnectorConfig())
+        self.sessions = 0
+
+    async def stream(self) -> AsyncIterator[Record | Rejected]:
+        self.sessions += 1
+        if self.sessions == 3:
+            raise FatalError("flaky refused the API key (402)")
+        for k, symbol in enumerate(("AAPL", "MSFT")):
+            yield TradeBatch(
+                source=self.name,
+                instruments=(symbol,),
+                instrument_index=np.zeros(1, np.int32),
+                ts_event_us=np.array([T0 + k], np.int64),
+                ts_recv_us=np.array([T0 + k + 500], np.int64),
+                price=np.array([187.25]),
+                size=np.array([10.0]),
+            )
+        yield Rejected("malformed_trade", "price is not a number", b'{"p":"x"}')
+        raise TransientError("socket closed 1006")
+
+
+async def test_feed_state_through_reconnects_and_a_fatal_error(
+    bootstrap: str, codec: Codec
+) -> None:
+    connector = _Flaky()
+    runner = _runner(bootstrap, codec, connector)
+    assert runner.provider_stats()["flaky"]["state"] == "connecting"
+
+    running = asyncio.ensure_future(runner.run())
+    await _until(lambda: connector.sessions == 3, timeout_s=30)
+    with pytest.raises(FatalError):
+        await running
+
+    stats = runner.provider_stats()["flaky"]
+    assert stats["state"] == "down" and stats["last_error"] == "flaky refused the API key (402)"
+    assert stats["errors"] == {
+        "transient:TransientError": 2,
+        "rejected:malformed_trade": 2,
+        "fatal:FatalError": 1,
+    }
+    assert (stats["reconnects"], stats["instruments_served"], stats["trades_published"]) == (
+        2,
+        2,
+        4,
+    )
+    assert 0 <= stats["last_data_age_s"] < 30
