@@ -72,6 +72,9 @@ class AlpacaConfig(ConnectorConfig):
         True, description="also publish Alpaca's minute bars, their updates and daily bars"
     )
     quotes: bool = Field(True, description="also publish the top-of-book quotes")
+    statuses: bool = Field(
+        True, description="also publish trading statuses (halts, resumptions); stocks only"
+    )
     auth_timeout_s: float = Field(10.0, gt=0, description="Alpaca's deadline for auth")
     stale_after_s: float = Field(
         60.0, gt=0, description="no trade for this long while the market trades: reconnect"
@@ -123,6 +126,7 @@ class AlpacaConnector(Connector):
                 channels = ["trades"]
                 channels += ["quotes"] if self.cfg.quotes else []
                 channels += ["bars", "updatedBars", "dailyBars"] if self.cfg.bars else []
+                channels += ["statuses"] if self.cfg.statuses and self.cfg.feed != "crypto" else []
                 request: dict[str, object] = {"action": "subscribe"}
                 request |= {c: self.symbols for c in channels}
                 await socket.send(self._request(request))
@@ -140,6 +144,8 @@ class AlpacaConnector(Connector):
                         yield frame.quotes
                     for bars in frame.bars.values():
                         yield self._revised(bars)
+                    for trading in frame.statuses:
+                        yield trading
         except websockets.InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):

@@ -3,7 +3,7 @@ messages; no sockets here.
 
 Every frame is an array of messages, each with its type in "T": control messages (`success`,
 `subscription`, `error`) and data (`t` trades, `q` quotes, `b` bars, `u` updated bars, `d`
-daily bars, `s` statuses, `l` LULD bands, `c` corrections, `x` cancel errors, `o` orderbooks).
+daily bars, `s` statuses (to md.statuses.v1), `l` LULD bands, `c` corrections, `x` cancel errors, `o` orderbooks).
 Frames come as JSON text or, when the client asked for it at connect, as MessagePack, whose
 timestamps are the format's timestamp extension rather than RFC 3339 strings. The trades of a
 frame become one TradeBatch; a message that does not parse is rejected alone, the rest kept.
@@ -27,7 +27,7 @@ import orjson
 
 from connectors.alpaca_kernels import OK, UNKNOWN_SYMBOLS, SymbolTable, decode_trades
 from connectors.base import Rejected
-from shared.models import ProviderBarBatch, QuoteBatch, Side, TradeBatch
+from shared.models import InstrumentStatus, ProviderBarBatch, QuoteBatch, Side, TradeBatch
 from shared.symbols import symbol_problem
 
 CONTROL_TYPES: Final = frozenset({"success", "subscription", "error"})
@@ -37,7 +37,10 @@ BAR_TYPES: Final = {"b": "1m", "u": "1m", "d": "1d"}
 # Data Alpaca sends that this connector does not publish (yet): counted, never rejected.
 # Corrections (c) and cancel errors (x) come with a trades subscription: our bars keep a
 # corrected or cancelled trade as first reported.
-UNPUBLISHED_TYPES: Final = frozenset({"s", "l", "c", "x", "o"})
+UNPUBLISHED_TYPES: Final = frozenset({"l", "c", "x", "o"})
+# Trading status codes (CTA and UTP, as Alpaca passes them on) under which no trades print: a
+# halt, a volatility pause, quotes resumed before trading does.
+HALTED_CODES: Final = frozenset({"H", "P", "Q"})
 TAKER_SIDE: Final = {"B": Side.BUY, "S": Side.SELL}
 INT64_MIN: Final = -(2**63)  # MessagePack times beyond an int64 of nanoseconds are no time
 INT64_MAX: Final = 2**63 - 1
@@ -72,6 +75,7 @@ class Frame:
     bars: dict[str, ProviderBarBatch] = field(default_factory=dict)  # by type: b, u, d
     controls: list[Control] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    statuses: list[InstrumentStatus] = field(default_factory=list)
     unpublished: int = 0
 
 
@@ -114,6 +118,12 @@ def decode_frame(payload: bytes | str, source: str, recv_us: int) -> Frame:
             problem = bars[kind].add(message)
             if problem:
                 frame.rejected.append(Rejected("malformed_bar", problem, _encode(message)))
+        elif kind == "s":
+            status = _status(message, source, recv_us)
+            if isinstance(status, str):
+                frame.rejected.append(Rejected("malformed_status", status, _encode(message)))
+            else:
+                frame.statuses.append(status)
         elif kind in CONTROL_TYPES:
             frame.controls.append(Control(str(kind), message))
         elif kind in UNPUBLISHED_TYPES:
@@ -345,6 +355,33 @@ class _Trades:
             side=np.array(self.side, dtype=np.int8) if any(self.side) else None,
             trade_id=tuple(self.trade_id) if any(self.trade_id) else None,
         )
+
+
+def _status(message: dict[str, Any], source: str, recv_us: int) -> InstrumentStatus | str:
+    """A trading status message (S, sc, sm, rc, rm, t), or what is wrong with it."""
+    symbol, code = message.get("S"), message.get("sc")
+    if not isinstance(symbol, str) or symbol_problem(symbol):
+        return f"S {symbol!r} is not a symbol"
+    if not isinstance(code, str) or not code:
+        return f"sc {code!r} is not a status code"
+    texts = [message.get(k, "") for k in ("sm", "rc", "rm")]
+    if not all(isinstance(t, str) for t in texts):
+        return f"sm, rc, rm {texts!r} are not all strings"
+    ts_ns = _timestamp_ns(message.get("t"))
+    if ts_ns is None:
+        return f"t {message.get('t')!r} is not an RFC 3339 time"
+    status, reason_code, reason = (str(t) for t in texts)
+    return InstrumentStatus(
+        symbol,
+        code in HALTED_CODES,
+        code,
+        status,
+        reason_code,
+        reason,
+        source,
+        ts_ns // 1000,
+        recv_us,
+    )
 
 
 def _number(value: object) -> TypeGuard[int | float]:

@@ -11,12 +11,21 @@ from typing import Any, ClassVar
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import FatalError, TransientError
-from shared.models import FundamentalStatement, ProviderBarBatch, QuoteBatch, Trade, TradeBatch
+from shared.models import (
+    FundamentalStatement,
+    InstrumentStatus,
+    ProviderBarBatch,
+    QuoteBatch,
+    Trade,
+    TradeBatch,
+)
 from shared.settings import SYNTHETIC_SOURCES
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError", "Record", "Rejected", "TransientError"]
 
-Record = Trade | TradeBatch | QuoteBatch | ProviderBarBatch | FundamentalStatement
+Record = (
+    Trade | TradeBatch | QuoteBatch | ProviderBarBatch | FundamentalStatement | InstrumentStatus
+)
 
 
 @dataclass(frozen=True, slots=True)

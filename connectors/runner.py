@@ -39,6 +39,7 @@ from shared.metrics import (
 from shared.models import (
     FeedEvent,
     FundamentalStatement,
+    InstrumentStatus,
     ProviderBarBatch,
     QuoteBatch,
     Trade,
@@ -46,7 +47,7 @@ from shared.models import (
 )
 from shared.partitioning import partition_for
 from shared.publisher import Publisher
-from shared.topics import FEED_EVENTS, FUNDAMENTALS, PROVIDER_BARS, QUOTES, TRADES
+from shared.topics import FEED_EVENTS, FUNDAMENTALS, PROVIDER_BARS, QUOTES, STATUSES, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class RunSummary:
     quotes: int = 0  # acknowledged on md.quotes.v1
     provider_bars: int = 0  # acknowledged on md.provider_bars.v1
     statements: int = 0  # acknowledged on md.fundamentals.v1
+    statuses: int = 0  # acknowledged on md.statuses.v1
 
 
 def backoff_s(attempt: int, rng: random.Random) -> float:
@@ -222,6 +224,9 @@ class ConnectorRunner:
         if isinstance(item, FundamentalStatement):
             self._publish_statement(item)
             return
+        if isinstance(item, InstrumentStatus):
+            self._publish_status(item)
+            return
         if isinstance(item, QuoteBatch):
             self._publish_quotes(item)
             return
@@ -366,6 +371,15 @@ class ConnectorRunner:
             key=key.encode(),
             partition=partition_for(statement.symbol, self.batcher.partitions),
             on_ack=acked,
+        )
+
+    def _publish_status(self, status: InstrumentStatus) -> None:
+        self.publisher.produce(
+            STATUSES,
+            self.codec.encode_instrument_status(status),
+            key=status.instrument.encode(),
+            partition=partition_for(status.instrument, self.batcher.partitions),
+            on_ack=functools.partial(self._counted, "statuses", 1),
         )
 
     def provider_stats(self) -> dict[str, dict[str, Any]]:

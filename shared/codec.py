@@ -31,6 +31,7 @@ from shared.models import (
     FundamentalStatement,
     Gap,
     GapCause,
+    InstrumentStatus,
     ProviderBarBatch,
     QuoteBatch,
     TradeBatch,
@@ -50,6 +51,7 @@ FUNDAMENTAL_STATEMENT: Final = "fundamental_statement"
 FEED_EVENT: Final = "feed_event"
 QUOTE_BATCH: Final = "quote_batch"
 GAP: Final = "gap"
+INSTRUMENT_STATUS: Final = "instrument_status"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -369,6 +371,7 @@ class Codec:
                 FEED_EVENT,
                 QUOTE_BATCH,
                 GAP,
+                INSTRUMENT_STATUS,
             )
         }
         self._plain_schemas: dict[int | str, Any] = {}
@@ -662,6 +665,38 @@ class Codec:
             ts_recv_us=rec["ts_recv"],
             provider=rec["provider"],
             tier=rec["tier"],
+        )
+
+    def encode_instrument_status(self, status: InstrumentStatus) -> bytes:
+        return self._fastavro_write(
+            INSTRUMENT_STATUS,
+            {
+                "instrument": status.instrument,
+                "halted": status.halted,
+                "status_code": status.status_code,
+                "status": status.status,
+                "reason_code": status.reason_code,
+                "reason": status.reason,
+                "source": status.source,
+                "ts_event": status.ts_event_us,
+                "ts_recv": status.ts_recv_us,
+            },
+        )
+
+    def decode_instrument_status(self, data: bytes) -> InstrumentStatus:
+        """Decode a framed InstrumentStatus; raise DecodeError for anything we cannot read."""
+        schema_id, body = self._resolve(INSTRUMENT_STATUS, data)
+        rec = self._fastavro_read(INSTRUMENT_STATUS, schema_id, body)
+        return InstrumentStatus(
+            instrument=rec["instrument"],
+            halted=rec["halted"],
+            status_code=rec["status_code"],
+            status=rec["status"],
+            reason_code=rec["reason_code"],
+            reason=rec["reason"],
+            source=rec["source"],
+            ts_event_us=rec["ts_event"],
+            ts_recv_us=rec["ts_recv"],
         )
 
 

@@ -361,6 +361,22 @@ class GapCause(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class InstrumentStatus:
+    """A provider's word on an instrument's trading (schemas/avro/instrument_status.avsc): a
+    halt or pause (`halted`), or trading again."""
+
+    instrument: str
+    halted: bool
+    status_code: str
+    status: str
+    reason_code: str
+    reason: str
+    source: str
+    ts_event_us: int
+    ts_recv_us: int
+
+
+@dataclass(frozen=True, slots=True)
 class Gap:
     """Missing bars of one instrument and interval over [start_us, end_us) (schemas/avro/gap.avsc).
 

@@ -22,6 +22,7 @@ PROVIDER_BARS: Final = "md.provider_bars.v1"
 FUNDAMENTALS: Final = "md.fundamentals.v1"
 FEED_EVENTS: Final = "md.feed_events.v1"
 GAPS: Final = "md.gaps.v1"
+STATUSES: Final = "md.statuses.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,15 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             codec.GAP,
             "Gaps: bars of an instrument and interval that should exist and do not, with the "
             "cause, keyed and partitioned by instrument like the trades; what backfill repairs.",
+        ),
+        TopicSpec(
+            STATUSES,
+            trades_partitions,
+            30 * DAY_MS,
+            "delete",
+            codec.INSTRUMENT_STATUS,
+            "Instruments' trading statuses from their providers (halts, pauses, resumptions), "
+            "keyed and partitioned by instrument like the trades.",
         ),
         TopicSpec(
             DLQ,

@@ -28,7 +28,7 @@ from shared.codec import Codec
 from shared.publisher import Publisher
 from shared.settings import SYNTHETIC_SOURCES, DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
-from shared.topics import BAR_BATCHES, FEED_EVENTS, FUNDAMENTALS, QUOTES, TRADES
+from shared.topics import BAR_BATCHES, FEED_EVENTS, FUNDAMENTALS, QUOTES, STATUSES, TRADES
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 
@@ -125,6 +125,7 @@ class Worker:
     fundamentals: faust.TopicT
     quotes: faust.TopicT
     feed_events: faust.TopicT
+    statuses: faust.TopicT
     status: web.Application
     trade_batches: DecodedTradeBatches
     refused_sources: frozenset[str]  # MS_REAL_DATA_ONLY: the synthetic ones
@@ -200,6 +201,7 @@ def create_app(
         fundamentals=app.topic(FUNDAMENTALS, value_serializer="raw", key_serializer="raw"),
         quotes=app.topic(QUOTES, value_serializer="raw", key_serializer="raw"),
         feed_events=app.topic(FEED_EVENTS, value_serializer="raw", key_serializer="raw"),
+        statuses=app.topic(STATUSES, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
         trade_batches=DecodedTradeBatches(codec, refused_sources=refused),
         refused_sources=refused,

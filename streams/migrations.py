@@ -177,6 +177,17 @@ CANDLES_INTRADAY_VIEW: Final = (
     + ", ".join("instrument as symbol" if f.name == "instrument" else f.name for f in BAR_FIELDS)
     + " from bars"
 )
+# When each instrument was halted (md.statuses.v1, track_halts): its silence then is no gap.
+INSTRUMENT_HALTS_TABLE: Final = """
+create table if not exists instrument_halts (
+    instrument text        not null,
+    since      timestamptz not null,
+    until      timestamptz,
+    status     text        not null,
+    reason     text        not null,
+    primary key (instrument, since)
+)
+"""
 # Where each feed was blind (md.feed_events.v1, detect_gaps): a gap inside one is a disconnect.
 FEED_OUTAGES_TABLE: Final = """
 create table if not exists feed_outages (
@@ -268,6 +279,7 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
         conn.execute(LATEST_TRADES_TABLE)
         conn.execute(LATEST_QUOTES_TABLE)
         conn.execute(FEED_OUTAGES_TABLE)
+        conn.execute(INSTRUMENT_HALTS_TABLE)
         conn.execute(GAPS_TABLE)
         conn.execute(BACKFILL_JOBS_TABLE)
         conn.execute(BACKFILL_DEAD_LETTERS_TABLE)

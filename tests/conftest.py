@@ -79,7 +79,7 @@ def database_url(postgres: PostgresServer) -> str:
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(
             "truncate bars, bar_checkpoints, latest_trades, latest_quotes, gaps, backfill_jobs,"
-            " backfill_dead_letters, feed_outages"
+            " backfill_dead_letters, feed_outages, instrument_halts"
         )
     return postgres.url
 

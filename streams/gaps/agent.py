@@ -13,6 +13,7 @@ the table deduplicates them. Both live in the database, so any number of replica
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -34,14 +35,14 @@ from shared.metrics import (
     GAPS_FOUND,
     SLO_GAP_VIOLATION_RATE,
 )
-from shared.models import BarBatch, FeedEvent, Gap, GapCause
+from shared.models import BarBatch, FeedEvent, Gap, GapCause, InstrumentStatus
 from shared.postgres import ReusedConnection
 from shared.settings import load_settings
 from shared.status import json_response
 from shared.times import micros_of, time_of
 from shared.topics import GAPS
 from streams.app import Worker, manual_acks
-from streams.gaps.detector import GapDetector, Hole, Profile
+from streams.gaps.detector import GapDetector, Hole, Profile, excuse_halts
 from streams.gaps.expected import GapSettings, market_of
 from streams.gaps.sweep import Cadence, sweep
 
@@ -73,6 +74,18 @@ select instrument, ts from bars
 where interval = %s and instrument = any(%s) and ts >= %s and ts < %s
 """
 SETTLE_US: Final = 120_000_000  # a window is judged once its bar had time to reach the database
+HALTS_SQL: Final = """
+select since, until from instrument_halts
+where instrument = %s and since < %s and coalesce(until, 'infinity') > %s
+"""
+HALT_OPENED_SQL: Final = """
+insert into instrument_halts (instrument, since, status, reason)
+select %s, %s, %s, %s
+where not exists (select 1 from instrument_halts where instrument = %s and until is null)
+"""
+HALT_CLOSED_SQL: Final = (
+    "update instrument_halts set until = %s where instrument = %s and until is null"
+)
 OUTAGE_CLOSED_SQL: Final = "update feed_outages set until = %s where source = %s and until is null"
 
 
@@ -135,7 +148,11 @@ class GapFinder:
             for (instrument, interval), r in zip(keys, rows.tolist(), strict=True):
                 source = batch.sources[batch.source_index[r]]
                 holes += self.detector.observe(instrument, interval, int(batch.ts_us[r]), source)
-            gaps = [await self._blind(connection, hole) for hole in holes]
+            gaps = [
+                await self._blind(connection, part)
+                for hole in holes
+                for part in await self._unhalted(connection, hole)
+            ]
             return await self._record(connection, gaps)
 
     async def _learn(
@@ -155,6 +172,28 @@ class GapFinder:
         )
         found = {(i, n): micros_of(ts) for i, n, ts in await cursor.fetchall()}
         self.detector.learn(found)
+
+    async def _halts(
+        self, connection: psycopg.AsyncConnection[Any], instrument: str, start_us: int, end_us: int
+    ) -> list[tuple[int, int | None]]:
+        cursor = await connection.execute(
+            HALTS_SQL, (instrument, time_of(end_us), time_of(start_us))
+        )
+        return [
+            (micros_of(since), None if until is None else micros_of(until))
+            for since, until in await cursor.fetchall()
+        ]
+
+    async def _unhalted(self, connection: psycopg.AsyncConnection[Any], hole: Hole) -> list[Hole]:
+        """The hole without the windows its instrument was halted in (one, some or none)."""
+        halts = await self._halts(connection, hole.instrument, hole.start_us, hole.end_us)
+        if not halts:
+            return [hole]
+        length = self.intervals[hole.interval]
+        return [
+            dataclasses.replace(hole, start_us=start, end_us=end)
+            for start, end in excuse_halts(hole.start_us, hole.end_us, length, halts)
+        ]
 
     async def _blind(self, connection: psycopg.AsyncConnection[Any], hole: Hole) -> Gap:
         """The hole as a Gap: a disconnect if its source reported being blind over it."""
@@ -216,6 +255,20 @@ class GapFinder:
             await asyncio.to_thread(self.worker.publisher.flush)
         return new
 
+    async def status(self, status: InstrumentStatus) -> None:
+        """Keep when each instrument was halted: a halt opens one, trading again closes it."""
+        async with self.lock:
+            connection = await self.connection.get()
+            at = time_of(status.ts_event_us)
+            if status.halted:
+                reason = " ".join(filter(None, (status.reason_code, status.reason)))
+                await connection.execute(
+                    HALT_OPENED_SQL,
+                    (status.instrument, at, status.status, reason, status.instrument),
+                )
+            else:
+                await connection.execute(HALT_CLOSED_SQL, (at, status.instrument))
+
     async def sweep(self) -> None:
         """Judge the stored bars of the horizon: record the holes before each instrument's
         latest bar (later ones are the stream detector's, once the feed is back) and set the
@@ -244,11 +297,14 @@ class GapFinder:
                     tally = cadence.setdefault((profile.tier, interval), Cadence())
                     tally.add(instrument, swept)
                     latest = int(starts.max()) if starts.size else start_us
-                    gaps += [
-                        self._swept_gap(instrument, interval, profile.tier, start, end, now_us)
-                        for start, end in swept.spans
-                        if end <= latest
-                    ]
+                    for start, end in swept.spans:
+                        if end > latest:
+                            continue
+                        halts = await self._halts(connection, instrument, start, end)
+                        gaps += [
+                            self._swept_gap(instrument, interval, profile.tier, s, e, now_us)
+                            for s, e in excuse_halts(start, end, length, halts)
+                        ]
             new = await self._record(connection, gaps)
         for (tier, interval), tally in cadence.items():
             SLO_GAP_VIOLATION_RATE.labels(tier, interval).set(tally.violation_rate)
@@ -367,6 +423,18 @@ def install(worker: Worker) -> None:
                 await retrying(
                     "track_feed_outages", functools.partial(finder.feed_event, feed_event)
                 )
+            event.ack()
+
+    @worker.app.agent(worker.statuses, name="track_halts")
+    async def track_halts(stream: faust.StreamT[bytes]) -> None:
+        async for event in manual_acks(stream).events():
+            try:
+                status = worker.codec.decode_instrument_status(event.value)
+            except DecodeError as exc:
+                finder.dead_letters.reject_event(event, exc.reason, str(exc))
+                await asyncio.to_thread(worker.publisher.flush)
+            else:
+                await retrying("track_halts", functools.partial(finder.status, status))
             event.ack()
 
     @worker.app.timer(interval=finder.settings.sweep_interval_s)

@@ -50,6 +50,27 @@ class Hole:
 Key = tuple[str, str]  # instrument, interval
 
 
+def excuse_halts(
+    start_us: int, end_us: int, interval_us: int, halts: list[tuple[int, int | None]]
+) -> list[tuple[int, int]]:
+    """The parts of the span [start_us, end_us) of whole windows left once every window that
+    overlaps a halt [since, until) (until None: still halted) is excused: a halted instrument
+    prints nothing, and that is no gap."""
+    windows = np.arange(start_us, end_us, interval_us, dtype=np.int64)
+    excused = np.zeros(windows.size, dtype=np.bool_)
+    for since, until in halts:
+        excused |= (windows + interval_us > since) & (
+            windows < (until if until is not None else end_us)
+        )
+    left = windows[~excused]
+    if not left.size:
+        return []
+    breaks = np.flatnonzero(np.diff(left) != interval_us)
+    starts = left[np.concatenate(([0], breaks + 1))]
+    ends = left[np.concatenate((breaks, [left.size - 1]))] + interval_us
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
 class GapDetector:
     def __init__(
         self,

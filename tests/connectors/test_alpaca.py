@@ -195,6 +195,25 @@ def test_decode_frame_wrong_shapes_are_rejected_never_raised() -> None:
         assert frame.trades is None
 
 
+def test_decode_frame_statuses_are_instrument_statuses_halted_or_not() -> None:
+    frame = decode_frame(
+        '[{"T":"s","S":"TSLA","sc":"H","sm":"Trading Halt","rc":"LUDP",'
+        '"rm":"Volatility Trading Pause","t":"2024-03-12T14:41:10.5Z","z":"C"},'
+        '{"T":"s","S":"TSLA","sc":"T","sm":"Trading Resumption","rc":"","rm":"",'
+        '"t":"2024-03-12T14:50:30Z","z":"C"},{"T":"s","S":"TSLA","sm":"no code","t":"x"}]',
+        "alpaca",
+        1_710_254_430_000_000,
+    )
+
+    assert [(s.instrument, s.halted, s.status_code, s.reason_code) for s in frame.statuses] == [
+        ("TSLA", True, "H", "LUDP"),
+        ("TSLA", False, "T", ""),
+    ]
+    assert frame.statuses[0].ts_event_us == 1_710_254_470_500_000
+    assert [r.reason for r in frame.rejected] == ["malformed_status"]
+    assert frame.unpublished == 0
+
+
 def test_decode_frame_crypto_taker_side_is_kept() -> None:
     frame = decode_frame(
         '[{"T":"t","S":"BTC/USD","p":68250.5,"s":0.012,"t":"2024-03-12T13:30:01.25Z",'

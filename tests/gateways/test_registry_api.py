@@ -74,6 +74,7 @@ def test_registry_api_lists_subjects_and_latest_versions(api_url: str) -> None:
         "md.gaps.v1-value",
         "md.provider_bars.v1-value",
         "md.quotes.v1-value",
+        "md.statuses.v1-value",
         "md.trades.v1-value",
     ]
     latest = orjson.loads(wait_http(f"{api_url}/subjects/md.trades.v1-value/versions/latest"))

@@ -21,7 +21,7 @@ from shared.codec import (
     unframe,
 )
 from shared.errors import DecodeError
-from shared.models import Bar, DeadLetter, Gap, GapCause, TradeBatch
+from shared.models import Bar, DeadLetter, Gap, GapCause, InstrumentStatus, TradeBatch
 from shared.schema_ids import CommittedSchemas, RegisteredSchema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -501,6 +501,22 @@ def test_codec_gap_round_trip_equals_original(codec: Codec, gap: Gap) -> None:
     # Assert
     assert decoded == gap
     assert type(decoded.cause) is GapCause
+
+
+def test_codec_instrument_status_round_trip_equals_original(codec: Codec) -> None:
+    status = InstrumentStatus(
+        instrument="TSLA",
+        halted=True,
+        status_code="H",
+        status="Trading Halt",
+        reason_code="LUDP",
+        reason="Volatility Trading Pause",
+        source="alpaca",
+        ts_event_us=1_741_790_470_123_456,
+        ts_recv_us=1_741_790_470_125_000,
+    )
+
+    assert codec.decode_instrument_status(codec.encode_instrument_status(status)) == status
 
 
 def test_gap_cause_members_equal_the_schema_enum_symbols() -> None:

@@ -34,6 +34,7 @@ def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_ret
         "md.fundamentals.v1",
         "md.feed_events.v1",
         "md.gaps.v1",
+        "md.statuses.v1",
         "md.dlq.v1",
     }
     assert topics["md.trades.v1"]["partitions"] == 4

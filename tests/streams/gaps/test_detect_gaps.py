@@ -1,6 +1,7 @@
 """`detect_gaps` in a worker on the real broker and database: a T0 name's silence in session and
 a feed's disconnect become gaps, each recorded once, published on md.gaps.v1 and queued for
-backfill at its tier's priority; a weekend, a thin name's quiet and a revision raise nothing."""
+backfill at its tier's priority; a weekend, a halt, a thin name's quiet and a revision raise
+nothing."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from conftest import eventually, read_topic
 
 from connectors.universe import parse_universe, store_universe
 from shared.codec import Codec
-from shared.models import Bar, BarBatch, FeedEvent, GapCause
+from shared.models import Bar, BarBatch, FeedEvent, GapCause, InstrumentStatus
 from shared.publisher import Publisher
-from shared.topics import BAR_BATCHES, FEED_EVENTS, GAPS
+from shared.topics import BAR_BATCHES, FEED_EVENTS, GAPS, STATUSES
 
 MINUTE_US = 60_000_000
 UNIVERSE = """symbol,exchange,asset_type,tier,active,providers
 AAPL,NASDAQ,stock,T0,true,alpaca|finnhub
 MSFT,NASDAQ,stock,T0,true,alpaca|finnhub
+TSLA,NASDAQ,stock,T0,true,alpaca|finnhub
+MARK,CRYPTO,crypto,T0,true,alpaca
 THIN,NYSE,stock,T2,true,finnhub
 """
 
@@ -63,12 +66,23 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
     ):
         event = FeedEvent("alpaca", kind, "socket closed 1006", since, ts, now_us)
         publisher.produce(FEED_EVENTS, codec.encode_feed_event(event), key=b"alpaca")
+    # TSLA was halted (LULD pause) from 15:20:10 until 15:29:30
+    for halted, code, ts in (
+        (True, "P", at("2025-03-12T15:20:10")),
+        (False, "T", at("2025-03-12T15:29:30")),
+    ):
+        status = InstrumentStatus("TSLA", halted, code, "", "LUDP", "", "alpaca", ts, now_us)
+        publisher.produce(STATUSES, codec.encode_instrument_status(status), key=b"TSLA")
     publisher.flush()
-    await eventually(
-        lambda: rows(database_url, "select until from feed_outages") not in ([], [(None,)]),
-        60,
-        "the outage recorded",
-    )
+    for table in ("feed_outages", "instrument_halts"):
+        await eventually(
+            lambda table=table: (
+                rows(database_url, f"select until from {table}")  # type: ignore[misc]
+                not in ([], [(None,)])
+            ),
+            60,
+            f"{table} recorded",
+        )
 
     wednesday = [bar("AAPL", at("2025-03-12T14:30") + m * MINUTE_US) for m in range(11)]
     publish_bars(publisher, codec, [*wednesday, bar("THIN", at("2025-03-12T14:30"))])
@@ -84,16 +98,22 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
     )
     publish_bars(publisher, codec, [bar("AAPL", at("2025-03-12T15:00"))])
     publish_bars(publisher, codec, [bar("AAPL", at("2025-03-12T15:11"))])  # after the outage
+    publish_bars(publisher, codec, [bar("TSLA", at("2025-03-12T15:20"))])  # before the halt...
+    publish_bars(publisher, codec, [bar("TSLA", at("2025-03-12T15:30"))])  # ...and after it
     publish_bars(publisher, codec, [bar("MSFT", at("2025-03-14T19:59"))])  # Friday's close...
     publish_bars(publisher, codec, [bar("MSFT", at("2025-03-17T13:30"))])  # ...Monday's open
     publish_bars(publisher, codec, [bar("AAPL", at("2025-03-12T14:51"))])  # seen again, late
+    # last on the partition: once its gap is in, every batch before it was judged
+    publish_bars(publisher, codec, [bar("MARK", at("2025-03-20T00:00"))])
+    publish_bars(publisher, codec, [bar("MARK", at("2025-03-20T00:02"))])
 
     gaps_sql = (
         "select instrument, interval, start_ts, end_ts, cause, tier, provider, status from gaps"
         " order by start_ts"
     )
-    await eventually(lambda: len(rows(database_url, gaps_sql)) >= 3, 60, "three gaps")
-    gaps = rows(database_url, gaps_sql)
+    await eventually(lambda: len(rows(database_url, gaps_sql)) >= 4, 60, "the sentinel's gap")
+    *gaps, sentinel = rows(database_url, gaps_sql)
+    assert sentinel[0] == "MARK"
     spans = [(g[2], g[3], g[4]) for g in gaps]
     expected = [
         ("2025-03-12T14:41", "2025-03-12T14:51", GapCause.SILENCE),
@@ -109,13 +129,15 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
     jobs = rows(
         database_url,
         "select instrument, interval, start_ts, end_ts, priority, status from backfill_jobs"
-        " order by start_ts",
+        " where instrument <> 'MARK' order by start_ts",
     )
     assert [(j[2], j[3]) for j in jobs] == [(g[2], g[3]) for g in gaps]
     assert {(j[0], j[1], j[4], j[5]) for j in jobs} == {("AAPL", "1m", 0, "queued")}
 
-    published = read_topic(bootstrap, GAPS, lambda messages: len(messages) >= 3, quiet_s=3)
-    records = [codec.decode_gap(m.value()) for m in published]
+    published = read_topic(bootstrap, GAPS, lambda messages: len(messages) >= 4, quiet_s=1)
+    records = [
+        r for r in (codec.decode_gap(m.value()) for m in published) if r.instrument != "MARK"
+    ]
     assert sorted((g.start_us, g.end_us, g.cause) for g in records) == [
         (at(s), at(e), c) for s, e, c in expected
     ]

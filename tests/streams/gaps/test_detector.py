@@ -102,3 +102,16 @@ def test_sweep_finds_holes_and_counts_windows_against_the_continuity_slo() -> No
     assert (swept.expected, swept.seen, swept.violating) == (390, 379, 10)
     thin = sweep(Profile(NYSE, "T1"), MINUTE_US, seen, start, end, GapSettings())
     assert thin.spans == [] and thin.violating == 10
+
+
+def test_windows_a_halt_overlaps_are_excused_and_the_rest_stays_a_gap() -> None:
+    from streams.gaps.detector import excuse_halts
+
+    start, end = at("2025-03-12T15:31"), at("2025-03-12T15:45")
+    halt = (at("2025-03-12T15:33"), at("2025-03-12T15:40"))
+
+    assert excuse_halts(start, end, MINUTE_US, [halt]) == [
+        (at("2025-03-12T15:31"), at("2025-03-12T15:33")),
+        (at("2025-03-12T15:40"), at("2025-03-12T15:45")),
+    ]
+    assert excuse_halts(start, end, MINUTE_US, [(at("2025-03-12T15:20:10"), None)]) == []
