@@ -108,7 +108,8 @@ def add_ops_routes(app: web.Application, database_url: str, keys: ApiKeys) -> No
 
         async def answer(request: web.Request) -> web.Response:
             try:
-                return await handler(request)
+                async with connection.lock:  # each request's transactions, one at a time
+                    return await handler(request)
             except (psycopg.Error, TransientError) as exc:
                 log.warning(
                     "%s %s: the database cannot answer: %s", request.method, request.path, exc

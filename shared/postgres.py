@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 
 class ReusedConnection:
@@ -16,13 +18,23 @@ class ReusedConnection:
         self.autocommit = autocommit
         self.connect_timeout = connect_timeout
         self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._connecting = asyncio.Lock()  # two callers at once must not both connect
+        # Held by callers that run transactions on the connection: two transactions at once
+        # on one connection would nest (the second a savepoint of the first) and commit late.
+        self.lock = asyncio.Lock()
 
     async def get(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(
-                self.url, connect_timeout=self.connect_timeout, autocommit=self.autocommit
-            )
-        return self._connection
+        async with self._connecting:
+            connection = self._connection
+            if connection is None or connection.closed:
+                connection = self._connection = await psycopg.AsyncConnection.connect(
+                    self.url, connect_timeout=self.connect_timeout, autocommit=self.autocommit
+                )
+            elif (
+                self.autocommit and connection.info.transaction_status == TransactionStatus.INTRANS
+            ):
+                await connection.rollback()  # a transaction some failure left open
+            return connection
 
     async def close(self) -> None:
         if self._connection is not None:

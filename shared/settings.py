@@ -60,6 +60,9 @@ class DataPolicySettings(BaseSettings):
 
 # The sources whose data is made up: refused where only real data may flow.
 SYNTHETIC_SOURCES: Final = frozenset({"simulator"})
+# Sources named so carry history a backfill fetched for a gap: bars from them fill holes and
+# reveal none; their trades are not live.
+BACKFILL_SOURCE_PREFIX: Final = "backfill:"
 
 
 class DatabaseSettings(BaseSettings):

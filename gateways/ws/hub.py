@@ -13,6 +13,7 @@ subscriptions get the very same bytes, built once (`outgoing`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 import time
@@ -206,6 +207,8 @@ class Hub:
         )
         self.buffer.restart(channel)
         seq = update.entry.seq - 1
+        # The source's bound is the old topic's: of the new one, this is the first held.
+        update = dataclasses.replace(update, held_after=seq)
         sessions = self.by_channel.get(channel.name, set()) | self.by_stream.get(
             channel.stream, set()
         )

@@ -67,6 +67,7 @@ class CatchUp(Generic[P]):
     """Which partitions the reader has not yet read up to their end offsets seen at start."""
 
     def __init__(self, starts: Mapping[P, int], ends: Mapping[P, int]) -> None:
+        self.starts = dict(starts)
         # An empty partition is caught up at once. Any other waits for a fetch to confirm its
         # end, even one that starts at the listed end: on Tansu that end may lie short of the
         # true one, inside the last batch.
@@ -90,8 +91,12 @@ class CatchUp(Generic[P]):
                 self.behind[partition] = max(self.behind[partition], fetched_end)
 
     def advance(self, positions: Mapping[P, int]) -> bool:
-        """Record partitions' positions (next offset to read); return True once none is behind."""
+        """Record partitions' positions (next offset to read; negative before a partition's
+        first message is read: then where it was assigned from); return True once none is
+        behind."""
         for partition, position in positions.items():
+            if position < 0:
+                position = self.starts.get(partition, position)
             end = self.behind.get(partition)
             if end is not None and position >= end and partition not in self.unconfirmed:
                 del self.behind[partition]
@@ -230,6 +235,8 @@ class TopicSource:
                 "group.id": f"ws-gateway-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
+                # A topic recreated under the gateway is read from its first message.
+                "auto.offset.reset": "earliest",
             }
         )
         started = time.monotonic()

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from gateways.ws import protocol
 from gateways.ws.buffer import Entry, Update
 from shared.models import Bar, QuoteBatch, TradeBatch
+from shared.settings import BACKFILL_SOURCE_PREFIX
 
 ROWS_PER_MESSAGE: Final = 1_000_000
 
@@ -92,7 +93,10 @@ def _updates(
 
 
 def trade_updates(batch: TradeBatch, offset: int, held_after: int) -> list[Update]:
-    """The trades of the batch at `offset`, one update each, on `trades.<instrument>`."""
+    """The trades of the batch at `offset`, one update each, on `trades.<instrument>`; none
+    for a backfill's, which are history filling a gap in the bars, not live trades."""
+    if batch.source.startswith(BACKFILL_SOURCE_PREFIX):
+        return []
     n = len(batch)
     values: dict[str, list[object]] = {
         "price": batch.price.tolist(),

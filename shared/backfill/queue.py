@@ -126,7 +126,7 @@ returning {_JOB_COLUMNS}
 """
 COMPLETE_SQL: Final = """
 update backfill_jobs set status = 'done', updated_at = now()
-where id = %(id)s and status = 'running'
+where id = %(id)s and status = 'running' and (%(worker)s::text is null or claimed_by = %(worker)s)
 returning gap_id
 """
 
@@ -144,14 +144,14 @@ update backfill_jobs set status = 'queued',
     next_attempt_at = now() + make_interval(secs => %(backoff_s)s),
     last_error = %(error)s, errors = {_error_entry("now()", "%(error)s::text")},
     claimed_by = null, claimed_at = null, updated_at = now()
-where id = %(id)s and status = 'running'
+where id = %(id)s and status = 'running' and (%(worker)s::text is null or claimed_by = %(worker)s)
 returning id
 """
 FAIL_SQL: Final = f"""
 with failed as (
     update backfill_jobs set status = 'failed', last_error = %(error)s,
         errors = {_error_entry("now()", "%(error)s::text")}, updated_at = now()
-    where id = %(id)s and status = 'running'
+    where id = %(id)s and status = 'running' and (%(worker)s::text is null or claimed_by = %(worker)s)
     returning id, gap_id, instrument, interval, start_ts, end_ts, priority, provider, attempts,
         errors
 )
@@ -311,31 +311,43 @@ async def heartbeat(
         return cursor.rowcount == 1
 
 
-async def complete(conn: Connection, job_id: int) -> bool:
-    """Mark a running job done and its gap repaired; return False if the job was not running."""
+async def complete(conn: Connection, job_id: int, *, worker_id: str | None = None) -> bool:
+    """Mark a running job done and its gap repaired; return False if the job was not running
+    (or, with `worker_id`, no longer that worker's: reclaimed and claimed by another)."""
     async with _transaction(conn) as cursor:
-        row = await _one(cursor, COMPLETE_SQL, {"id": job_id})
+        row = await _one(cursor, COMPLETE_SQL, {"id": job_id, "worker": worker_id})
         if row is not None and row["gap_id"] is not None:
             await cursor.execute(MARK_GAP_SQL, {"gap_id": row["gap_id"], "status": "repaired"})
     return row is not None
 
 
-async def retry_later(conn: Connection, job_id: int, error: str, backoff_s: float) -> bool:
+async def retry_later(
+    conn: Connection,
+    job_id: int,
+    error: str,
+    backoff_s: float,
+    *,
+    worker_id: str | None = None,
+) -> bool:
     """Put a running job back in the queue, due in `backoff_s`, with `error` appended to its
-    errors; return False if the job was not running."""
+    errors; return False if the job was not running (or, with `worker_id`, not its)."""
+    params = {"id": job_id, "error": error, "backoff_s": backoff_s, "worker": worker_id}
     async with _transaction(conn) as cursor:
-        await cursor.execute(RETRY_SQL, {"id": job_id, "error": error, "backoff_s": backoff_s})
+        await cursor.execute(RETRY_SQL, params)
         return cursor.rowcount == 1
 
 
-async def fail(conn: Connection, job_id: int, error: str) -> int | None:
+async def fail(
+    conn: Connection, job_id: int, error: str, *, worker_id: str | None = None
+) -> int | None:
     """Fail a running job for good: append `error`, copy it with all its errors into
     backfill_dead_letters and fail its gap (unless another job of the gap is still open).
 
-    Return the dead letter's id, or None if the job was not running.
+    Return the dead letter's id, or None if the job was not running (or, with `worker_id`,
+    not that worker's).
     """
     async with _transaction(conn) as cursor:
-        row = await _one(cursor, FAIL_SQL, {"id": job_id, "error": error})
+        row = await _one(cursor, FAIL_SQL, {"id": job_id, "error": error, "worker": worker_id})
         if row is None:
             return None
         if row["gap_id"] is not None:

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any, Final
 
 import faust
@@ -37,13 +36,13 @@ from shared.metrics import (
 )
 from shared.models import BarBatch, FeedEvent, Gap, GapCause, InstrumentStatus
 from shared.postgres import ReusedConnection
-from shared.settings import load_settings
+from shared.settings import BACKFILL_SOURCE_PREFIX, load_settings
 from shared.status import json_response
 from shared.times import micros_of, time_of
 from shared.topics import GAPS
 from streams.app import Worker, manual_acks
 from streams.gaps.detector import GapDetector, Hole, Profile, excuse_halts
-from streams.gaps.expected import GapSettings, market_of
+from streams.gaps.expected import GapSettings, OutsideCalendarError, market_of
 from streams.gaps.sweep import Cadence, sweep
 
 log = logging.getLogger(__name__)
@@ -56,9 +55,13 @@ select symbol, exchange, asset_type, tier from symbol_universe
 where active and version = (select max(version) from universe_versions)
 """
 LATEST_SQL: Final = """
-select distinct on (instrument, interval) instrument, interval, ts from bars
-where (instrument, interval) in (select * from unnest(%s::text[], %s::text[])) and ts < %s
-order by instrument, interval, ts desc
+select k.instrument, k.interval, b.ts
+from unnest(%s::text[], %s::text[], %s::timestamptz[]) as k (instrument, interval, before)
+cross join lateral (
+    select ts from bars
+    where instrument = k.instrument and interval = k.interval and ts < k.before
+    order by ts desc limit 1
+) b
 """
 BLIND_SQL: Final = """
 select detail from feed_outages
@@ -143,33 +146,51 @@ class GapFinder:
         async with self.lock:
             connection = await self.connection.get()
             await self.universe.refresh(connection)
-            await self._learn(connection, keys, int(batch.ts_us[rows[0]]))
-            holes: list[Hole] = []
-            for (instrument, interval), r in zip(keys, rows.tolist(), strict=True):
-                source = batch.sources[batch.source_index[r]]
-                holes += self.detector.observe(instrument, interval, int(batch.ts_us[r]), source)
-            gaps = [
-                await self._blind(connection, part)
-                for hole in holes
-                for part in await self._unhalted(connection, hole)
-            ]
-            return await self._record(connection, gaps)
+            firsts: dict[tuple[str, str], int] = {}
+            for key, r in zip(keys, rows.tolist(), strict=True):
+                firsts.setdefault(key, int(batch.ts_us[r]))
+            await self._learn(connection, firsts)
+            # A failure below retries the whole batch: the detector's latest windows go back
+            # to what they were, so the retry finds the same holes again.
+            before = {key: self.detector.latest.get(key) for key in firsts}
+            try:
+                holes: list[Hole] = []
+                for (instrument, interval), r in zip(keys, rows.tolist(), strict=True):
+                    source = batch.sources[batch.source_index[r]]
+                    if source.startswith(BACKFILL_SOURCE_PREFIX):
+                        continue  # history filling a hole reveals none
+                    try:
+                        holes += self.detector.observe(
+                            instrument, interval, int(batch.ts_us[r]), source
+                        )
+                    except (OutsideCalendarError, ValueError) as exc:
+                        log.warning("%s %s bar not judged: %s", instrument, interval, exc)
+                gaps = [
+                    await self._blind(connection, part)
+                    for hole in holes
+                    for part in await self._unhalted(connection, hole)
+                ]
+                return await self._record(connection, gaps)
+            except BaseException:
+                for key, ts_us in before.items():
+                    if ts_us is None:
+                        self.detector.latest.pop(key, None)
+                    else:
+                        self.detector.latest[key] = ts_us
+                raise
 
     async def _learn(
-        self,
-        connection: psycopg.AsyncConnection[Any],
-        keys: Iterable[tuple[str, str]],
-        before_us: int,
+        self, connection: psycopg.AsyncConnection[Any], firsts: dict[tuple[str, str], int]
     ) -> None:
-        """Ask the database for the latest bar of the keys the detector has not seen yet."""
-        unknown = self.detector.unknown(list(dict.fromkeys(keys)))
+        """Ask the database for the latest bar before each key's first bar in the batch, for
+        the keys the detector has not seen yet."""
+        unknown = self.detector.unknown(list(firsts))
         unknown = [key for key in unknown if self.universe.get(key[0]) is not None]
         if not unknown:
             return
         instruments, intervals = zip(*unknown, strict=True)
-        cursor = await connection.execute(
-            LATEST_SQL, (list(instruments), list(intervals), time_of(before_us))
-        )
+        befores = [time_of(firsts[key]) for key in unknown]
+        cursor = await connection.execute(LATEST_SQL, (list(instruments), list(intervals), befores))
         found = {(i, n): micros_of(ts) for i, n, ts in await cursor.fetchall()}
         self.detector.learn(found)
 
@@ -222,26 +243,33 @@ class GapFinder:
         )
 
     async def _record(self, connection: psycopg.AsyncConnection[Any], gaps: list[Gap]) -> int:
-        """Record each gap once; publish and queue the new ones; return how many were new."""
+        """Record each gap once; publish and queue the new ones; return how many were new.
+
+        A gap's row and its job commit together, after its record is on md.gaps.v1: a crash
+        in between finds the gap again (still open, or not there) and finishes the work, so
+        md.gaps.v1 may carry a gap twice, never no time.
+        """
         new = 0
         for gap in gaps:
-            recorded = await queue.record_gap(connection, gap)
-            if not recorded.inserted:
-                continue
+            async with connection.transaction():
+                recorded = await queue.record_gap(connection, gap)
+                if recorded.status != queue.GapStatus.OPEN:
+                    continue  # queued, repaired or failed already: its work was done
+                await queue.enqueue(
+                    connection,
+                    instrument=gap.instrument,
+                    interval=gap.interval,
+                    start_us=gap.start_us,
+                    end_us=gap.end_us,
+                    priority=queue.priority_for_tier(gap.tier),
+                    gap_id=recorded.id,
+                )
+                self.worker.publisher.produce(
+                    GAPS, self.worker.codec.encode_gap(gap), key=gap.instrument.encode()
+                )
+                await asyncio.to_thread(self.worker.publisher.flush)
             new += 1
             GAPS_FOUND.labels(gap.interval, gap.tier or "").inc()
-            self.worker.publisher.produce(
-                GAPS, self.worker.codec.encode_gap(gap), key=gap.instrument.encode()
-            )
-            await queue.enqueue(
-                connection,
-                instrument=gap.instrument,
-                interval=gap.interval,
-                start_us=gap.start_us,
-                end_us=gap.end_us,
-                priority=queue.priority_for_tier(gap.tier),
-                gap_id=recorded.id,
-            )
             log.warning(
                 "gap: %s %s [%s, %s) (%s, %s)",
                 gap.instrument,
@@ -251,8 +279,6 @@ class GapFinder:
                 gap.cause,
                 gap.tier,
             )
-        if new:
-            await asyncio.to_thread(self.worker.publisher.flush)
         return new
 
     async def status(self, status: InstrumentStatus) -> None:
@@ -298,7 +324,9 @@ class GapFinder:
                     tally.add(instrument, swept)
                     latest = int(starts.max()) if starts.size else start_us
                     for start, end in swept.spans:
-                        if end > latest:
+                        # after the latest bar: the stream's; at the horizon's first window:
+                        # it may begin before, and each sweep would see another start
+                        if end > latest or start == swept.first_expected_us:
                             continue
                         halts = await self._halts(connection, instrument, start, end)
                         gaps += [

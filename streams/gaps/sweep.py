@@ -25,6 +25,7 @@ class Swept:
     """What one instrument's sweep found: gap spans by its tier's rule, and the counts."""
 
     spans: list[tuple[int, int]]
+    first_expected_us: int | None  # the horizon's first expected window
     expected: int
     seen: int
     violating: int  # expected windows in missing runs longer than SLO_RUN_WINDOWS
@@ -74,4 +75,6 @@ def sweep(
     violating = sum(
         int(np.count_nonzero((expected >= start) & (expected < end))) for start, end in long_runs
     )
-    return Swept(spans, int(expected.size), int(np.isin(expected, in_horizon).sum()), violating)
+    first = int(expected[0]) if expected.size else None
+    seen_count = int(np.isin(expected, in_horizon).sum())
+    return Swept(spans, first, int(expected.size), seen_count, violating)

@@ -29,7 +29,11 @@ BAR_COLUMNS: Final = tuple((field.name, field.pg_type) for field in BAR_FIELDS)
 ATTRIBUTE: Final = {field.name: field.attribute for field in BAR_FIELDS}
 COLUMNS: Final = tuple(column for column, _ in BAR_COLUMNS)
 KEY: Final = BAR_KEY  # the primary key: one row per bar
-REVISION: Final = "revision"  # the highest wins; on a tie, the later row
+# Which row of a key wins: the highest seq (the channel's later message, whatever its source:
+# a backfill's bar replaces a live one that late trades revised), then the highest revision
+# (rows written with no seq), then the later row.
+SEQ: Final = "seq"
+REVISION: Final = "revision"
 TEXT_COLUMNS: Final = tuple(column for column, pg_type in BAR_COLUMNS if pg_type == "text")
 _FIXED: Final = tuple((column, t) for column, t in BAR_COLUMNS if t != "text")
 # The stream carries the fixed-width fields first, so that rows differ only in their tails.
@@ -241,14 +245,20 @@ def refusals(rows: BarRows, names: dict[str, EncodedNames]) -> list[tuple[int, s
 
 
 def winners(rows: BarRows, candidates: NDArray[np.intp]) -> NDArray[np.intp]:
-    """Return the rows to merge, in key order: per key, the highest revision, the later on a tie.
+    """Return the rows to merge, in key order: per key, the highest (seq, revision), the later
+    on a tie.
 
-    That is the row a row-by-row upsert `where excluded.revision >= bars.revision` would
-    leave, so the merge needs neither `distinct on` nor a sort.
+    That is the row a row-by-row upsert `where (excluded.seq, excluded.revision) >= (bars.seq,
+    bars.revision)` would leave, so the merge needs neither `distinct on` nor a sort.
     """
     keys = [rows.columns[c][candidates] for c in KEY]
     order = np.lexsort(
-        (np.arange(len(candidates)), rows.columns[REVISION][candidates], *reversed(keys))
+        (
+            np.arange(len(candidates)),
+            rows.columns[REVISION][candidates],
+            rows.columns[SEQ][candidates],
+            *reversed(keys),
+        )
     )
     last = np.ones(len(order), np.bool_)
     if len(order) > 1:

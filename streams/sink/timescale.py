@@ -1,12 +1,13 @@
-"""Write bars to PostgreSQL/TimescaleDB with binary COPY, idempotently: the highest revision wins.
+"""Write bars to PostgreSQL/TimescaleDB with binary COPY, idempotently: the channel's later
+message wins (the highest seq, then the highest revision).
 
 The COPY stream is built from the batches' numpy columns (streams/sink/copy.py) and holds one
-row per key, already chosen as the highest revision (the later on a tie). First revisions are
-COPYed straight into `bars`, in a savepoint; the other rows, and first revisions already there
-(a replay), go into a staging table and one `insert ... on conflict do update where revision
-higher` merge. So replays and duplicates after a crash change nothing. A connection failure
-raises TransientError for the caller to retry; rows the database refuses for good are returned
-with the reason, after the rest of the batch has been written.
+row per key, already chosen as the highest (seq, revision) (the later on a tie). First
+revisions are COPYed straight into `bars`, in a savepoint; the other rows, and first revisions
+already there (a replay, a backfill), go into a staging table and one `insert ... on conflict
+do update where (seq, revision) higher` merge. So replays and duplicates after a crash change
+nothing. A connection failure raises TransientError for the caller to retry; rows the database
+refuses for good are returned with the reason, after the rest of the batch has been written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from streams.sink.copy import (
     COPY_COLUMNS,
     KEY,
     REVISION,
+    SEQ,
     BarRows,
     EncodedNames,
     encode_copy,
@@ -51,7 +53,7 @@ MERGE_SQL: Final = (
     f"insert into bars ({_COLUMN_LIST}) select {_COLUMN_LIST} from bars_staging"
     f" on conflict ({', '.join(KEY)}) do update set"
     f" {', '.join(f'{c} = excluded.{c}' for c in COLUMNS if c not in KEY)}"
-    f" where excluded.{REVISION} >= bars.{REVISION}"
+    f" where (excluded.{SEQ}, excluded.{REVISION}) >= (bars.{SEQ}, bars.{REVISION})"
 )
 # Bar fields held as int64 in BarRows: a Python int beyond that cannot be written at all.
 _INT_FIELDS: Final = tuple(ATTRIBUTE[c] for c, t in BAR_COLUMNS if t not in ("text", "float8"))

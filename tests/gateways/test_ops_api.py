@@ -118,3 +118,19 @@ def test_ops_routes_refuse_a_missing_wrong_or_read_only_key(api: str, key: str |
     ]:
         status, body = call(f"{api}{path}", method, REQUEST if method == "POST" else None, key)
         assert (status, body) == (401, {"error": "unknown or missing ops API key"})
+
+
+async def test_ops_requests_at_once_are_each_committed(api: str, database_url: str) -> None:
+    spans = [
+        {**REQUEST, "start": f"2025-03-12T15:{m:02d}:00Z", "end": f"2025-03-12T15:{m + 1:02d}:00Z"}
+        for m in range(20)
+    ]
+
+    answers = await asyncio.gather(
+        *(asyncio.to_thread(call, f"{api}/ops/backfill", "POST", span) for span in spans)
+    )
+
+    assert [status for status, _ in answers] == [202] * 20
+    with psycopg.connect(database_url) as conn:  # another session sees every job
+        (jobs,) = conn.execute("select count(*) from backfill_jobs").fetchone() or (0,)
+    assert jobs == 20

@@ -42,6 +42,16 @@ def test_catch_up_start_at_the_listed_end_waits_for_a_fetch_to_confirm_it() -> N
     assert catch_up.advance({0: 64})
 
 
+def test_catch_up_quiet_partition_assigned_at_its_end_is_caught_up_without_a_message() -> None:
+    # nothing since the lookback: assigned at the end, 4711, where no message comes to read;
+    # the consumer's position stays OFFSET_INVALID (-1001) until one does
+    catch_up = CatchUp(starts={0: 4711}, ends={0: 4711})
+
+    catch_up.confirm(0, 4711)
+
+    assert catch_up.advance({0: -1001})
+
+
 def test_catch_up_listed_end_short_of_the_fetched_one_waits_for_the_true_end() -> None:
     # Tansu lists 61 (the last batch's base offset + 1) for a partition that ends at 100.
     catch_up = CatchUp(starts={0: 0}, ends={0: 61})

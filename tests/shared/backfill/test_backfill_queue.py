@@ -416,6 +416,24 @@ async def test_reclaim_stale_requeues_the_job_of_a_worker_that_stopped_answering
     assert error.at_us == claimed.claimed_at_us + 301 * SECOND_US
 
 
+async def test_a_worker_whose_job_was_reclaimed_cannot_end_it_for_the_next_one(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    job_id = await enqueue_minutes(conn, "AAPL", 30, priority=0)
+    first = await queue.claim(conn, "worker-1")
+    assert first is not None and first.claimed_at_us is not None
+    later_us = first.claimed_at_us + 301 * SECOND_US
+    assert await queue.reclaim_stale(conn, 300, now_us=later_us) == [job_id]
+    assert await queue.claim(conn, "worker-2", now_us=later_us + SECOND_US) is not None
+
+    # worker-1 wakes up and reports on the job it no longer has
+    assert not await queue.complete(conn, job_id, worker_id="worker-1")
+    assert not await queue.retry_later(conn, job_id, "late", 1.0, worker_id="worker-1")
+    assert await queue.fail(conn, job_id, "late", worker_id="worker-1") is None
+
+    assert await queue.complete(conn, job_id, worker_id="worker-2")
+
+
 async def test_heartbeat_keeps_a_long_job_from_being_reclaimed(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:

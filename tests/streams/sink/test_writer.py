@@ -140,6 +140,19 @@ async def test_writer_lower_revision_later_does_not_overwrite_higher(
     assert stored(database_url) == [bar(revision=5, close=5.0), bar("B", revision=3, close=3.0)]
 
 
+async def test_writer_later_seq_replaces_a_revised_bar_and_its_replay_changes_nothing(
+    writer: BarWriter, database_url: str
+) -> None:
+    live = bar(revision=2, close=1.0, seq=41, source="alpaca")  # revised twice by late trades
+    await writer.write([live])
+
+    backfilled = bar(revision=0, close=1.75, seq=57, source="backfill:12")  # whole history
+    await writer.write([backfilled])
+    await writer.write([live, bar(revision=3, close=9.0, seq=40, source="alpaca")])  # replays
+
+    assert stored(database_url) == [backfilled]
+
+
 async def test_writer_equal_revision_replaces_and_replay_changes_nothing(
     writer: BarWriter, database_url: str
 ) -> None:
