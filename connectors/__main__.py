@@ -1,5 +1,6 @@
 """`python -m connectors run <name> [options]`: publish one provider's trades to Kafka;
-`python -m connectors universe load FILE`: a new version of the symbol universe.
+`python -m connectors universe load FILE`: a new version of the symbol universe;
+`python -m connectors backfill`: drain the backfill queue (see connectors.backfill).
 
 Options are the connector's settings, as flags (`--rate 5000`) or MS_<NAME>_* variables.
 Exit status: 0 every row published; 3 finished, some rows dead-lettered; 1 Kafka did not
@@ -37,10 +38,12 @@ from shared.cli import (
 )
 from shared.codec import Codec
 from shared.errors import ConfigError, DeliveryError
+from shared.intervals import parse_intervals
 from shared.metrics import UP
 from shared.publisher import Publisher
 from shared.schema_registry import schema_registry
 from shared.settings import (
+    BarsSettings,
     DatabaseSettings,
     DataPolicySettings,
     KafkaSettings,
@@ -222,6 +225,26 @@ def load_universe_file(path: Path) -> int:
     return EXIT_OK
 
 
+def run_backfill() -> int:
+    """`python -m connectors backfill`: work the backfill queue until SIGINT or SIGTERM."""
+    from connectors import backfill  # imported here: it loads the Alpaca client
+    from connectors.alpaca import AlpacaConfig
+
+    settings = load_settings(backfill.BackfillSettings)
+    configure_logging(settings.log_level)
+    longest_us = parse_intervals(load_settings(BarsSettings).intervals)[-1][1]
+    return asyncio.run(
+        backfill.run(
+            settings,
+            kafka=load_settings(KafkaSettings),
+            database_url=load_settings(DatabaseSettings).url.get_secret_value(),
+            alpaca=load_settings(AlpacaConfig),
+            codec=Codec(schema_registry(load_settings(RegistrySettings))),
+            window_us=longest_us,
+        )
+    )
+
+
 def main() -> int:
     parser = ArgumentParser(
         prog="python -m connectors",
@@ -239,7 +262,16 @@ def main() -> int:
     universe.add_argument(
         "file", type=Path, help="symbol,exchange,asset_type,tier,active,providers"
     )
+    commands.add_parser(
+        "backfill",
+        help="work the backfill queue: fetch each job's trades from the provider's history and"
+        " publish them to md.trades.v1 as a source of their own (MS_BACKFILL_*)",
+    )
     args, rest = parser.parse_known_args()
+    if args.command == "backfill":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return run_backfill()
     if args.command == "universe":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
