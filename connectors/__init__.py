@@ -14,6 +14,8 @@ CONNECTORS: Final[dict[str, str]] = {
     "failover": "connectors.failover:FailoverConnector",
     "finnhub": "connectors.finnhub:FinnhubConnector",
     "fmp": "connectors.fmp:FmpConnector",
+    "kalshi": "connectors.kalshi:KalshiConnector",
+    "polymarket": "connectors.polymarket:PolymarketConnector",
     "replay": "connectors.replay:ReplayConnector",
     "simulator": "connectors.simulator:SimulatorConnector",
     "yahoo": "connectors.yahoo:YahooConnector",

@@ -14,6 +14,8 @@ from shared.errors import FatalError, TransientError
 from shared.models import (
     FundamentalStatement,
     InstrumentStatus,
+    Listing,
+    PmPriceBatch,
     ProviderBarBatch,
     QuoteBatch,
     Trade,
@@ -24,7 +26,14 @@ from shared.settings import SYNTHETIC_SOURCES
 __all__ = ["Connector", "ConnectorConfig", "FatalError", "Record", "Rejected", "TransientError"]
 
 Record = (
-    Trade | TradeBatch | QuoteBatch | ProviderBarBatch | FundamentalStatement | InstrumentStatus
+    Trade
+    | TradeBatch
+    | QuoteBatch
+    | ProviderBarBatch
+    | FundamentalStatement
+    | InstrumentStatus
+    | Listing
+    | PmPriceBatch
 )
 
 

@@ -40,6 +40,8 @@ from shared.models import (
     FeedEvent,
     FundamentalStatement,
     InstrumentStatus,
+    Listing,
+    PmPriceBatch,
     ProviderBarBatch,
     QuoteBatch,
     Trade,
@@ -47,7 +49,16 @@ from shared.models import (
 )
 from shared.partitioning import partition_for
 from shared.publisher import Publisher
-from shared.topics import FEED_EVENTS, FUNDAMENTALS, PROVIDER_BARS, QUOTES, STATUSES, TRADES
+from shared.topics import (
+    FEED_EVENTS,
+    FUNDAMENTALS,
+    LISTINGS,
+    PM_PRICES,
+    PROVIDER_BARS,
+    QUOTES,
+    STATUSES,
+    TRADES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +77,8 @@ class RunSummary:
     provider_bars: int = 0  # acknowledged on md.provider_bars.v1
     statements: int = 0  # acknowledged on md.fundamentals.v1
     statuses: int = 0  # acknowledged on md.statuses.v1
+    listings: int = 0  # acknowledged on md.listings.v1
+    pm_prices: int = 0  # price rows acknowledged on md.pm_prices.v1
 
 
 def backoff_s(attempt: int, rng: random.Random) -> float:
@@ -105,6 +118,7 @@ class ConnectorRunner:
         self._reloading = asyncio.Event()
         self._replacement: Connector | None = None
         self.feed = FeedState()
+        self._topic_partitions: dict[str, int] = {}
 
     def stop(self) -> None:
         """Ask the run to end: the feed is left, pending trades are flushed and acknowledged."""
@@ -229,6 +243,12 @@ class ConnectorRunner:
             return
         if isinstance(item, QuoteBatch):
             self._publish_quotes(item)
+            return
+        if isinstance(item, Listing):
+            self._publish_listing(item)
+            return
+        if isinstance(item, PmPriceBatch):
+            self._publish_pm_prices(item)
             return
         if isinstance(item, Trade):
             self._pending_trades.append(item)
@@ -381,6 +401,39 @@ class ConnectorRunner:
             partition=partition_for(status.instrument, self.batcher.partitions),
             on_ack=functools.partial(self._counted, "statuses", 1),
         )
+
+    def _partitions_of(self, topic: str) -> int:
+        """The partition count of a topic not co-partitioned with the trades, asked once."""
+        if topic not in self._topic_partitions:
+            self._topic_partitions[topic] = self.publisher.partitions(topic)
+        return self._topic_partitions[topic]
+
+    def _publish_listing(self, listing: Listing) -> None:
+        """Produce a listing keyed venue:market_id, for compaction: the latest of each is kept."""
+        self.publisher.produce(
+            LISTINGS,
+            self.codec.encode_listing(listing),
+            key=listing.key.encode(),
+            partition=partition_for(listing.key, self._partitions_of(LISTINGS)),
+            on_ack=functools.partial(self._counted, "listings", 1),
+        )
+
+    def _publish_pm_prices(self, prices: PmPriceBatch) -> None:
+        """Produce prices, a message per partition of their venue:market_id keys."""
+        partitions = self._partitions_of(PM_PRICES)
+        of_market = np.array(
+            [partition_for(f"{prices.venue}:{m}", partitions) for m in prices.markets],
+            dtype=np.int32,
+        )
+        of_row = of_market[prices.market_index]
+        for partition in np.unique(of_row).tolist():
+            part = prices.select(np.flatnonzero(of_row == partition))
+            self.publisher.produce(
+                PM_PRICES,
+                self.codec.encode_pm_price_batch(part),
+                partition=partition,
+                on_ack=functools.partial(self._counted, "pm_prices", len(part)),
+            )
 
     def provider_stats(self) -> dict[str, dict[str, Any]]:
         """The connector's own per-provider stats, or, for one that keeps none, its feed's."""

@@ -32,6 +32,9 @@ from shared.models import (
     Gap,
     GapCause,
     InstrumentStatus,
+    Listing,
+    ListingStatus,
+    PmPriceBatch,
     ProviderBarBatch,
     QuoteBatch,
     TradeBatch,
@@ -52,6 +55,8 @@ FEED_EVENT: Final = "feed_event"
 QUOTE_BATCH: Final = "quote_batch"
 GAP: Final = "gap"
 INSTRUMENT_STATUS: Final = "instrument_status"
+LISTING: Final = "listing"
+PM_PRICE_BATCH: Final = "pm_price_batch"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -372,6 +377,8 @@ class Codec:
                 QUOTE_BATCH,
                 GAP,
                 INSTRUMENT_STATUS,
+                LISTING,
+                PM_PRICE_BATCH,
             )
         }
         self._plain_schemas: dict[int | str, Any] = {}
@@ -698,6 +705,104 @@ class Codec:
             ts_event_us=rec["ts_event"],
             ts_recv_us=rec["ts_recv"],
         )
+
+    def encode_listing(self, listing: Listing) -> bytes:
+        return self._fastavro_write(
+            LISTING,
+            {
+                "venue": listing.venue,
+                "market_id": listing.market_id,
+                "event_id": listing.event_id,
+                "title": listing.title,
+                "subtitle": listing.subtitle,
+                "rules": listing.rules,
+                "category": listing.category,
+                "close_time": listing.close_time_us,
+                "outcomes": list(listing.outcomes),
+                "status": str(listing.status),
+                "venue_status": listing.venue_status,
+                "url": listing.url,
+                "ts_event": listing.ts_event_us,
+                "ts_recv": listing.ts_recv_us,
+            },
+        )
+
+    def decode_listing(self, data: bytes) -> Listing:
+        """Decode a framed Listing; raise DecodeError for anything we cannot read (an unknown
+        status too)."""
+        schema_id, body = self._resolve(LISTING, data)
+        rec = self._fastavro_read(LISTING, schema_id, body)
+        try:
+            status = ListingStatus(rec["status"])
+        except ValueError:
+            raise DecodeError(f"unknown listing status {rec['status']!r}") from None
+        return Listing(
+            venue=rec["venue"],
+            market_id=rec["market_id"],
+            event_id=rec["event_id"],
+            title=rec["title"],
+            subtitle=rec["subtitle"],
+            rules=rec["rules"],
+            category=rec["category"],
+            close_time_us=rec["close_time"],
+            outcomes=tuple(rec["outcomes"]),
+            status=status,
+            venue_status=rec["venue_status"],
+            url=rec["url"],
+            ts_event_us=rec["ts_event"],
+            ts_recv_us=rec["ts_recv"],
+        )
+
+    def encode_pm_price_batch(self, batch: PmPriceBatch) -> bytes:
+        return self._fastavro_write(
+            PM_PRICE_BATCH,
+            {
+                "venue": batch.venue,
+                "markets": list(batch.markets),
+                "market_index": batch.market_index.tolist(),
+                "outcomes": list(batch.outcomes),
+                "outcome_index": batch.outcome_index.tolist(),
+                "bid_price": batch.bid_price.tolist(),
+                "bid_size": batch.bid_size.tolist(),
+                "ask_price": batch.ask_price.tolist(),
+                "ask_size": batch.ask_size.tolist(),
+                "ts_event": batch.ts_event_us.tolist(),
+                "ts_recv": batch.ts_recv_us.tolist(),
+            },
+        )
+
+    def decode_pm_price_batch(self, data: bytes) -> PmPriceBatch:
+        """Decode a framed PmPriceBatch; raise DecodeError for anything we cannot read
+        (columns of different lengths, an index outside its dictionary)."""
+        schema_id, body = self._resolve(PM_PRICE_BATCH, data)
+        rec = self._fastavro_read(PM_PRICE_BATCH, schema_id, body)
+        batch = PmPriceBatch(
+            venue=rec["venue"],
+            markets=tuple(rec["markets"]),
+            market_index=np.asarray(rec["market_index"], dtype=np.int32),
+            outcomes=tuple(rec["outcomes"]),
+            outcome_index=np.asarray(rec["outcome_index"], dtype=np.int32),
+            bid_price=np.asarray(rec["bid_price"], dtype=np.float64),
+            bid_size=np.asarray(rec["bid_size"], dtype=np.float64),
+            ask_price=np.asarray(rec["ask_price"], dtype=np.float64),
+            ask_size=np.asarray(rec["ask_size"], dtype=np.float64),
+            ts_event_us=np.asarray(rec["ts_event"], dtype=np.int64),
+            ts_recv_us=np.asarray(rec["ts_recv"], dtype=np.int64),
+        )
+        columns = (
+            batch.outcome_index, batch.bid_price, batch.bid_size, batch.ask_price,
+            batch.ask_size, batch.ts_event_us, batch.ts_recv_us,
+        )  # fmt: skip
+        lengths = {len(batch.market_index), *(len(c) for c in columns)}
+        if len(lengths) > 1:
+            raise DecodeError(f"PmPriceBatch columns have different lengths: {sorted(lengths)}")
+        for index, names in (
+            (batch.market_index, batch.markets),
+            (batch.outcome_index, batch.outcomes),
+        ):
+            if len(index) and (index.min() < 0 or index.max() >= len(names)):
+                raise DecodeError(f"a PmPriceBatch index points outside its {len(names)} names")
+        return batch
 
 
 def _bar_record(bar: Bar) -> dict[str, Any]:

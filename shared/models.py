@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -394,3 +395,153 @@ class Gap:
     ts_recv_us: int
     provider: str | None = None  # the feed that was blind, if one was
     tier: str | None = None  # T0, T1 or T2, if known
+
+
+class ListingStatus(enum.StrEnum):
+    """Where a prediction market is in its life, the same for every venue (Listing.status)."""
+
+    UPCOMING = "upcoming"  # listed, not trading yet
+    OPEN = "open"
+    PAUSED = "paused"  # listed and not closed, but not trading now
+    CLOSED = "closed"  # trading over, outcome not final
+    SETTLED = "settled"  # outcome final, paid out
+
+    @property
+    def live(self) -> bool:
+        """True while the market may still trade (the venue will list it again)."""
+        return self in (ListingStatus.UPCOMING, ListingStatus.OPEN, ListingStatus.PAUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One prediction market as a venue lists it (schemas/avro/listing.avsc)."""
+
+    venue: str
+    market_id: str
+    event_id: str | None
+    title: str
+    subtitle: str
+    rules: str
+    category: str
+    close_time_us: int | None
+    outcomes: tuple[str, ...]
+    status: ListingStatus
+    venue_status: str
+    url: str | None
+    ts_event_us: int
+    ts_recv_us: int
+
+    @property
+    def key(self) -> str:
+        """The Kafka key of md.listings.v1: `venue:market_id`."""
+        return f"{self.venue}:{self.market_id}"
+
+    def same_content(self, other: Listing) -> bool:
+        """True if `other` lists the market the same way (timestamps aside)."""
+        return (
+            self.event_id, self.title, self.subtitle, self.rules, self.category,
+            self.close_time_us, self.outcomes, self.status, self.venue_status, self.url,
+        ) == (
+            other.event_id, other.title, other.subtitle, other.rules, other.category,
+            other.close_time_us, other.outcomes, other.status, other.venue_status, other.url,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PmPriceBatch:
+    """Best bid and ask per prediction-market outcome, as columns (schemas/avro/pm_price_batch.avsc).
+
+    Row i is outcome `outcomes[outcome_index[i]]` of market `markets[market_index[i]]`; prices
+    are probabilities in [0, 1], NaN where the book has no bid or no ask.
+    """
+
+    venue: str
+    markets: tuple[str, ...]
+    market_index: NDArray[np.int32]
+    outcomes: tuple[str, ...]
+    outcome_index: NDArray[np.int32]
+    bid_price: NDArray[np.float64]
+    bid_size: NDArray[np.float64]
+    ask_price: NDArray[np.float64]
+    ask_size: NDArray[np.float64]
+    ts_event_us: NDArray[np.int64]
+    ts_recv_us: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.market_index)
+
+    def keys(self) -> list[str]:
+        """Every row's `venue:market_id`, the key md.pm_prices.v1 is partitioned by."""
+        return [f"{self.venue}:{self.markets[i]}" for i in self.market_index.tolist()]
+
+    def select(self, rows: NDArray[np.intp]) -> PmPriceBatch:
+        """The rows `rows`, with the same dictionaries."""
+        return PmPriceBatch(
+            self.venue,
+            self.markets,
+            self.market_index[rows],
+            self.outcomes,
+            self.outcome_index[rows],
+            self.bid_price[rows],
+            self.bid_size[rows],
+            self.ask_price[rows],
+            self.ask_size[rows],
+            self.ts_event_us[rows],
+            self.ts_recv_us[rows],
+        )
+
+    @classmethod
+    def from_rows(cls, venue: str, rows: Sequence[PmPrice]) -> PmPriceBatch:
+        """Build a batch from single rows (a parser's output)."""
+        markets: dict[str, int] = {}
+        outcomes: dict[str, int] = {}
+        market_index = [markets.setdefault(r.market_id, len(markets)) for r in rows]
+        outcome_index = [outcomes.setdefault(r.outcome, len(outcomes)) for r in rows]
+
+        def column(name: str, dtype: type) -> NDArray[Any]:
+            return np.array([getattr(r, name) for r in rows], dtype=dtype)
+
+        return cls(
+            venue=venue,
+            markets=tuple(markets),
+            market_index=np.array(market_index, dtype=np.int32),
+            outcomes=tuple(outcomes),
+            outcome_index=np.array(outcome_index, dtype=np.int32),
+            bid_price=column("bid_price", np.float64),
+            bid_size=column("bid_size", np.float64),
+            ask_price=column("ask_price", np.float64),
+            ask_size=column("ask_size", np.float64),
+            ts_event_us=column("ts_event_us", np.int64),
+            ts_recv_us=column("ts_recv_us", np.int64),
+        )
+
+    def rows(self) -> list[PmPrice]:
+        """The rows as `PmPrice` values, in order (for tests and tools)."""
+        return [
+            PmPrice(self.markets[m], self.outcomes[o], bp, bs, ap, az, te, tr)
+            for m, o, bp, bs, ap, az, te, tr in zip(
+                self.market_index.tolist(),
+                self.outcome_index.tolist(),
+                self.bid_price.tolist(),
+                self.bid_size.tolist(),
+                self.ask_price.tolist(),
+                self.ask_size.tolist(),
+                self.ts_event_us.tolist(),
+                self.ts_recv_us.tolist(),
+                strict=True,
+            )
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class PmPrice:
+    """One row of a PmPriceBatch: the best bid and ask of one outcome of one market."""
+
+    market_id: str
+    outcome: str
+    bid_price: float  # probability in [0, 1]; NaN: no bid
+    bid_size: float
+    ask_price: float  # NaN: no ask
+    ask_size: float
+    ts_event_us: int
+    ts_recv_us: int

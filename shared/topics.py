@@ -23,6 +23,13 @@ FUNDAMENTALS: Final = "md.fundamentals.v1"
 FEED_EVENTS: Final = "md.feed_events.v1"
 GAPS: Final = "md.gaps.v1"
 STATUSES: Final = "md.statuses.v1"
+LISTINGS: Final = "md.listings.v1"
+PM_PRICES: Final = "md.pm_prices.v1"
+# Prediction markets are few and slow next to trades (tens of thousands of listings, a price
+# row per outcome every few seconds), and nothing joins them with instruments: a fixed few
+# partitions, the same for listings and prices so that a consumer of both gets a market's
+# listing and its prices in the same partition number.
+PM_PARTITIONS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,24 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             codec.INSTRUMENT_STATUS,
             "Instruments' trading statuses from their providers (halts, pauses, resumptions), "
             "keyed and partitioned by instrument like the trades.",
+        ),
+        TopicSpec(
+            LISTINGS,
+            PM_PARTITIONS,
+            -1,
+            "compact",
+            codec.LISTING,
+            "Prediction-market listings (Kalshi, Polymarket): question, rules, close time, "
+            "outcomes, status; keyed venue:market_id and compacted: the latest of each market.",
+        ),
+        TopicSpec(
+            PM_PRICES,
+            PM_PARTITIONS,
+            3 * DAY_MS,
+            "delete",
+            codec.PM_PRICE_BATCH,
+            "Prediction-market best bid and ask per outcome, as probabilities, in columns; "
+            "partitioned by venue:market_id like md.listings.v1.",
         ),
         TopicSpec(
             DLQ,

@@ -27,6 +27,8 @@ T0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
         (["connectors.fakes.yahoo", "--port", "0"], "the fake Yahoo does not start"),
         (["connectors.fakes.alphavantage", "--port", "0"], "does not start"),
         (["connectors.fakes.fmp", "--port", "0"], "the fake FMP does not start"),
+        (["connectors.fakes.kalshi", "--port", "0"], "the fake Kalshi does not start"),
+        (["connectors.fakes.polymarket", "--port", "0"], "the fake Polymarket does not start"),
     ],
 )
 def test_real_data_only_synthetic_sources_refuse_to_start(module: list[str], refusal: str) -> None:

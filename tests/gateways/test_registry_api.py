@@ -72,6 +72,8 @@ def test_registry_api_lists_subjects_and_latest_versions(api_url: str) -> None:
         "md.feed_events.v1-value",
         "md.fundamentals.v1-value",
         "md.gaps.v1-value",
+        "md.listings.v1-value",
+        "md.pm_prices.v1-value",
         "md.provider_bars.v1-value",
         "md.quotes.v1-value",
         "md.statuses.v1-value",

@@ -21,7 +21,18 @@ from shared.codec import (
     unframe,
 )
 from shared.errors import DecodeError
-from shared.models import Bar, DeadLetter, Gap, GapCause, InstrumentStatus, TradeBatch
+from shared.models import (
+    Bar,
+    DeadLetter,
+    Gap,
+    GapCause,
+    InstrumentStatus,
+    Listing,
+    ListingStatus,
+    PmPrice,
+    PmPriceBatch,
+    TradeBatch,
+)
 from shared.schema_ids import CommittedSchemas, RegisteredSchema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -519,6 +530,113 @@ def test_codec_instrument_status_round_trip_equals_original(codec: Codec) -> Non
     assert codec.decode_instrument_status(codec.encode_instrument_status(status)) == status
 
 
+def _listing(**overrides: Any) -> Listing:
+    fields: dict[str, Any] = {
+        "venue": "kalshi",
+        "market_id": "KXHIGHNY-25DEC01-T45",
+        "event_id": "KXHIGHNY-25DEC01",
+        "title": "Will the high temp in NYC be >45° on Dec 1, 2025?",
+        "subtitle": "45° or above",
+        "rules": "If the highest temperature recorded in Central Park ... resolves to Yes.",
+        "category": "Climate and Weather",
+        "close_time_us": 1_764_626_340_000_000,
+        "outcomes": ("Yes", "No"),
+        "status": ListingStatus.OPEN,
+        "venue_status": "active",
+        "url": "https://kalshi.com/markets/kxhighny",
+        "ts_event_us": 1_764_540_000_123_456,
+        "ts_recv_us": 1_764_540_000_125_000,
+    }
+    return Listing(**(fields | overrides))
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        _listing(),
+        _listing(event_id=None, close_time_us=None, url=None, status=ListingStatus.SETTLED),
+        _listing(
+            venue="polymarket",
+            market_id="516710",
+            title="Lakers vs. Celtics",
+            outcomes=("Lakers", "Celtics"),
+            subtitle="",
+            status=ListingStatus.UPCOMING,
+        ),
+    ],
+    ids=["kalshi-open", "optionals-null", "polymarket-named-outcomes"],
+)
+def test_codec_listing_round_trip_equals_original(codec: Codec, listing: Listing) -> None:
+    # Act
+    decoded = codec.decode_listing(codec.encode_listing(listing))
+
+    # Assert
+    assert decoded == listing
+    assert type(decoded.status) is ListingStatus
+
+
+def test_codec_decode_listing_unknown_status_raises_decode_error(codec: Codec) -> None:
+    # Arrange: a status only a later version would write
+    record = {
+        "venue": "kalshi", "market_id": "X", "event_id": None, "title": "t", "subtitle": "",
+        "rules": "", "category": "", "close_time": None, "outcomes": ["Yes", "No"],
+        "status": "halted", "venue_status": "halted", "url": None,
+        "ts_event": 1_764_540_000_000_000, "ts_recv": 1_764_540_000_000_000,
+    }  # fmt: skip
+    data = frame(IDS["listing"][-1]["id"], _fastavro_body(record, "listing"))
+
+    # Act / Assert
+    with pytest.raises(DecodeError, match="halted"):
+        codec.decode_listing(data)
+
+
+def _pm_prices() -> PmPriceBatch:
+    ts = 1_764_540_000_125_000
+    return PmPriceBatch.from_rows(
+        "polymarket",
+        [
+            PmPrice("516710", "Lakers", 0.41, 120.0, 0.43, 80.5, ts - 2_000, ts),
+            PmPrice("516710", "Celtics", 0.57, 95.0, 0.59, 60.0, ts - 2_000, ts),
+            PmPrice("516711", "Yes", float("nan"), 0.0, 0.07, 1_500.0, ts - 1_000, ts),
+            PmPrice("516711", "No", 0.93, 1_500.0, float("nan"), 0.0, ts - 1_000, ts),
+        ],
+    )
+
+
+def test_codec_pm_price_batch_round_trip_keeps_rows_and_nan(codec: Codec) -> None:
+    # Arrange
+    batch = _pm_prices()
+
+    # Act
+    decoded = codec.decode_pm_price_batch(codec.encode_pm_price_batch(batch))
+
+    # Assert: NaN (no bid, no ask) survives; compare as strings so that NaN equals NaN
+    assert decoded.markets == ("516710", "516711") and decoded.outcomes == (
+        "Lakers",
+        "Celtics",
+        "Yes",
+        "No",
+    )
+    assert [repr(r) for r in decoded.rows()] == [repr(r) for r in batch.rows()]
+    assert decoded.keys() == ["polymarket:516710"] * 2 + ["polymarket:516711"] * 2
+
+
+def test_codec_decode_pm_price_batch_index_outside_dictionary_raises_decode_error(
+    codec: Codec,
+) -> None:
+    # Arrange
+    batch = _pm_prices()
+    broken = PmPriceBatch(
+        batch.venue, batch.markets, batch.market_index + 5, batch.outcomes, batch.outcome_index,
+        batch.bid_price, batch.bid_size, batch.ask_price, batch.ask_size, batch.ts_event_us,
+        batch.ts_recv_us,
+    )  # fmt: skip
+
+    # Act / Assert
+    with pytest.raises(DecodeError, match="outside"):
+        codec.decode_pm_price_batch(codec.encode_pm_price_batch(broken))
+
+
 def test_gap_cause_members_equal_the_schema_enum_symbols() -> None:
     # Arrange
     fields = {f["name"]: f["type"] for f in json.loads(schemas.source("gap"))["fields"]}
@@ -575,7 +693,9 @@ def test_codec_decode_gap_of_a_later_version_with_an_unknown_cause_raises_decode
         Codec(registry).decode_gap(frame(registry.LATER_ID, out.getvalue()))
 
 
-@pytest.mark.parametrize("name", ["trade_batch", "dead_letter", "bar", "gap"])
+@pytest.mark.parametrize(
+    "name", ["trade_batch", "dead_letter", "bar", "gap", "listing", "pm_price_batch"]
+)
 def test_codec_encode_any_record_frames_with_magic_zero_and_ids_json_id(
     codec: Codec, name: str
 ) -> None:
@@ -585,6 +705,8 @@ def test_codec_encode_any_record_frames_with_magic_zero_and_ids_json_id(
         "dead_letter": lambda: codec.encode_dead_letter(_dead_letter()),
         "bar": lambda: codec.encode_bar(_bar()),
         "gap": lambda: codec.encode_gap(_gap()),
+        "listing": lambda: codec.encode_listing(_listing()),
+        "pm_price_batch": lambda: codec.encode_pm_price_batch(_pm_prices()),
     }
 
     # Act

@@ -35,6 +35,8 @@ def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_ret
         "md.feed_events.v1",
         "md.gaps.v1",
         "md.statuses.v1",
+        "md.listings.v1",
+        "md.pm_prices.v1",
         "md.dlq.v1",
     }
     assert topics["md.trades.v1"]["partitions"] == 4
@@ -44,3 +46,7 @@ def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_ret
     assert topics["md.gaps.v1"]["partitions"] == 4
     assert topics["md.gaps.v1"]["configs"]["retention.ms"] == str(30 * 24 * 3600 * 1000)
     assert topics["md.gaps.v1"]["configs"]["cleanup.policy"] == "delete"
+    assert topics["md.listings.v1"]["partitions"] == 3
+    assert topics["md.listings.v1"]["configs"]["cleanup.policy"] == "compact"
+    assert topics["md.pm_prices.v1"]["partitions"] == 3
+    assert topics["md.pm_prices.v1"]["configs"]["cleanup.policy"] == "delete"
