@@ -43,6 +43,7 @@ class BarSink:
         self.dead_letters = DeadLetterPublisher(worker.publisher, worker.codec, COMPONENT)
         self.events: list[Any] = []
         self.buffer: list[BarBatch] = []
+        self.latest_ends: dict[str, int] = {}  # by interval: the end of the latest bar stored
         self.rows = 0  # bars in `buffer`
         self.lock = asyncio.Lock()
 
@@ -82,7 +83,7 @@ class BarSink:
             if refused:
                 await asyncio.to_thread(self.worker.publisher.flush)
             BARS_SUNK.inc(rows - len(refused))
-            observe_ingestion_lag(taken, time.time_ns() // 1000)
+            observe_ingestion_lag(taken, time.time_ns() // 1000, self.latest_ends)
             for event in events:
                 event.ack()
 
@@ -103,9 +104,10 @@ class BarSink:
                 await asyncio.sleep(delay)
 
 
-def observe_ingestion_lag(batches: list[BarBatch], now_us: int) -> None:
-    """Set ingestion_lag_seconds{interval}: now minus the end of the latest bar just stored."""
-    ends: dict[str, int] = {}
+def observe_ingestion_lag(batches: list[BarBatch], now_us: int, ends: dict[str, int]) -> None:
+    """Set ingestion_lag_seconds{interval}: now minus the end of the latest bar stored so far
+    (`ends`, by interval, kept by the caller), so history written late (a backfill, a replay)
+    does not read as lag."""
     for batch in batches:
         for k, name in enumerate(batch.intervals):
             starts = batch.ts_us[batch.interval_index == k]

@@ -41,18 +41,19 @@ def get(url: str, key: str | None = KEY) -> tuple[int, Any]:
         return exc.code, orjson.loads(exc.read())
 
 
-def publish(bootstrap: str, codec: Codec, trades: TradeBatch, quotes: QuoteBatch | None) -> None:
+def publish(bootstrap: str, codec: Codec, trades: TradeBatch, *quotes: QuoteBatch) -> None:
+    """One partition for all: each agent sees them in the order published."""
     publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
     publisher.produce(TRADES, codec.encode_trade_batch(trades), key=b"AAPL", partition=0)
-    if quotes is not None:
-        publisher.produce(QUOTES, codec.encode_quote_batch(quotes), key=b"AAPL", partition=0)
+    for batch in quotes:
+        publisher.produce(QUOTES, codec.encode_quote_batch(batch), key=b"AAPL", partition=0)
     publisher.flush()
 
 
-def quote(ts_us: int, bid: float, ask: float) -> QuoteBatch:
+def quote(ts_us: int, bid: float, ask: float, instrument: str = "AAPL") -> QuoteBatch:
     return QuoteBatch(
         "failover",
-        ("AAPL",),
+        (instrument,),
         np.zeros(1, dtype=np.int32),
         np.array([ts_us], dtype=np.int64),
         np.array([ts_us + 800], dtype=np.int64),
@@ -113,11 +114,22 @@ async def test_price_endpoint_serves_the_latest_trade_and_quote_and_never_rolls_
         [Trade("AAPL", now_us - 60_000_000, 150.0, 1.0), Trade("MSFT", now_us, 412.0, 7.0)],
         ts_recv_us=now_us,
     )
-    publish(bootstrap, codec, older, quote(now_us - 60_000_000, 150.0, 150.1))
+    publish(
+        bootstrap,
+        codec,
+        older,
+        quote(now_us - 60_000_000, 150.0, 150.1),
+        quote(now_us, 411.9, 412.1, "MSFT"),  # after the old AAPL quote: seen, it was too
+    )
     msft_url = f"{api}/stocks/MSFT/price"
-    await eventually(lambda: get(msft_url)[1]["trade"]["price"] == 412.0, 30, "MSFT's new trade")
-    await eventually(lambda: get(price_url)[1]["trade"]["price"] == 187.31, 5, "AAPL unchanged")
-    assert get(price_url)[1]["quote"]["bid_price"] == 187.30
+
+    def msft_moved() -> bool:
+        body = get(msft_url)[1]
+        return body["trade"]["price"] == 412.0 and (body["quote"] or {}).get("bid_price") == 411.9
+
+    await eventually(msft_moved, 30, "MSFT's new trade and quote")
+    status, body = get(price_url)
+    assert body["trade"]["price"] == 187.31 and body["quote"]["bid_price"] == 187.30
 
     assert get(f"{api}/stocks/ZZZZ/price")[0] == 404
     assert get(f"{api}/stocks/{'A' * 65}/price")[0] == 400
