@@ -52,12 +52,22 @@ $(ALPACA_VENV)/.installed:
 	$(ALPACA_VENV)/bin/pip install --quiet alpaca-py==0.44.0
 	touch $@
 
-bench: install $(QUIX_VENV)/.installed $(ALPACA_VENV)/.installed
+# The matching scenario's peers: rapidfuzz, TF-IDF char n-grams (scikit-learn) with
+# sparse_dot_topn, and datasketch's MinHash LSH; none of them is a dependency of ours.
+MATCHING_VENV := .venv-matching
+$(MATCHING_VENV)/.installed:
+	$(PYTHON) -m venv $(MATCHING_VENV)
+	$(MATCHING_VENV)/bin/pip install --quiet numpy==2.4.6 scipy==1.17.1 scikit-learn==1.9.1 \
+		rapidfuzz==3.14.6 sparse-dot-topn==1.2.0 datasketch==2.0.0
+	touch $@
+
+bench: install $(QUIX_VENV)/.installed $(ALPACA_VENV)/.installed $(MATCHING_VENV)/.installed
 	$(PY) -m benchmarks produce
 	$(PY) -m benchmarks bars --quix-python $(QUIX_VENV)/bin/python
 	$(PY) -m benchmarks sink
 	$(PY) -m benchmarks ws
 	$(PY) -m benchmarks providers --alpaca-python $(ALPACA_VENV)/bin/python
+	$(PY) -m benchmarks matching --peer-python $(MATCHING_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) $(QUIX_VENV) $(ALPACA_VENV) .run
+	rm -rf $(VENV) $(QUIX_VENV) $(ALPACA_VENV) $(MATCHING_VENV) .run

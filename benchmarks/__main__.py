@@ -23,6 +23,7 @@ log = logging.getLogger("benchmarks")
 
 SCENARIOS: Final[dict[str, str]] = {
     "bars": "benchmarks.bars",
+    "matching": "benchmarks.matching",
     "produce": "benchmarks.produce",
     "providers": "benchmarks.providers",
     "sink": "benchmarks.sink",
