@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import faust
@@ -427,43 +428,35 @@ def install(worker: Worker) -> None:
                 await asyncio.sleep(delay_s)
                 delay_s = min(30.0, 2 * delay_s)
 
-    @worker.app.agent(worker.bar_batches, name="detect_gaps")
-    async def detect_gaps(stream: faust.StreamT[bytes]) -> None:
+    async def each(
+        stream: faust.StreamT[bytes],
+        what: str,
+        decode: Callable[[bytes], Any],
+        step: Callable[[Any], Awaitable[object]],
+    ) -> None:
+        """Decode each event (dead-lettering what does not decode), run its database step
+        until it succeeds, then acknowledge it."""
         async for event in manual_acks(stream).events():
             try:
-                batch = worker.codec.decode_bar_batch(event.value)
+                value = decode(event.value)
             except DecodeError as exc:
                 finder.dead_letters.reject_event(event, exc.reason, str(exc))
                 await asyncio.to_thread(worker.publisher.flush)
             else:
-                await retrying("detect_gaps", functools.partial(finder.bars, batch))
+                await retrying(what, functools.partial(step, value))
             event.ack()
+
+    @worker.app.agent(worker.bar_batches, name="detect_gaps")
+    async def detect_gaps(stream: faust.StreamT[bytes]) -> None:
+        await each(stream, "detect_gaps", worker.codec.decode_bar_batch, finder.bars)
 
     @worker.app.agent(worker.feed_events, name="track_feed_outages")
     async def track_feed_outages(stream: faust.StreamT[bytes]) -> None:
-        async for event in manual_acks(stream).events():
-            try:
-                feed_event = worker.codec.decode_feed_event(event.value)
-            except DecodeError as exc:
-                finder.dead_letters.reject_event(event, exc.reason, str(exc))
-                await asyncio.to_thread(worker.publisher.flush)
-            else:
-                await retrying(
-                    "track_feed_outages", functools.partial(finder.feed_event, feed_event)
-                )
-            event.ack()
+        await each(stream, "track_feed_outages", worker.codec.decode_feed_event, finder.feed_event)
 
     @worker.app.agent(worker.statuses, name="track_halts")
     async def track_halts(stream: faust.StreamT[bytes]) -> None:
-        async for event in manual_acks(stream).events():
-            try:
-                status = worker.codec.decode_instrument_status(event.value)
-            except DecodeError as exc:
-                finder.dead_letters.reject_event(event, exc.reason, str(exc))
-                await asyncio.to_thread(worker.publisher.flush)
-            else:
-                await retrying("track_halts", functools.partial(finder.status, status))
-            event.ack()
+        await each(stream, "track_halts", worker.codec.decode_instrument_status, finder.status)
 
     @worker.app.timer(interval=finder.settings.sweep_interval_s)
     async def sweep_gaps() -> None:
