@@ -81,6 +81,9 @@ def database_url(postgres: PostgresServer) -> str:
             "truncate bars, bar_checkpoints, latest_trades, latest_quotes, gaps, backfill_jobs,"
             " backfill_dead_letters, feed_outages, instrument_halts"
         )
+        # the universe's tables exist once a test loaded one (connectors.universe makes them)
+        if conn.execute("select to_regclass('universe_versions')").fetchone() != (None,):
+            conn.execute("truncate symbol_universe, universe_versions restart identity")
     return postgres.url
 
 
