@@ -148,6 +148,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "as-shipped: it encodes each while it sends",
     )
     add(
+        "--fake-compression",
+        choices=("deflate", "none"),
+        default="deflate",
+        help="deflate: the fake offers permessage-deflate, as websockets does by default (and "
+        "every client accepts it); none: frames go uncompressed (whether Alpaca's servers "
+        "compress is not documented)",
+    )
+    add(
         "--partitions",
         type=int,
         default=KafkaSettings.model_fields["trades_partitions"].default,
@@ -273,6 +281,7 @@ def _parameters(
             "seed": args.seed,
             "encoding": "MessagePack (both clients ask for it at connect)",
             "fake_replay": args.fake_replay,
+            "fake_compression": args.fake_compression,
         },
         "repeats": args.repeats,
         "warmup_runs": args.warmup_runs,

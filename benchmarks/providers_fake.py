@@ -105,6 +105,7 @@ async def serve(args: argparse.Namespace) -> None:
         fake: FakeAlpaca = CapturedFakeAlpaca(frames, read_payloads(args.payloads))
     else:
         fake = FakeAlpaca(frames, frame_interval_s=0.0, live_times=False)
+    fake.compression = None if args.compression == "none" else "deflate"
     await fake.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,10 +123,15 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.providers_fake", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.providers_fake", description=__doc__
+    )
     parser.add_argument("--recording", type=Path, required=True, help="frames, JSON Lines")
     parser.add_argument("--payloads", type=Path, default=None, help="captured frames, MessagePack")
     parser.add_argument("--url-file", type=Path, required=True, help="where to write the URL")
+    parser.add_argument(
+        "--compression", choices=("deflate", "none"), default="deflate", help="permessage-deflate"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(serve(args))

@@ -89,13 +89,14 @@ def record(args: argparse.Namespace, root: Path) -> Recording:
 
 @contextlib.contextmanager
 def _fake(
-    recording: Recording, root: Path, name: str
+    recording: Recording, root: Path, name: str, compression: str
 ) -> Iterator[tuple[str, subprocess.Popen[Any]]]:
     """Run the fake Alpaca process for the block; yield (its URL, its process)."""
     url_file = root / f"fake-{name}.url"
     url_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.providers_fake"]
     command += ["--recording", str(recording.frames), "--url-file", str(url_file)]
+    command += ["--compression", compression]
     if recording.payloads is not None:
         command += ["--payloads", str(recording.payloads)]
     log_path = root / f"fake-{name}.log"
@@ -130,7 +131,7 @@ def run_client(
     tag = f"{name}-{run}"
     out, log_path = root / f"{tag}.json", root / f"{tag}.log"
     env = {**os.environ, "ALPACA_API_KEY": KEY_ID, "ALPACA_SECRET_KEY": SECRET_KEY}
-    with _fake(recording, root, tag) as (url, fake):
+    with _fake(recording, root, tag, args.fake_compression) as (url, fake):
         command = [*_client_command(name, args, recording, url, bootstrap), "--out", str(out)]
         fake_cpu_before = processes.cpu_s(fake.pid)
         with log_path.open("wb") as client_log:

@@ -63,6 +63,8 @@ class WebSocketFake(Fake):
     the same port in `answer_http` (None: go on with the WebSocket handshake)."""
 
     _server: Server | None = None
+    # permessage-deflate, as websockets offers it by default; None: frames go uncompressed
+    compression: str | None = "deflate"
 
     async def serve_connection(self, socket: ServerConnection) -> None:
         raise NotImplementedError
@@ -83,7 +85,11 @@ class WebSocketFake(Fake):
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._server = await serve(
-            self.serve_connection, host, port, process_request=self.answer_http
+            self.serve_connection,
+            host,
+            port,
+            process_request=self.answer_http,
+            compression=self.compression,
         )
         return self.port
 
