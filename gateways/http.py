@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateways.matches_api import add_match_routes
 from gateways.ops_api import add_ops_routes
 from gateways.prices_api import add_price_routes
 from gateways.registry_api import add_registry_routes
@@ -78,6 +79,7 @@ def build_app(
         add_registry_routes(app, CommittedSchemas())
     add_price_routes(app, url, keys)
     add_ops_routes(app, url, ops_keys)
+    add_match_routes(app, url, ops_keys)
     unset = [
         name
         for name, k in (("MS_API_KEYS", keys), ("MS_API_OPS_KEYS", ops_keys))

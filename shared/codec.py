@@ -24,6 +24,9 @@ from shared.bar_fields import BAR_FIELDS
 from shared.errors import DecodeError
 from shared.intervals import parse_interval
 from shared.models import (
+    Arbitrage,
+    ArbitrageDirection,
+    ArbitrageLeg,
     Bar,
     BarBatch,
     DeadLetter,
@@ -34,6 +37,9 @@ from shared.models import (
     InstrumentStatus,
     Listing,
     ListingStatus,
+    Match,
+    MatchDecider,
+    MatchDecision,
     PmPriceBatch,
     ProviderBarBatch,
     QuoteBatch,
@@ -57,6 +63,8 @@ GAP: Final = "gap"
 INSTRUMENT_STATUS: Final = "instrument_status"
 LISTING: Final = "listing"
 PM_PRICE_BATCH: Final = "pm_price_batch"
+MATCH: Final = "match"
+ARBITRAGE: Final = "arbitrage"
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -379,6 +387,8 @@ class Codec:
                 INSTRUMENT_STATUS,
                 LISTING,
                 PM_PRICE_BATCH,
+                MATCH,
+                ARBITRAGE,
             )
         }
         self._plain_schemas: dict[int | str, Any] = {}
@@ -803,6 +813,101 @@ class Codec:
             if len(index) and (index.min() < 0 or index.max() >= len(names)):
                 raise DecodeError(f"a PmPriceBatch index points outside its {len(names)} names")
         return batch
+
+    def encode_match(self, match: Match) -> bytes:
+        return self._fastavro_write(
+            MATCH,
+            {
+                "pair": match.key,
+                "a_venue": match.a_venue,
+                "a_market_id": match.a_market_id,
+                "b_venue": match.b_venue,
+                "b_market_id": match.b_market_id,
+                "score": match.score,
+                "rank": match.rank,
+                "decision": str(match.decision),
+                "decided_by": str(match.decided_by),
+                "auto_decision": str(match.auto_decision),
+                "inverted": match.inverted,
+                "agreed": list(match.agreed),
+                "differed": list(match.differed),
+                "one_sided": list(match.one_sided),
+                "warnings": list(match.warnings),
+                "ts_event": match.ts_event_us,
+                "ts_recv": match.ts_recv_us,
+            },
+        )
+
+    def decode_match(self, data: bytes) -> Match:
+        """Decode a framed Match; raise DecodeError for anything we cannot read."""
+        schema_id, body = self._resolve(MATCH, data)
+        rec = self._fastavro_read(MATCH, schema_id, body)
+        return Match(
+            a_venue=rec["a_venue"],
+            a_market_id=rec["a_market_id"],
+            b_venue=rec["b_venue"],
+            b_market_id=rec["b_market_id"],
+            score=rec["score"],
+            rank=rec["rank"],
+            decision=MatchDecision(rec["decision"]),
+            decided_by=MatchDecider(rec["decided_by"]),
+            auto_decision=MatchDecision(rec["auto_decision"]),
+            inverted=rec["inverted"],
+            agreed=tuple(rec["agreed"]),
+            differed=tuple(rec["differed"]),
+            one_sided=tuple(rec["one_sided"]),
+            warnings=tuple(rec["warnings"]),
+            ts_event_us=rec["ts_event"],
+            ts_recv_us=rec["ts_recv"],
+        )
+
+    def encode_arbitrage(self, arb: Arbitrage) -> bytes:
+        return self._fastavro_write(
+            ARBITRAGE,
+            {
+                "pair": arb.pair,
+                "direction": str(arb.direction),
+                "yes_leg": _leg_record(arb.yes_leg),
+                "no_leg": _leg_record(arb.no_leg),
+                "contracts": arb.contracts,
+                "cost": arb.cost,
+                "edge": arb.edge,
+                "opened_at": arb.opened_at_us,
+                "closed_at": arb.closed_at_us,
+                "lifetime_s": arb.lifetime_s,
+                "ts_event": arb.observed_at_us,
+                "ts_recv": arb.ts_recv_us,
+            },
+        )
+
+    def decode_arbitrage(self, data: bytes) -> Arbitrage:
+        """Decode a framed Arbitrage; raise DecodeError for anything we cannot read."""
+        schema_id, body = self._resolve(ARBITRAGE, data)
+        rec = self._fastavro_read(ARBITRAGE, schema_id, body)
+        return Arbitrage(
+            pair=rec["pair"],
+            direction=ArbitrageDirection(rec["direction"]),
+            yes_leg=ArbitrageLeg(**rec["yes_leg"]),
+            no_leg=ArbitrageLeg(**rec["no_leg"]),
+            contracts=rec["contracts"],
+            cost=rec["cost"],
+            edge=rec["edge"],
+            opened_at_us=rec["opened_at"],
+            closed_at_us=rec["closed_at"],
+            observed_at_us=rec["ts_event"],
+            ts_recv_us=rec["ts_recv"],
+        )
+
+
+def _leg_record(leg: ArbitrageLeg) -> dict[str, Any]:
+    return {
+        "venue": leg.venue,
+        "market_id": leg.market_id,
+        "outcome": leg.outcome,
+        "price": leg.price,
+        "size": leg.size,
+        "fee": leg.fee,
+    }
 
 
 def _bar_record(bar: Bar) -> dict[str, Any]:

@@ -71,7 +71,9 @@ BACKFILL_JOBS: Final = Counter(
     ["outcome"],
 )
 INGESTION_LAG: Final = Gauge(
-    "ingestion_lag_seconds", "Now minus the end of the latest bar stored, by interval.", ["interval"]
+    "ingestion_lag_seconds",
+    "Now minus the end of the latest bar stored, by interval.",
+    ["interval"],
 )
 WRITE_BATCH_MS: Final = Histogram(
     "write_batch_ms",
@@ -84,6 +86,15 @@ SLO_GAP_VIOLATION_RATE: Final = Gauge(
     " interval (continuity SLO: under 0.005 for T0).",
     ["tier", "interval"],
 )
+LISTINGS_READ: Final = Counter(
+    "listings", "Prediction-market listings the matcher read (new or changed), by venue.", ["venue"]
+)
+MATCHES_DECIDED: Final = Counter(
+    "matches",
+    "Pairs given a decision (a new match or review pair, or a changed decision), by decision.",
+    ["decision"],
+)
+ARBITRAGE_OPEN: Final = Gauge("arbitrage_open", "Arbitrage opportunities open now.")
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])
 BARS_EMITTED: Final = Counter(
     "bars_emitted", "Bars published: first emissions and revisions.", ["interval", "kind"]

@@ -545,3 +545,98 @@ class PmPrice:
     ask_size: float
     ts_event_us: int
     ts_recv_us: int
+
+
+class MatchDecision(enum.StrEnum):
+    """Whether two listings ask the same question (Match.decision)."""
+
+    NO_MATCH = "no_match"
+    REVIEW = "review"
+    MATCH = "match"
+
+
+class MatchDecider(enum.StrEnum):
+    """Who decided a pair: the matcher's thresholds, or a person (whose decision sticks)."""
+
+    AUTO = "auto"
+    PERSON = "person"
+
+
+def pair_key(a_key: str, b_key: str) -> str:
+    """The key of a pair of listings (`venue:market_id` each, Kalshi's first): `a|b`."""
+    return f"{a_key}|{b_key}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Match:
+    """A scored pair of listings and the decision in force (schemas/avro/match.avsc)."""
+
+    a_venue: str
+    a_market_id: str
+    b_venue: str
+    b_market_id: str
+    score: float
+    rank: int
+    decision: MatchDecision
+    decided_by: MatchDecider
+    auto_decision: MatchDecision
+    inverted: bool
+    agreed: tuple[str, ...]
+    differed: tuple[str, ...]
+    one_sided: tuple[str, ...]
+    warnings: tuple[str, ...]
+    ts_event_us: int
+    ts_recv_us: int
+
+    @property
+    def key(self) -> str:
+        """The Kafka key of md.matches.v1 (`pair_key` of the two listings)."""
+        return pair_key(f"{self.a_venue}:{self.a_market_id}", f"{self.b_venue}:{self.b_market_id}")
+
+
+class ArbitrageDirection(enum.StrEnum):
+    """Which listing of a pair the YES is bought on."""
+
+    YES_A_NO_B = "yes_a_no_b"
+    NO_A_YES_B = "no_a_yes_b"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArbitrageLeg:
+    """One outcome bought at its best ask; `fee` is for `Arbitrage.contracts` of it, dollars."""
+
+    venue: str
+    market_id: str
+    outcome: str
+    price: float
+    size: float | None
+    fee: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arbitrage:
+    """YES on one venue and NO on the other for less than 1 after fees
+    (schemas/avro/arbitrage.avsc); `closed_at_us` is None while it lasts."""
+
+    pair: str
+    direction: ArbitrageDirection
+    yes_leg: ArbitrageLeg
+    no_leg: ArbitrageLeg
+    contracts: float
+    cost: float
+    edge: float
+    opened_at_us: int
+    closed_at_us: int | None
+    observed_at_us: int
+    ts_recv_us: int
+
+    @property
+    def key(self) -> str:
+        """The Kafka key of md.arbitrage.v1: `pair|direction`."""
+        return f"{self.pair}|{self.direction}"
+
+    @property
+    def lifetime_s(self) -> float | None:
+        if self.closed_at_us is None:
+            return None
+        return (self.closed_at_us - self.opened_at_us) / 1e6

@@ -25,6 +25,8 @@ GAPS: Final = "md.gaps.v1"
 STATUSES: Final = "md.statuses.v1"
 LISTINGS: Final = "md.listings.v1"
 PM_PRICES: Final = "md.pm_prices.v1"
+MATCHES: Final = "md.matches.v1"
+ARBITRAGE: Final = "md.arbitrage.v1"
 # Prediction markets are few and slow next to trades (tens of thousands of listings, a price
 # row per outcome every few seconds), and nothing joins them with instruments: a fixed few
 # partitions, the same for listings and prices so that a consumer of both gets a market's
@@ -149,6 +151,25 @@ def all_topics(trades_partitions: int) -> tuple[TopicSpec, ...]:
             codec.PM_PRICE_BATCH,
             "Prediction-market best bid and ask per outcome, as probabilities, in columns; "
             "partitioned by venue:market_id like md.listings.v1.",
+        ),
+        TopicSpec(
+            MATCHES,
+            PM_PARTITIONS,
+            -1,
+            "compact",
+            codec.MATCH,
+            "Cross-venue pairs of prediction markets that match or need review, with score, "
+            "evidence and who decided; keyed kalshi:id|polymarket:id and compacted: the latest "
+            "decision of each pair (no_match once a pair ended or a person rejected it).",
+        ),
+        TopicSpec(
+            ARBITRAGE,
+            PM_PARTITIONS,
+            30 * DAY_MS,
+            "delete",
+            codec.ARBITRAGE,
+            "Arbitrage on matched pairs: YES on one venue and NO on the other for less than 1 "
+            "after fees; keyed pair|direction, a record when one opens, changes and closes.",
         ),
         TopicSpec(
             DLQ,

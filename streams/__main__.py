@@ -6,6 +6,7 @@ db migrate                  create our tables (TimescaleDB hypertables when avai
 stack up [--detach]|down|status   the embedded stack behind `make up` / `make down`
 trades tail [--count N]     print trades as they arrive
 bars export                 bars from the database as CSV
+markets rebuild             re-match every stored prediction-market listing (keeps people's decisions)
 
 Exit status: 0 done; 1 failed (topics missing, no trades, the database failed mid-way);
 2 bad settings or arguments, a taken port, or a broker or database that cannot be reached;
@@ -155,6 +156,25 @@ def bars_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def markets_command(action: str) -> int:
+    import asyncio
+
+    from shared.codec import Codec
+    from shared.publisher import Publisher
+    from streams.markets.rebuild import rebuild
+
+    url = load_settings(DatabaseSettings).url.get_secret_value()
+    kafka = load_settings(KafkaSettings)
+    require_database(url)
+    require_broker(kafka.bootstrap)
+    codec = Codec(schema_registry(load_settings(RegistrySettings)))
+    publisher = Publisher(kafka.producer_config("markets-rebuild"))
+    with database_failures(f"markets {action}"):
+        changed, published = asyncio.run(rebuild(url, publisher, codec))
+    print(f"re-matched: {changed} pairs changed, {published} published")
+    return 0
+
+
 def stack_command(action: str, detach: bool) -> int:
     from streams.embedded.stack import Stack, StackSettings
 
@@ -206,6 +226,7 @@ def main() -> int:
     bars.add_argument("--symbols", help="comma-separated symbols (default: all)")
     bars.add_argument("--start", help="ISO-8601 time, inclusive (UTC if no offset)")
     bars.add_argument("--end", help="ISO-8601 time, exclusive")
+    sub.add_parser("markets").add_argument("action", choices=["rebuild"])
     trades = sub.add_parser("trades")
     trades.add_argument("action", choices=["tail"])
     trades.add_argument(
@@ -230,6 +251,8 @@ def main() -> int:
         return stack_command(args.action, args.detach)
     if args.command == "bars":
         return bars_command(args)
+    if args.command == "markets":
+        return markets_command(args.action)
     return trades_command(args)
 
 

@@ -28,7 +28,16 @@ from shared.codec import Codec
 from shared.publisher import Publisher
 from shared.settings import SYNTHETIC_SOURCES, DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
-from shared.topics import BAR_BATCHES, FEED_EVENTS, FUNDAMENTALS, QUOTES, STATUSES, TRADES
+from shared.topics import (
+    BAR_BATCHES,
+    FEED_EVENTS,
+    FUNDAMENTALS,
+    LISTINGS,
+    PM_PRICES,
+    QUOTES,
+    STATUSES,
+    TRADES,
+)
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 
@@ -57,6 +66,8 @@ AGENTS: Final = {
     "sink_fundamentals": AgentSpec("streams.fundamentals.agent", 500),
     "track_prices": AgentSpec("streams.prices.agent", 100),
     "detect_gaps": AgentSpec("streams.gaps.agent", 500),
+    "match_markets": AgentSpec("streams.markets.agent", 100),
+    "flag_arbitrage": AgentSpec("streams.arbitrage.agent", 50),
 }
 
 
@@ -126,6 +137,8 @@ class Worker:
     quotes: faust.TopicT
     feed_events: faust.TopicT
     statuses: faust.TopicT
+    listings: faust.TopicT
+    pm_prices: faust.TopicT
     status: web.Application
     trade_batches: DecodedTradeBatches
     refused_sources: frozenset[str]  # MS_REAL_DATA_ONLY: the synthetic ones
@@ -202,6 +215,8 @@ def create_app(
         quotes=app.topic(QUOTES, value_serializer="raw", key_serializer="raw"),
         feed_events=app.topic(FEED_EVENTS, value_serializer="raw", key_serializer="raw"),
         statuses=app.topic(STATUSES, value_serializer="raw", key_serializer="raw"),
+        listings=app.topic(LISTINGS, value_serializer="raw", key_serializer="raw"),
+        pm_prices=app.topic(PM_PRICES, value_serializer="raw", key_serializer="raw"),
         status=status_app("worker", checks),
         trade_batches=DecodedTradeBatches(codec, refused_sources=refused),
         refused_sources=refused,

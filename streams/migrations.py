@@ -198,6 +198,77 @@ create table if not exists feed_outages (
     primary key (source, blind_since)
 )
 """
+# Prediction markets (streams.markets, streams.arbitrage). `pm_listings` is the matcher's
+# durable copy of md.listings.v1: its indexes are rebuilt from it on start and by
+# `python -m streams markets rebuild`; `body` is the framed Avro Listing, the other columns are
+# for queries. A pair of `market_matches` is Kalshi's listing key then Polymarket's; a person's
+# decision (decided_by = 'person') is never overwritten by the matcher, whose own verdict stays
+# in auto_decision. `published` is false until the pair's Match is on md.matches.v1 (an outbox,
+# so that the HTTP API's decisions are published by the agent).
+PM_LISTINGS_TABLE: Final = """
+create table if not exists pm_listings (
+    key        text        primary key,
+    venue      text        not null,
+    market_id  text        not null,
+    title      text        not null,
+    outcomes   jsonb       not null,
+    status     text        not null,
+    body       bytea       not null,
+    ts_event   timestamptz not null,
+    updated_at timestamptz not null default now()
+)
+"""
+MARKET_MATCHES_TABLE: Final = """
+create table if not exists market_matches (
+    id            bigserial        primary key,
+    a_key         text             not null,
+    b_key         text             not null,
+    score         double precision not null,
+    rank          integer          not null,
+    decision      text             not null check (decision in ('match', 'review', 'no_match')),
+    auto_decision text             not null check (auto_decision in ('match', 'review', 'no_match')),
+    decided_by    text             not null default 'auto' check (decided_by in ('auto', 'person')),
+    inverted      boolean          not null default false,
+    evidence      jsonb            not null,
+    warnings      jsonb            not null default '[]',
+    published     boolean          not null default false,
+    created_at    timestamptz      not null default now(),
+    updated_at    timestamptz      not null default now(),
+    unique (a_key, b_key)
+);
+create index if not exists market_matches_b on market_matches (b_key);
+create index if not exists market_matches_decision on market_matches (decision);
+create index if not exists market_matches_unpublished on market_matches (id) where not published
+"""
+# Arbitrage flagged on matched pairs: at most one open row per pair and direction.
+ARBITRAGE_TABLE: Final = """
+create table if not exists arbitrage (
+    id          bigserial        primary key,
+    pair        text             not null,
+    direction   text             not null check (direction in ('yes_a_no_b', 'no_a_yes_b')),
+    yes_venue   text             not null,
+    yes_market  text             not null,
+    yes_outcome text             not null,
+    yes_price   double precision not null,
+    yes_size    double precision,
+    yes_fee     double precision not null,
+    no_venue    text             not null,
+    no_market   text             not null,
+    no_outcome  text             not null,
+    no_price    double precision not null,
+    no_size     double precision,
+    no_fee      double precision not null,
+    contracts   double precision not null,
+    cost        double precision not null,
+    edge        double precision not null,
+    opened_at   timestamptz      not null,
+    observed_at timestamptz      not null,
+    closed_at   timestamptz,
+    lifetime_s  double precision
+);
+create unique index if not exists arbitrage_open on arbitrage (pair, direction)
+    where closed_at is null
+"""
 RETENTION_SQL: Final = (
     "delete from bars where interval = %s and ts < now() - make_interval(days => %s)"
 )
@@ -283,6 +354,9 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
         conn.execute(GAPS_TABLE)
         conn.execute(BACKFILL_JOBS_TABLE)
         conn.execute(BACKFILL_DEAD_LETTERS_TABLE)
+        conn.execute(PM_LISTINGS_TABLE)
+        conn.execute(MARKET_MATCHES_TABLE)
+        conn.execute(ARBITRAGE_TABLE)
         if timescale:
             _timescale(conn, compress_after_days, policy)
         else:

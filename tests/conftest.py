@@ -79,7 +79,8 @@ def database_url(postgres: PostgresServer) -> str:
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(
             "truncate bars, bar_checkpoints, latest_trades, latest_quotes, gaps, backfill_jobs,"
-            " backfill_dead_letters, feed_outages, instrument_halts"
+            " backfill_dead_letters, feed_outages, instrument_halts, pm_listings, market_matches,"
+            " arbitrage"
         )
         # the universe's tables exist once a test loaded one (connectors.universe makes them)
         if conn.execute("select to_regclass('universe_versions')").fetchone() != (None,):

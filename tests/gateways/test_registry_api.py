@@ -66,6 +66,7 @@ def test_stock_avro_deserializer_via_our_api_reads_trades_topic(
 def test_registry_api_lists_subjects_and_latest_versions(api_url: str) -> None:
     subjects = orjson.loads(wait_http(f"{api_url}/subjects"))
     assert subjects == [
+        "md.arbitrage.v1-value",
         "md.bars.batch.v1-value",
         "md.bars.v1-value",
         "md.dlq.v1-value",
@@ -73,6 +74,7 @@ def test_registry_api_lists_subjects_and_latest_versions(api_url: str) -> None:
         "md.fundamentals.v1-value",
         "md.gaps.v1-value",
         "md.listings.v1-value",
+        "md.matches.v1-value",
         "md.pm_prices.v1-value",
         "md.provider_bars.v1-value",
         "md.quotes.v1-value",

@@ -37,6 +37,8 @@ def test_topics_create_twice_is_idempotent_and_describe_shows_partitions_and_ret
         "md.statuses.v1",
         "md.listings.v1",
         "md.pm_prices.v1",
+        "md.matches.v1",
+        "md.arbitrage.v1",
         "md.dlq.v1",
     }
     assert topics["md.trades.v1"]["partitions"] == 4

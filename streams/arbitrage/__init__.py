@@ -1,0 +1,1 @@
+"""Arbitrage on matched prediction markets: fee models, edge arithmetic, flag_arbitrage."""

@@ -1,0 +1,1 @@
+"""Cross-venue matching of prediction markets: the match_markets agent and its tables."""
