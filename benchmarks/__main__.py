@@ -23,6 +23,7 @@ log = logging.getLogger("benchmarks")
 
 SCENARIOS: Final[dict[str, str]] = {
     "bars": "benchmarks.bars",
+    "gaps": "benchmarks.gaps",
     "matching": "benchmarks.matching",
     "produce": "benchmarks.produce",
     "providers": "benchmarks.providers",
