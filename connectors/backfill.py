@@ -74,6 +74,9 @@ from shared.topics import TRADES
 
 log = logging.getLogger(__name__)
 
+# A window is closed once its end, the bar worker's grace and the sink's flush have passed.
+CLOSED_AFTER_US: Final = 120_000_000
+
 COMPONENT: Final = "backfill"
 # The instrument's latest row, active or not: a delisted name's history is still wanted.
 UNIVERSE_ROW_SQL: Final = """
@@ -189,6 +192,7 @@ class BackfillWorker:
         source = backfill_source(job.id, job.attempts)
         started_s = time.monotonic()
         span = fetch_span(job.start_us, job.end_us, self.window_us)
+        fetched_at_us = time.time_ns() // 1000
         what = (
             f"backfill job {job.id} ({job.instrument} {job.interval}"
             f" [{rfc3339(job.start_us)}, {rfc3339(job.end_us)}), attempt {job.attempts})"
@@ -232,6 +236,36 @@ class BackfillWorker:
             raise failure  # SystemExit and the like end the process
         trades = 0 if failure is not None else fetching.result()
         await self._end(conn, job, what, failure, trades, started_s)
+        if failure is None and span[1] + CLOSED_AFTER_US > fetched_at_us:
+            await self._again_when_closed(conn, job, what, span[1])
+
+    async def _again_when_closed(self, conn: Connection, job: Job, what: str, end_us: int) -> None:
+        """The span reached past the fetch: its last windows were still open, and when they
+        close the live feed's bars (without the outage's trades) replace the backfill's. So
+        the same span is fetched again once they have closed, and that fetch's bars replace
+        the live ones in turn."""
+        due_us = end_us + CLOSED_AFTER_US
+        try:
+            again = await queue.enqueue(
+                conn,
+                instrument=job.instrument,
+                interval=job.interval,
+                start_us=job.start_us,
+                end_us=job.end_us,
+                priority=job.priority,
+                provider=job.provider,
+                gap_id=job.gap_id,
+                not_before_us=due_us,
+            )
+        except TransientError as exc:
+            log.error("%s: cannot queue its fetch after the span closes: %s", what, exc)
+            return
+        log.info(
+            "%s: its span was still open; job %d fetches it again at %s",
+            what,
+            again,
+            rfc3339(due_us),
+        )
 
     async def _plan(self, conn: Connection, job: Job) -> tuple[str, bool]:
         """The provider to ask and whether the instrument is crypto; raise NoHistoryError."""

@@ -103,8 +103,10 @@ _JOB_COLUMNS: Final = (
     " next_attempt_at, claimed_by, claimed_at, last_error, errors, created_at"
 )
 ENQUEUE_SQL: Final = f"""
-insert into backfill_jobs (gap_id, instrument, interval, start_ts, end_ts, priority, provider)
-values (%(gap_id)s, %(instrument)s, %(interval)s, %(start)s, %(end)s, %(priority)s, %(provider)s)
+insert into backfill_jobs
+    (gap_id, instrument, interval, start_ts, end_ts, priority, provider, next_attempt_at)
+values (%(gap_id)s, %(instrument)s, %(interval)s, %(start)s, %(end)s, %(priority)s, %(provider)s,
+    coalesce(%(not_before)s, now()))
 on conflict (instrument, interval, start_ts, end_ts) where {OPEN_JOB} do update set
     priority = least(backfill_jobs.priority, excluded.priority),
     gap_id = coalesce(backfill_jobs.gap_id, excluded.gap_id),
@@ -268,8 +270,10 @@ async def enqueue(
     priority: int,
     provider: str | None = None,
     gap_id: int | None = None,
+    not_before_us: int | None = None,
 ) -> int:
     """Queue a job for the span and return its id; mark the gap `gap_id` queued, if given.
+    `not_before_us`: not to be claimed before then (default: now).
 
     If the span already has an open job, return that one, raised to the higher priority, with
     the gap and provider filled in where it had none. Raise ValueError for a bad interval, an
@@ -283,6 +287,7 @@ async def enqueue(
         "priority": priority,
         "provider": provider,
         "gap_id": gap_id,
+        "not_before": maybe_time_of(not_before_us),
     }
     async with _transaction(conn) as cursor:
         return await _enqueue(cursor, params)
@@ -379,7 +384,7 @@ async def requeue_dead_letter(conn: Connection, dlq_id: int) -> int:
         job_id = await _enqueue(
             cursor,
             {k: row[k] for k in ("instrument", "interval", "priority", "provider", "gap_id")}
-            | {"start": row["start_ts"], "end": row["end_ts"]},
+            | {"start": row["start_ts"], "end": row["end_ts"], "not_before": None},
         )
         await cursor.execute(MARK_REQUEUED_SQL, {"id": dlq_id, "job_id": job_id})
     return job_id

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -465,3 +466,31 @@ def test_backfill_process_on_a_taken_port_exits_2_naming_the_variable(
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: MS_BACKFILL_HTTP_PORT={port}: port {port}")
+
+
+async def test_backfill_of_a_span_still_open_is_fetched_again_once_it_has_closed(
+    aconn: psycopg.AsyncConnection[Any],
+    db: psycopg.Connection[Any],
+    start_backfill: Callable[..., Backfill],
+) -> None:
+    # a gap that ended minutes ago: its hour is not over, so the live feed's 1h bar, which
+    # lacks the gap's trades, would replace the backfill's when the hour closes
+    now_us = time.time_ns() // 1000
+    start_us = now_us - now_us % MINUTE_US - 3 * MINUTE_US
+    start_backfill()
+    job_id = await queue.enqueue(
+        aconn, instrument="BTC/USD", interval="1m", start_us=start_us,
+        end_us=start_us + 2 * MINUTE_US, priority=0, provider="alpaca",
+    )  # fmt: skip
+
+    await eventually(lambda: len(jobs(db)) == 2, timeout_s=40, what="a second fetch queued")
+
+    again = db.execute(
+        "select id, status, extract(epoch from next_attempt_at) * 1e6 from backfill_jobs"
+        " where id <> %s",
+        (job_id,),
+    ).fetchone()
+    hour_end_us = start_us - start_us % HOUR_US + HOUR_US
+    assert again is not None and again[1] == "queued"
+    assert abs(again[2] - (hour_end_us + 120 * S)) < S  # once the hour's bars have closed
+    assert jobs(db)[job_id][0] == "done"
