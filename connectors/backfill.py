@@ -168,8 +168,11 @@ class BackfillWorker:
                     continue
                 if job.attempts > self.settings.max_attempts:  # its workers died each time
                     error = f"claimed {job.attempts} times, never finished: its workers stopped"
-                    await queue.fail(conn, job.id, error, worker_id=self.worker_id)
-                    BACKFILL_JOBS.labels("failed").inc()
+                    try:
+                        await queue.fail(conn, job.id, error, worker_id=self.worker_id)
+                        BACKFILL_JOBS.labels("failed").inc()
+                    except TransientError as exc:  # reclaimed and failed later, then
+                        log.warning("backfill job %d: cannot fail it yet (%s)", job.id, exc)
                     continue
                 await self._work(conn, job)
         finally:
@@ -300,6 +303,7 @@ class BackfillWorker:
         partition = partition_for(job.instrument, self.partitions)
         key = job.instrument.encode()
         acked = [0]
+        since = self.publisher.mark()  # a refusal before this job is not this job's
         published = watermark_us = 0
         async for page in history.trades(job.instrument, *span):
             watermark_us = max(watermark_us, int(page.ts_event_us.max()))
@@ -311,7 +315,9 @@ class BackfillWorker:
         if published:  # no trades, no windows to close
             closing = TradeBatch.heartbeat(source, span[1] + END_OF_STREAM_ADVANCE_US)
             self._produce(closing, partition, key, acked)
-        await self.publisher.settled(self.publisher.mark(), self.settings.delivery_timeout_s)
+        await self.publisher.settled(
+            self.publisher.mark(), self.settings.delivery_timeout_s, since=since
+        )
         return acked[0]
 
     def _produce(self, batch: TradeBatch, partition: int, key: bytes, acked: list[int]) -> None:
@@ -339,7 +345,7 @@ class BackfillWorker:
             try:
                 if not await queue.heartbeat(conn, job.id, self.worker_id):
                     return False
-            except TransientError as exc:
+            except (TransientError, psycopg.Error) as exc:
                 log.warning("backfill job %d: heartbeat failed (%s); going on", job.id, exc)
 
     async def _end(

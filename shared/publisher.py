@@ -8,6 +8,7 @@ producing (`settled`): librdkafka's flush only returns once its queue is empty.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import threading
@@ -47,6 +48,9 @@ class Publisher:
         self._settled_below = 0  # every message numbered below this is acknowledged or failed
         self._settled_ahead: set[int] = set()  # settled out of order, numbered above that
         self._first_failed: int | None = None  # the lowest number Kafka refused
+        # The numbers Kafka refused, most recent last (a bounded record: refusals are rare),
+        # so that one refusal fails the waits that cover it, not every later one.
+        self._refused: collections.deque[int] = collections.deque(maxlen=100_000)
 
     def produce(
         self,
@@ -141,6 +145,7 @@ class Publisher:
                 self.acked[topic] += 1
                 return
             self.failed[topic] += 1
+            self._refused.append(number)
             if self._first_failed is None or number < self._first_failed:
                 self._first_failed = number
         DELIVERY_FAILURES.labels(topic).inc()
@@ -164,16 +169,28 @@ class Publisher:
         """Return a mark that `settled` compares with: it covers every message queued so far."""
         return self._queued
 
-    async def settled(self, mark: int, timeout_s: float = 30.0) -> None:
+    def refused_since(self, since: int, mark: int | None = None) -> int:
+        """How many of the messages numbered from `since` (a `mark`) to `mark` (default: all
+        queued) Kafka refused."""
+        end = self._queued if mark is None else mark
+        with self._tallying:
+            return sum(since <= n < end for n in self._refused)
+
+    async def settled(self, mark: int, timeout_s: float = 30.0, *, since: int = 0) -> None:
         """Wait until Kafka acknowledged every message queued before `mark`, serving callbacks.
 
-        Raise DeliveryError if Kafka refused one of those messages, or after `timeout_s`.
-        Messages queued meanwhile are not waited for, so the caller may go on producing.
+        Raise DeliveryError if Kafka refused one of those messages (with `since`, one queued
+        from that mark on: a long-lived caller's earlier refusals are not its current work's),
+        or after `timeout_s`. Messages queued meanwhile are not waited for.
         """
         deadline = time.monotonic() + timeout_s
         while True:
             self._producer.poll(0)
-            if self._first_failed is not None and self._first_failed < mark:
+            if (
+                self._first_failed is not None
+                and self._first_failed < mark
+                and (since == 0 or self.refused_since(since, mark))
+            ):
                 raise DeliveryError(f"Kafka refused messages: {dict(self.failed)}")
             if self._settled_below >= mark:
                 return
@@ -188,15 +205,17 @@ class Publisher:
         """Serve delivery callbacks."""
         self._producer.poll(timeout_s)
 
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued message is acknowledged or failed; raise DeliveryError on loss."""
+    def flush(self, timeout_s: float = 30.0, *, since: int | None = None) -> None:
+        """Wait until every queued message is acknowledged or failed; raise DeliveryError on loss
+        (with `since`, a mark: only of the messages queued from it on)."""
         remaining = self._producer.flush(timeout_s)
         if remaining:
             raise DeliveryError(
                 f"{remaining} messages still unacknowledged after {timeout_s:.0f} s"
             )
-        if sum(self.failed.values()):
-            raise DeliveryError(f"Kafka refused messages: {dict(self.failed)}")
+        refused = sum(self.failed.values()) if since is None else self.refused_since(since)
+        if refused:
+            raise DeliveryError(f"Kafka refused {refused} messages: {dict(self.failed)}")
 
     def partitions(self, topic: str, timeout_s: float = 10.0) -> int:
         """Return the partition count of `topic` from broker metadata; raise DeliveryError if absent."""

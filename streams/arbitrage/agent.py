@@ -26,7 +26,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.dead_letters import DeadLetterPublisher
-from shared.errors import DecodeError, TransientError
+from shared.errors import DecodeError, DeliveryError, TransientError
 from shared.metrics import ARBITRAGE_OPEN
 from shared.models import Arbitrage, ArbitrageDirection, ArbitrageLeg, PmPriceBatch
 from shared.postgres import ReusedConnection
@@ -199,6 +199,8 @@ class ArbitrageFlagger:
                 now = judge_opportunity(
                     legs, direction, self.asks, self.fees, self.settings.min_edge
                 )
+                if now is None and any(k not in self.asks for k in legs.sides(direction)):
+                    continue  # a leg not priced since the start: unknown, not gone
                 closed_at = at_us
                 if now is None:  # when its legs' latest prices say so
                     closed_at = max(
@@ -217,10 +219,17 @@ class ArbitrageFlagger:
             if found is not None:
                 changes.append(found)
         if changes:
-            await self._record(changes)
+            try:
+                await self._record(changes)
+            except BaseException:
+                # The book already holds what failed to be written: read it back from the
+                # table, so that the retry finds the same changes again.
+                self.book, self.loaded = OpenArbitrage(), False
+                raise
         ARBITRAGE_OPEN.set(len(self.book.open))
 
     async def _record(self, changes: list[tuple[Change, Arbitrage]]) -> None:
+        since = self.worker.publisher.mark()
         db = await self.connection.get()
         async with db.transaction():
             for change, arb in changes:
@@ -245,7 +254,8 @@ class ArbitrageFlagger:
                     arb.edge,
                     orjson.dumps([arb.yes_leg.price, arb.no_leg.price]).decode(),
                 )
-            await asyncio.to_thread(self.worker.publisher.flush)
+            flush = functools.partial(self.worker.publisher.flush, since=since)
+            await asyncio.to_thread(flush)  # before the commit: a crash publishes twice at worst
 
 
 def install(worker: Worker) -> None:
@@ -258,9 +268,8 @@ def install(worker: Worker) -> None:
             try:
                 await step()
                 return
-            except (psycopg.OperationalError, TransientError) as exc:
-                log.warning("%s: the database cannot answer (%s); retrying in %.1f s",
-                            what, exc, delay_s)  # fmt: skip
+            except (psycopg.OperationalError, TransientError, DeliveryError) as exc:
+                log.warning("%s: %s; retrying in %.1f s", what, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(30.0, 2 * delay_s)
 

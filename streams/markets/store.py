@@ -10,6 +10,7 @@ how a decision made through the HTTP API reaches the topic.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any, Final
@@ -203,10 +204,11 @@ async def publish_pending(
         rows = await (await connection.execute(PENDING_SQL, (PUBLISH_BATCH,))).fetchall()
         if not rows:
             return total
+        since = publisher.mark()
         for row in rows:
             match = match_of(row, now_us)
             publisher.produce(MATCHES, codec.encode_match(match), key=match.key.encode())
-        await asyncio.to_thread(publisher.flush)
+        await asyncio.to_thread(functools.partial(publisher.flush, since=since))
         async with connection.cursor() as cursor:
             await cursor.executemany(PUBLISHED_SQL, [(row[0], row[-1]) for row in rows])
         total += len(rows)

@@ -84,3 +84,21 @@ async def test_publisher_settled_raises_for_a_refused_message_before_the_mark_on
     await publisher.settled(before, timeout_s=1)
     with pytest.raises(DeliveryError, match="refused"):
         await publisher.settled(covering, timeout_s=5)
+
+
+async def test_publisher_a_refusal_fails_the_waits_that_cover_it_not_later_work() -> None:
+    # Arrange: a long-lived publisher (the backfill worker's) whose one message was refused
+    publisher = Publisher(_unreachable("test-refused-once") | {"message.timeout.ms": 300})
+    publisher.produce(BARS, b"lost", partition=0)
+    with pytest.raises(DeliveryError, match="refused"):
+        await publisher.settled(publisher.mark(), timeout_s=5)
+
+    # Act: the next job's own wait, and a flush of what came after the refusal
+    since = publisher.mark()
+    await publisher.settled(publisher.mark(), timeout_s=1, since=since)
+    publisher.flush(1, since=since)
+
+    # Assert: the refusal still fails what covers it
+    assert publisher.refused_since(0) == 1 and publisher.refused_since(since) == 0
+    with pytest.raises(DeliveryError, match="refused 1"):
+        publisher.flush(1, since=0)
