@@ -47,7 +47,8 @@ KEPT_AND_LOST = (
 
 @dataclass(frozen=True, slots=True)
 class FakeProvider:
-    """A provider `make up` runs its fake for unless its keys (`keys`) are all set."""
+    """A provider `make up` runs its fake for unless its keys (`keys`) are all set; one
+    without keys (a public API) always gets its fake: the embedded stack stays local."""
 
     keys: tuple[str, ...]
     connector_env: Callable[[int], dict[str, str]]  # where the connector finds the fake
@@ -65,6 +66,16 @@ FAKES: Final = {
             "MS_FINNHUB_REST_URL": f"http://127.0.0.1:{port}/api/v1",
         },
     ),
+    "kalshi": FakeProvider(
+        (), lambda port: {"MS_KALSHI_BASE_URL": f"http://127.0.0.1:{port}/trade-api/v2"}
+    ),
+    "polymarket": FakeProvider(
+        (),
+        lambda port: {
+            "MS_POLYMARKET_GAMMA_URL": f"http://127.0.0.1:{port}",
+            "MS_POLYMARKET_CLOB_URL": f"http://127.0.0.1:{port}",
+        },
+    ),
 }
 # The feeds `make up` can run (MS_STACK_FEEDS), the providers each needs, and its settings.
 FEED_PROVIDERS: Final = {
@@ -72,6 +83,8 @@ FEED_PROVIDERS: Final = {
     "alpaca": ("alpaca",),
     "finnhub": ("finnhub",),
     "failover": ("finnhub", "alpaca"),
+    "kalshi": ("kalshi",),
+    "polymarket": ("polymarket",),
 }
 FEED_ENV: Final = {
     "alpaca": {"MS_ALPACA_SYMBOLS": "AAPL,MSFT,TSLA"},
@@ -102,6 +115,8 @@ class StackSettings(BaseSettings):
     feeds: str = Field("simulator", pattern=rf"^({_FEED})(,({_FEED}))*$")
     alpaca_fake_port: int = Field(8770, ge=1, le=65535)
     finnhub_fake_port: int = Field(8771, ge=1, le=65535)
+    kalshi_fake_port: int = Field(8776, ge=1, le=65535)
+    polymarket_fake_port: int = Field(8777, ge=1, le=65535)
     simulator_instruments: int = Field(50, ge=1)
     simulator_rate: float = Field(2000.0, gt=0)
     trades_partitions: int = Field(6, ge=1)
@@ -139,7 +154,8 @@ class Stack:
                 ["streams", "worker"],
                 s.sink_port,
                 {
-                    "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals,track_prices,detect_gaps",
+                    "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals,track_prices,detect_gaps,"
+                    "match_markets,flag_arbitrage",
                     "MS_WORKER_HTTP_PORT": str(s.sink_port),
                     "MS_WORKER_DATA_DIR": str(self.run_dir / "sink-data"),
                 },
@@ -169,7 +185,7 @@ class Stack:
             env = {"MS_CONNECTOR_HTTP_PORT": str(port)} | FEED_ENV.get(feed, {})
             for provider in FEED_PROVIDERS.get(feed, ()):
                 fake = FAKES[provider]
-                if all(os.environ.get(key) for key in fake.keys):
+                if fake.keys and all(os.environ.get(key) for key in fake.keys):
                     continue  # the real provider: its keys are set
                 fake_port = int(getattr(self.s, f"{provider}_fake_port"))
                 keys = {
