@@ -25,7 +25,7 @@ from streams.markets.core import (
     rematch_writes,
     scored,
 )
-from streams.matching.join import Thresholds, VenueIndex, join, match_listing
+from streams.matching.join import Thresholds, VenueIndex, block_keys, join, match_listing
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,14 @@ class MarketMatcher:
         changed = 0
         a_keys = await store.paired_with_b(connection, key)
         if rows:
-            a_index = self.indexes[VENUE_A]
-            a_keys |= {p.b_id for p in match_listing(index, rows[0], a_index, self.thresholds)}
+            # every Kalshi listing whose own top-k may now hold this one: all those sharing
+            # its blocking keys and date window (this listing's top-k in Kalshi is not enough:
+            # a Kalshi listing may rank it first while it ranks that one past its k)
+            a_index, row = self.indexes[VENUE_A], rows[0]
+            found = a_index.candidates(
+                index.records[row], block_keys(index.params[row]), self.thresholds.window_days
+            )
+            a_keys |= {a_index.ids[r] for r in found.tolist()}
         else:
             changed += await store.end_listing(connection, key)
         for a_key in sorted(a_keys):
