@@ -15,7 +15,6 @@ Tests and `make up` (without keys) use it; the switches (`revoke_keys`, `go_sile
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -31,7 +30,7 @@ import orjson
 import websockets
 from websockets.asyncio.server import ServerConnection
 
-from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes import fake_parser, serve_until_interrupted
 from connectors.fakes.serving import WebSocketFake
 
 log = logging.getLogger(__name__)
@@ -244,14 +243,10 @@ async def _main(port: int, interval_s: float) -> None:
 
 
 def main() -> None:
-    refuse_where_only_real_data_flows("Alpaca")
-    parser = argparse.ArgumentParser(prog="python -m connectors.fakes.alpaca", description=__doc__)
-    parser.add_argument("--port", type=int, default=8770, help="0: any free port")
+    parser = fake_parser("Alpaca", "connectors.fakes.alpaca", 8770, __doc__)
     parser.add_argument("--interval-s", type=float, default=0.05, help="seconds between frames")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.port, args.interval_s))
+    serve_until_interrupted(_main(args.port, args.interval_s))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
 import functools
 import hashlib
 import logging
@@ -45,7 +44,7 @@ import orjson
 from aiohttp import web
 from numpy.typing import NDArray
 
-from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes import fake_parser, serve_until_interrupted
 from connectors.fakes.alpaca import KEY_ID, SECRET_KEY
 from connectors.fakes.serving import HttpFake
 from connectors.sessions import NEW_YORK
@@ -501,19 +500,12 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    refuse_where_only_real_data_flows("Alpaca REST")
-    parser = argparse.ArgumentParser(
-        prog="python -m connectors.fakes.alpaca_rest", description=__doc__
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8775, help="0: any free port")
+    parser = fake_parser("Alpaca REST", "connectors.fakes.alpaca_rest", 8775, __doc__)
     parser.add_argument("--seed", type=int, default=0, help="which made-up data")
     parser.add_argument("--limit", type=int, default=200, help="requests per rate window")
     parser.add_argument("--window-s", type=int, default=60, help="the rate window, in seconds")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
+    serve_until_interrupted(_main(args))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -40,7 +39,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes import fake_parser, serve_until_interrupted
 from connectors.fakes.serving import HttpFake
 from connectors.fakes.yahoo import MAINTENANCE_PAGE, Bar
 from connectors.fakes.yahoo import NOW_S as NOW_S  # the same clock, re-exported
@@ -288,12 +287,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    refuse_where_only_real_data_flows("Alpha Vantage")
-    parser = argparse.ArgumentParser(
-        prog="python -m connectors.fakes.alphavantage", description=__doc__
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8773, help="0: any free port")
+    parser = fake_parser("Alpha Vantage", "connectors.fakes.alphavantage", 8773, __doc__)
     parser.add_argument("--start", default="10:00", help="the clock's first minute, US/Eastern")
     parser.add_argument(
         "--minute-s", type=float, default=60.0, help="seconds per recorded minute; 0: stand still"
@@ -302,9 +296,7 @@ def main() -> None:
     parser.add_argument("--daily-limit", type=int, default=None, help="requests a day per key")
     parser.add_argument("--data", type=Path, default=RECORDING, help="recorded 1min answers")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
+    serve_until_interrupted(_main(args))
 
 
 if __name__ == "__main__":

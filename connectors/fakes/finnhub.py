@@ -36,7 +36,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes import fake_parser, serve_until_interrupted
 from connectors.fakes.serving import WebSocketFake
 
 log = logging.getLogger(__name__)
@@ -352,10 +352,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    refuse_where_only_real_data_flows("Finnhub")
-    parser = argparse.ArgumentParser(prog="python -m connectors.fakes.finnhub", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8771, help="0: any free port")
+    parser = fake_parser("Finnhub", "connectors.fakes.finnhub", 8771, __doc__)
     parser.add_argument(
         "--speed", type=float, default=1.0, help="1: recorded pace, 10: ten times faster, 0: max"
     )
@@ -368,9 +365,7 @@ def main() -> None:
     parser.add_argument("--ping-interval-s", type=float, default=30.0)
     parser.add_argument("--data", type=Path, default=RECORDING, help="recorded frames, JSON Lines")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
+    serve_until_interrupted(_main(args))
 
 
 if __name__ == "__main__":

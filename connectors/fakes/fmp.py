@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
 import math
 import os
 import random
@@ -35,7 +33,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes import fake_parser, serve_until_interrupted
 from connectors.fakes.serving import HttpFake
 
 DATA: Final = Path(__file__).parent / "data" / "fmp"
@@ -221,16 +219,11 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    refuse_where_only_real_data_flows("FMP")
-    parser = argparse.ArgumentParser(prog="python -m connectors.fakes.fmp", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8774, help="0: any free port")
+    parser = fake_parser("FMP", "connectors.fakes.fmp", 8774, __doc__)
     parser.add_argument("--limit", type=int, default=120, help="requests per window and key")
     parser.add_argument("--window-s", type=float, default=60.0)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
+    serve_until_interrupted(_main(args))
 
 
 if __name__ == "__main__":

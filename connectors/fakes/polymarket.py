@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
-import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes import fake_parser, serve_until_interrupted
 from connectors.fakes.pm_data import Market
 from connectors.fakes.pm_fake import HTML_PAGE, PmFake
 
@@ -232,21 +230,14 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    refuse_where_only_real_data_flows("Polymarket")
-    parser = argparse.ArgumentParser(
-        prog="python -m connectors.fakes.polymarket", description=__doc__
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8777, help="0: any free port")
+    parser = fake_parser("Polymarket", "connectors.fakes.polymarket", 8777, __doc__)
     parser.add_argument("--markets", type=int, default=300, help="Polymarket markets to list")
     parser.add_argument(
         "--kalshi-markets", type=int, default=300, help="the other venue's, for the pairs"
     )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
+    serve_until_interrupted(_main(args))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import logging
 import time
@@ -41,7 +40,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from connectors.fakes import refuse_where_only_real_data_flows
+from connectors.fakes import fake_parser, serve_until_interrupted
 from connectors.fakes.serving import HttpFake
 
 log = logging.getLogger(__name__)
@@ -279,19 +278,14 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    refuse_where_only_real_data_flows("Yahoo")
-    parser = argparse.ArgumentParser(prog="python -m connectors.fakes.yahoo", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8772, help="0: any free port")
+    parser = fake_parser("Yahoo", "connectors.fakes.yahoo", 8772, __doc__)
     parser.add_argument("--start", default="10:00", help="the clock's first minute, New York")
     parser.add_argument(
         "--minute-s", type=float, default=60.0, help="seconds per recorded minute; 0: stand still"
     )
     parser.add_argument("--data", type=Path, default=RECORDING, help="recorded chart answers")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
+    serve_until_interrupted(_main(args))
 
 
 if __name__ == "__main__":
