@@ -35,7 +35,7 @@ async def test_sweep_records_holes_in_stored_bars_and_reports_cadence(
 ) -> None:
     store_universe(database_url, parse_universe(UNIVERSE, "test"), "test")
     now_us = time.time_ns() // 1000
-    first = now_us - now_us % MINUTE_US - 120 * MINUTE_US  # two hours of 1m bars, to a minute ago
+    first = now_us - now_us % MINUTE_US - 120 * MINUTE_US  # two hours back
     deleted = range(60, 70)  # ten minutes the database lost
     # ETH-USD's hole runs across the start of the sweep's 1.5 h horizon (88 to 92 minutes
     # back): where it begins is not the sweep's to say, so it records none of it
@@ -44,7 +44,7 @@ async def test_sweep_records_holes_in_stored_bars_and_reports_cadence(
         Bar(symbol, "1m", first + m * MINUTE_US, 0, 97_000.0, 97_050.0, 96_990.0, 97_010.0,
             3.5, 97_020.0, 41, 2.0, 1.5, "alpaca", first + m * MINUTE_US + 59_000_000, now_us)
         for symbol, lost in (("BTC-USD", deleted), ("ETH-USD", across))
-        for m in range(119)
+        for m in range(135)  # into the next quarter hour: however late the worker's sweep runs
         if m not in lost
     ]  # fmt: skip
     writer = BarWriter(database_url)
