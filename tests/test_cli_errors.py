@@ -23,7 +23,7 @@ from streams.embedded.ports import free_port
 
 KEY = "watch-test-key"
 STATUS_LINE = re.compile(r"status endpoints on http://127\.0\.0\.1:(\d+)/health")
-WS_LINE = re.compile(r"bars, trades, quotes on ws://127\.0\.0\.1:(\d+)/")
+WS_LINE = re.compile(r"bars, trades, quotes, arb on ws://127\.0\.0\.1:(\d+)/")
 
 
 @pytest.fixture

@@ -40,7 +40,9 @@ async def run(
     feeds = [
         Feed(
             TOPIC_OF[kind],
-            settings.rebuild_lookback_s if kind == "bars" else settings.tick_lookback_s,
+            settings.tick_lookback_s
+            if kind in ("trades", "quotes")
+            else settings.rebuild_lookback_s,
         )
         for kind in settings.streams.split(",")
     ]

@@ -1,8 +1,9 @@
 """The gateway's wire protocol: channel names, client requests, and server frames (JSON, orjson).
 
-Channels are `bars.<interval>.<instrument>` (the instrument may contain dots), `trades.<instrument>`
-and `quotes.<instrument>`, and each with `*` for every instrument (`bars.<interval>.*`,
-`trades.*`, `quotes.*`). Every server message is a JSON array of one or more events, so a busy
+Channels are `bars.<interval>.<instrument>` (the instrument may contain dots),
+`trades.<instrument>`, `quotes.<instrument>` and `arb.<pair>` (a matched pair of prediction
+markets), and each with `*` for every one (`bars.<interval>.*`, `trades.*`, `quotes.*`,
+`arb.*`). Every server message is a JSON array of one or more events, so a busy
 connection gets many events per WebSocket frame.
 """
 
@@ -25,8 +26,10 @@ MAX_CHANNELS_PER_REQUEST: Final = 1000
 BARS: Final = "bars"
 TRADES: Final = "trades"
 QUOTES: Final = "quotes"
+ARB: Final = "arb"
+MAX_PAIR_LENGTH: Final = 200  # kalshi:<ticker>|polymarket:<id>
 # What one message of each kind is called in events: {"type": "trade", ..., "trade": {...}}.
-ITEM: Final = {BARS: "bar", TRADES: "trade", QUOTES: "quote"}
+ITEM: Final = {BARS: "bar", TRADES: "trade", QUOTES: "quote", ARB: "arbitrage"}
 
 
 class ProtocolError(ValueError):
@@ -77,10 +80,14 @@ def parse_channel(name: object) -> Channel:
             raise ProtocolError(f"channel {name!r}: {exc}") from None
     elif kind in (TRADES, QUOTES) and rest:
         instrument = rest
+    elif kind == ARB and rest:
+        if len(rest) > MAX_PAIR_LENGTH or any(c.isspace() for c in rest):
+            raise ProtocolError(f"channel {name!r}: not a pair such as kalshi:X|polymarket:Y")
+        return Channel(kind, rest)
     else:
         raise ProtocolError(
-            f"channel {name!r} is not bars.<interval>.<instrument>, trades.<instrument> or"
-            " quotes.<instrument> (or one of them with * for every instrument)"
+            f"channel {name!r} is not bars.<interval>.<instrument>, trades.<instrument>,"
+            " quotes.<instrument> or arb.<pair> (or one of them with * for every one)"
         )
     if instrument != WILDCARD and (problem := symbol_problem(instrument)):
         raise ProtocolError(f"channel {name!r}: {problem}")

@@ -76,7 +76,7 @@ class WsSettings(BaseSettings):
     rebuild_lookback_s: float = Field(3600.0, ge=0)
     # Which channels to serve: bars, trades, quotes (comma-separated).
     streams: str = Field(
-        "bars,trades,quotes", pattern=r"^(bars|trades|quotes)(,(bars|trades|quotes))*$"
+        "bars,trades,quotes,arb", pattern=r"^(bars|trades|quotes|arb)(,(bars|trades|quotes|arb))*$"
     )
     # Trades and quotes come by the thousand a second: a minute rebuilds every channel's
     # buffer (MS_WS_BUFFER_PER_CHANNEL) of an active name in moments.

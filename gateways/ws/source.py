@@ -31,6 +31,7 @@ from gateways.ws import protocol
 from gateways.ws.buffer import Update
 from gateways.ws.updates import (
     TooManyRowsError,
+    arbitrage_update,
     bar_update,
     first_seq,
     quote_updates,
@@ -39,7 +40,7 @@ from gateways.ws.updates import (
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import DecodeError
-from shared.topics import BARS, QUOTES, TRADES
+from shared.topics import ARBITRAGE, BARS, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,12 @@ POLL_S: Final = 0.005
 Partition = tuple[str, int]  # topic, partition
 P = TypeVar("P", bound=Hashable)
 # What each kind of channel is served from.
-TOPIC_OF: Final = {protocol.BARS: BARS, protocol.TRADES: TRADES, protocol.QUOTES: QUOTES}
+TOPIC_OF: Final = {
+    protocol.BARS: BARS,
+    protocol.TRADES: TRADES,
+    protocol.QUOTES: QUOTES,
+    protocol.ARB: ARBITRAGE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +230,8 @@ class TopicSource:
         held_after = self._held_after[(topic, partition)]
         if topic == TRADES:
             return trade_updates(self.codec.decode_trade_batch(value), offset, held_after)
+        if topic == ARBITRAGE:
+            return [arbitrage_update(self.codec.decode_arbitrage(value), offset, held_after)]
         return quote_updates(self.codec.decode_quote_batch(value), offset, held_after)
 
     def _run(

@@ -19,13 +19,15 @@ from numpy.typing import NDArray
 
 from gateways.ws import protocol
 from gateways.ws.buffer import Entry, Update
-from shared.models import Bar, QuoteBatch, TradeBatch
+from shared.models import Arbitrage, ArbitrageLeg, Bar, QuoteBatch, TradeBatch
 from shared.settings import BACKFILL_SOURCE_PREFIX
+from shared.times import rfc3339
 
 ROWS_PER_MESSAGE: Final = 1_000_000
 
 _TRADE_EVENT: Final = b'{"type":"trade","channel":%s,"seq":%d,"trade":%s}'
 _QUOTE_EVENT: Final = b'{"type":"quote","channel":%s,"seq":%d,"quote":%s}'
+_ARB_EVENT: Final = b'{"type":"arbitrage","channel":%s,"seq":%d,"arbitrage":%s}'
 
 
 class TooManyRowsError(ValueError):
@@ -116,3 +118,39 @@ def quote_updates(batch: QuoteBatch, offset: int, held_after: int) -> list[Updat
         "ask_size": batch.ask_size.tolist(),
     }
     return _updates(protocol.QUOTES, _QUOTE_EVENT, batch, values, offset, held_after)
+
+
+def _leg_json(leg: ArbitrageLeg) -> dict[str, object]:
+    return {
+        "venue": leg.venue,
+        "market_id": leg.market_id,
+        "outcome": leg.outcome,
+        "price": leg.price,
+        "size": leg.size,
+        "fee": leg.fee,
+    }
+
+
+def arbitrage_update(arb: Arbitrage, offset: int, held_after: int) -> Update:
+    """An opportunity's opening, change or closing (the message at `offset`) on `arb.<pair>`."""
+    channel = protocol.Channel(protocol.ARB, arb.pair)
+    seq = first_seq(offset)
+    body = orjson.dumps(
+        {
+            "pair": arb.pair,
+            "direction": str(arb.direction),
+            "yes_leg": _leg_json(arb.yes_leg),
+            "no_leg": _leg_json(arb.no_leg),
+            "contracts": arb.contracts,
+            "cost": arb.cost,
+            "edge": arb.edge,
+            "open": arb.closed_at_us is None,
+            "opened_at": rfc3339(arb.opened_at_us),
+            "closed_at": None if arb.closed_at_us is None else rfc3339(arb.closed_at_us),
+            "lifetime_s": arb.lifetime_s,
+            "observed_at": rfc3339(arb.observed_at_us),
+            "ts_recv_us": arb.ts_recv_us,
+        }
+    )
+    event = _ARB_EVENT % (orjson.dumps(channel.name), seq, body)
+    return Update(channel, Entry(seq, seq, 0, body, event), arb.ts_recv_us, held_after)

@@ -59,7 +59,7 @@ def describe(event: dict[str, Any]) -> str | None:
             f" / {q['ask_price']} x {q['ask_size']:g}  {q['provider']}"
         )
     if kind == "snapshot":
-        items = next(k for k in ("bars", "trades", "quotes") if k in event)
+        items = next(k for k in ("bars", "trades", "quotes", "arb") if k in event)
         return f"{channel} snapshot of {len(event[items])} {items} as of seq {event['seq']}"
     return None
 

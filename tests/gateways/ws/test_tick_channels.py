@@ -10,16 +10,26 @@ from collections.abc import Callable
 
 import numpy as np
 import orjson
+import pytest
 from test_gateway import events, subscribe
 from test_gateway import start_gateway as start_gateway  # a fixture
 from test_hub_fanout import joined, make_hub, received
 
+from gateways.ws.protocol import ProtocolError, parse_channel
 from gateways.ws.updates import ROWS_PER_MESSAGE, first_seq, quote_updates, trade_updates
 from shared.codec import Codec
-from shared.models import QuoteBatch, Side, Trade, TradeBatch
+from shared.models import (
+    Arbitrage,
+    ArbitrageDirection,
+    ArbitrageLeg,
+    QuoteBatch,
+    Side,
+    Trade,
+    TradeBatch,
+)
 from shared.partitioning import partition_for
 from shared.publisher import Publisher
-from shared.topics import QUOTES, TRADES
+from shared.topics import ARBITRAGE, QUOTES, TRADES
 
 T0 = 1_767_623_400_000_000  # 2026-01-05 14:30 UTC
 
@@ -240,4 +250,74 @@ async def test_gateway_quotes_and_wildcard_trades_channels(
         "trades.AAPL": 2,
         "trades.MSFT": 2,
     }
+    await ws.close()
+
+
+def arbitrage(pair: str, edge: float, closed_at_us: int | None = None) -> Arbitrage:
+    opened_us = time.time_ns() // 1000 - 30_000_000
+    return Arbitrage(
+        pair=pair,
+        direction=ArbitrageDirection.YES_A_NO_B,
+        yes_leg=ArbitrageLeg(
+            venue="kalshi",
+            market_id=pair.split("|")[0][7:],
+            outcome="Yes",
+            price=0.41,
+            size=120.0,
+            fee=0.02,
+        ),
+        no_leg=ArbitrageLeg(
+            venue="polymarket",
+            market_id=pair.split("|")[1][11:],
+            outcome="No",
+            price=0.53,
+            size=None,
+            fee=0.0,
+        ),
+        contracts=120.0,
+        cost=0.94 + 0.02 / 120,
+        edge=edge,
+        opened_at_us=opened_us,
+        closed_at_us=closed_at_us,
+        observed_at_us=closed_at_us or opened_us,
+        ts_recv_us=opened_us + 1_000,
+    )
+
+
+def test_arb_channel_names_take_a_pair_and_refuse_spaces() -> None:
+    channel = parse_channel("arb.kalshi:KXCPIYOY-26APR-T3.2|polymarket:500051")
+
+    assert (channel.kind, channel.instrument, channel.is_wildcard) == (
+        "arb",
+        "kalshi:KXCPIYOY-26APR-T3.2|polymarket:500051",
+        False,
+    )
+    assert parse_channel("arb.*").is_wildcard
+    with pytest.raises(ProtocolError):
+        parse_channel("arb.kalshi:A |polymarket:B")
+
+
+async def test_gateway_arb_channels_snapshot_and_the_close_live(
+    bootstrap: str, codec: Codec, start_gateway: Callable[..., str]
+) -> None:
+    pair = "kalshi:KXETHMAX-26JAN13-3800|polymarket:500246"
+    publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
+    publisher.produce(ARBITRAGE, codec.encode_arbitrage(arbitrage(pair, 0.0647)), key=b"k")
+    publisher.flush()
+    url = start_gateway()
+
+    ws = await subscribe(url, {"op": "subscribe", "channels": ["arb.*"], "snapshot": 5})
+    subscribed, snapshot = await events(ws, lambda g: len(g) >= 2)
+    assert subscribed["channel"] == f"arb.{pair}"
+    (opened,) = snapshot["arb"]
+    assert (opened["edge"], opened["open"], opened["yes_leg"]["price"]) == (0.0647, True, 0.41)
+
+    closed_us = time.time_ns() // 1000
+    publisher.produce(
+        ARBITRAGE, codec.encode_arbitrage(arbitrage(pair, 0.004, closed_us)), key=b"k"
+    )
+    publisher.flush()
+    (live,) = await events(ws, lambda g: len(g) >= 1)
+    assert live["type"] == "arbitrage" and live["seq"] > snapshot["seq"]
+    assert live["arbitrage"]["open"] is False and 29 < live["arbitrage"]["lifetime_s"] < 60
     await ws.close()
