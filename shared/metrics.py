@@ -95,6 +95,11 @@ MATCHES_DECIDED: Final = Counter(
     ["decision"],
 )
 ARBITRAGE_OPEN: Final = Gauge("arbitrage_open", "Arbitrage opportunities open now.")
+MATCHING_RUN_SECONDS: Final = Histogram(
+    "matching_run_seconds",
+    "Duration of a full matching run: every stored listing re-matched by the batch join.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 UP: Final = Gauge("marketstream_up", "1 while the process runs.", ["component"])
 BARS_EMITTED: Final = Counter(
     "bars_emitted", "Bars published: first emissions and revisions.", ["interval", "kind"]

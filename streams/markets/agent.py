@@ -7,6 +7,11 @@ and matched in one transaction, and acknowledged after it commits: a crash repla
 replay changes no row. Changed rows are published by a timer from the table (an outbox), which
 also publishes the decisions people make through the HTTP API. One worker runs this agent: the
 indexes must see every partition's listings.
+
+Every `MS_MARKETS_FULL_RUN_S` (an hour) a full run reloads every stored listing and re-matches
+all of them with the batch join, as `python -m streams markets rebuild` does, and reports its
+duration (`matching_run_seconds`): the incremental path and the batch join agree, so a full run
+changes nothing unless a listing was missed, and says so in its count.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ from typing import Final
 
 import faust
 import psycopg
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import DecodeError, MarketstreamError, TransientError
+from shared.metrics import MATCHING_RUN_SECONDS
 from shared.models import Listing
 from shared.postgres import ReusedConnection
+from shared.settings import load_settings
 from streams.app import Worker, manual_acks
 from streams.markets import store
 from streams.markets.matcher import MarketMatcher
@@ -33,6 +42,12 @@ log = logging.getLogger(__name__)
 
 COMPONENT: Final = "worker.match_markets"
 PUBLISH_INTERVAL_S: Final = 0.5
+
+
+class MarketsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MS_MARKETS_", extra="forbid")
+
+    full_run_s: float = Field(3600.0, gt=0, description="seconds between full re-matches")
 
 
 async def retrying(what: str, step: Callable[[], Awaitable[object]]) -> None:
@@ -61,9 +76,20 @@ def install(worker: Worker) -> None:
         await matcher.load(await connection.get())
 
     async def apply(listing: Listing, body: bytes) -> None:
-        db = await connection.get()
-        async with db.transaction():
-            await matcher.apply(db, listing, body)
+        async with connection.lock:  # the full run uses the connection too
+            db = await connection.get()
+            async with db.transaction():
+                await matcher.apply(db, listing, body)
+
+    async def full_run() -> None:
+        started = time.monotonic()
+        async with connection.lock:
+            db = await connection.get()
+            async with db.transaction():
+                changed = await matcher.rebuild(db)
+        elapsed_s = time.monotonic() - started
+        MATCHING_RUN_SECONDS.observe(elapsed_s)
+        log.info("full matching run: %d pairs changed in %.2f s", changed, elapsed_s)
 
     @worker.app.agent(worker.listings, name="match_markets")
     async def match_markets(stream: faust.StreamT[bytes]) -> None:
@@ -79,6 +105,13 @@ def install(worker: Worker) -> None:
                 continue
             await retrying(f"match_markets {listing.key}", functools.partial(apply, listing, body))
             event.ack()
+
+    @worker.app.timer(interval=load_settings(MarketsSettings).full_run_s)
+    async def full_matching_run() -> None:
+        try:
+            await full_run()
+        except (psycopg.Error, MarketstreamError) as exc:  # the next run, then
+            log.warning("full matching run: %s", exc)
 
     @worker.app.timer(interval=PUBLISH_INTERVAL_S)
     async def publish_matches() -> None:

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
+from urllib.request import urlopen
 
 import orjson
 from conftest import RunningWorker, eventually, read_topic, run_module
@@ -129,17 +130,25 @@ async def test_match_markets_pairs_both_venues_and_a_persons_reject_sticks(
     )
 
 
+def full_runs(url: str) -> float:
+    for line in urlopen(f"{url}/metrics").read().decode().splitlines():
+        if line.startswith("matching_run_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
 async def test_match_markets_settled_listing_ends_its_pair(
     bootstrap: str,
     database_url: str,
     codec: Codec,
     start_worker: Callable[..., RunningWorker],
 ) -> None:
-    # Arrange
-    start_worker(MS_WORKER_AGENTS=AGENTS)
+    # Arrange: a full matching run every second besides, which must agree with the stream's
+    worker = start_worker(MS_WORKER_AGENTS=AGENTS, MS_MARKETS_FULL_RUN_S="1")
     publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
     publish_listings(publisher, codec, BTC_K, BTC_P)
     await eventually(lambda: BTC_PAIR in pairs(database_url), what="the pair stored")
+    await eventually(lambda: full_runs(worker.url) >= 2, what="full runs timed")
 
     # Act
     settled = dataclasses.replace(
