@@ -1,5 +1,5 @@
-"""The HTTP API: health, Prometheus metrics, the schema registry's read side, and the read
-API (`GET /stocks/{symbol}/price`, with an API key).
+"""The HTTP API: health (`/health`, `/health/detailed`), Prometheus metrics, the schema
+registry's read side, and the read API (`GET /stocks/{symbol}/price`, with an API key).
 
 Run it with `python -m gateways.http`. Later issues add stats and ops endpoints here. It starts
 even while the broker or the database is down and says so on `/health` (503), as a readiness
@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateways.health_detailed import HealthSettings, add_detailed_health_route
 from gateways.matches_api import add_match_routes
 from gateways.ops_api import add_ops_routes
 from gateways.prices_api import add_price_routes
@@ -70,11 +71,13 @@ def build_app(
     registry: RegistrySettings,
     keys: ApiKeys,
     ops_keys: ApiKeys,
+    health: HealthSettings,
 ) -> web.Application:
     """Build the API; the registry routes are served only when no external registry is configured."""
     url = database.url.get_secret_value()
     checks = {"kafka": kafka_check(kafka.bootstrap), "database": database_check(url)}
     app = status_app("api", checks)
+    add_detailed_health_route(app, kafka.bootstrap, url, health)
     if registry.registry_url is None:
         add_registry_routes(app, CommittedSchemas())
     add_price_routes(app, url, keys)
@@ -120,6 +123,7 @@ def main() -> int:
         load_settings(RegistrySettings),
         settings.keys(),
         settings.operator_keys(),
+        load_settings(HealthSettings),
     )
     configure_logging(settings.log_level)
     asyncio.run(serve_until_signalled(app, settings.http_host, settings.http_port))

@@ -2,6 +2,7 @@
 
 worker                      run the Faust worker (the agents in MS_WORKER_AGENTS, default all)
 topics create|describe      create our topics (idempotent) or show them
+groups describe [--group G] each consumer group's lag per partition, as kafka-consumer-groups
 db migrate                  create our tables (TimescaleDB hypertables when available)
 stack up [--detach]|down|status   the embedded stack behind `make up` / `make down`
 trades tail [--count N]     print trades as they arrive
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -117,6 +119,21 @@ def topics_command(action: str) -> int:
     return 0
 
 
+def groups_command(group: str | None) -> int:
+    from shared import kafka_admin
+
+    kafka = load_settings(KafkaSettings)
+    require_broker(kafka.bootstrap)
+    rows = kafka_admin.group_lags(kafka.bootstrap, None if group is None else [group])
+    if group is not None and not rows:
+        raise MarketstreamError(
+            f"consumer group {group} does not exist at {kafka.bootstrap} or has no offsets"
+        )
+    for row in rows:
+        print(orjson.dumps(dataclasses.asdict(row)).decode())
+    return 0
+
+
 def db_command(action: str) -> int:
     from shared.settings import SinkSettings
     from streams.migrations import apply_retention, migrate
@@ -213,6 +230,9 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run the Faust worker")
     sub.add_parser("topics").add_argument("action", choices=["create", "describe"])
+    groups = sub.add_parser("groups")
+    groups.add_argument("action", choices=["describe"])
+    groups.add_argument("--group", help="one consumer group (default: every group)")
     sub.add_parser("db").add_argument("action", choices=["migrate", "retention"])
     stack = sub.add_parser("stack")
     stack.add_argument("action", choices=["up", "down", "status"])
@@ -245,6 +265,8 @@ def main() -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "topics":
         return topics_command(args.action)
+    if args.command == "groups":
+        return groups_command(args.group)
     if args.command == "db":
         return db_command(args.action)
     if args.command == "stack":
