@@ -410,5 +410,9 @@ def _encode(message: object) -> bytes:
     """The message as JSON, for a dead letter (MessagePack timestamps are ints by then)."""
     try:
         return orjson.dumps(message, default=str)
-    except TypeError:  # an integer orjson cannot write (beyond 64 bits)
+    except TypeError:  # an integer orjson cannot write (beyond 64 bits), or a bytes key
+        pass
+    try:
         return json.dumps(message, default=str).encode()
+    except TypeError:  # a MessagePack map key that JSON cannot hold (bytes)
+        return repr(message).encode()

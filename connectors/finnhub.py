@@ -232,9 +232,16 @@ def parse_candles(body: bytes, symbol: str, resolution: str) -> Candles:
         values = message.get(key)
         if not isinstance(values, list):
             raise MalformedResponseError(f"{symbol} candles: {key} is not a list")
-        array = np.asarray(values)
+        try:
+            array = np.asarray(values)
+        except ValueError:  # lists nested to different depths, e.g. [1, [2]]
+            raise MalformedResponseError(
+                f"{symbol} candles: {key} holds more than numbers"
+            ) from None
         kinds = "iu" if key == "t" else "iuf"
-        if len(values) and (array.dtype.kind not in kinds or array.dtype == np.bool_):
+        if len(values) and (
+            array.ndim != 1 or array.dtype.kind not in kinds or array.dtype == np.bool_
+        ):
             raise MalformedResponseError(f"{symbol} candles: {key} holds more than numbers")
         columns[key] = array
     if len({len(c) for c in columns.values()}) != 1:

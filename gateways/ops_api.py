@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -37,6 +37,9 @@ from shared.times import micros_of, rfc3339
 log = logging.getLogger(__name__)
 
 MAX_SPAN_US: Final = 31 * 86_400_000_000  # a month: longer repairs are several requests
+# The times a datetime (and so rfc3339, the dead-letter listing) can hold: years 1 to 9999.
+MIN_US: Final = micros_of(datetime.min.replace(tzinfo=UTC))
+MAX_US: Final = micros_of(datetime.max.replace(tzinfo=UTC))
 
 
 class BadRequestError(ValueError):
@@ -44,17 +47,22 @@ class BadRequestError(ValueError):
 
 
 def _micros(value: object, name: str) -> int:
+    us: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+        us = value
+    elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             pass
         else:
             if moment.tzinfo is not None:
-                return micros_of(moment)
-    raise BadRequestError(f"{name!r} must be an RFC 3339 time with a zone, or microseconds")
+                us = micros_of(moment)
+    if us is not None and MIN_US <= us <= MAX_US:
+        return us
+    raise BadRequestError(
+        f"{name!r} must be an RFC 3339 time with a zone, or microseconds, in years 1 to 9999"
+    )
 
 
 def parse_backfill(body: object) -> dict[str, Any]:

@@ -579,13 +579,19 @@ class Codec:
         )
 
     def decode_fundamental(self, data: bytes) -> FundamentalStatement:
+        """Decode a framed FundamentalStatement; raise DecodeError for anything we cannot read
+        (a fiscal date outside years 1 to 9999 too)."""
         schema_id, body = self._resolve(FUNDAMENTAL_STATEMENT, data)
         rec = self._fastavro_read(FUNDAMENTAL_STATEMENT, schema_id, body)
+        try:
+            fiscal_date = EPOCH_DATE + timedelta(days=rec["fiscal_date"])
+        except OverflowError:
+            raise DecodeError(f"fiscal_date {rec['fiscal_date']} days is not a date") from None
         return FundamentalStatement(
             symbol=rec["symbol"],
             statement=rec["statement"],
             period=rec["period"],
-            fiscal_date=(EPOCH_DATE + timedelta(days=rec["fiscal_date"])).isoformat(),
+            fiscal_date=fiscal_date.isoformat(),
             provider=rec["provider"],
             body=rec["body"].encode(),
             ts_event_us=rec["ts_event"],
