@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 KEPT_AND_LOST = (
     "The stack keeps PostgreSQL in {run_dir}/pgdata (bars, bar checkpoints, latest prices, "
     "gaps and the backfill queue, listings and matches) and the API key; it loses what the "
-    "memory broker held: topics, their messages and consumer-group offsets. On the next `make up` the worker sees new topics, discards the bar checkpoints "
-    "with a WARNING (bars still open at the stop keep only the trades after the restart) and "
-    "continues every channel's sequence numbers, so a WebSocket client that resumes gets the "
-    "bars after its seq, or a fresh snapshot (recovered: false) where they are gone."
+    "memory broker held: topics, their messages and consumer-group offsets. On the next "
+    "`make up` the worker sees new topics, discards the bar checkpoints with a WARNING (bars "
+    "still open at the stop keep only the trades after the restart) and continues every "
+    "channel's sequence numbers, so a WebSocket client that resumes gets the bars after its "
+    "seq, or a fresh snapshot (recovered: false) where they are gone."
 )
 
 
