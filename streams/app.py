@@ -16,15 +16,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import faust
+import psycopg
 from aiohttp import web
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.codec import Codec
+from shared.errors import TransientError
 from shared.publisher import Publisher
 from shared.settings import SYNTHETIC_SOURCES, DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
@@ -40,6 +44,8 @@ from shared.topics import (
 )
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
+
+log = logging.getLogger(__name__)
 
 DELIVERY_POLL_S: Final = 0.05
 REFREEZE_AFTER_S: Final = 10.0
@@ -151,6 +157,27 @@ class Worker:
 def manual_acks(stream: faust.StreamT[bytes]) -> faust.StreamT[bytes]:
     """Return the stream with automatic acknowledgement off: the agent acks each event itself."""
     return stream.noack()  # type: ignore[attr-defined,no-any-return]  # missing from StreamT
+
+
+RETRIED: Final = (psycopg.OperationalError, TransientError)  # a database or broker outage
+
+
+async def retry_until_done(
+    what: str,
+    step: Callable[[], Awaitable[object]],
+    retried: tuple[type[BaseException], ...] = RETRIED,
+) -> None:
+    """Run `step` until it succeeds, backing off from 0.25 s to 30 s between tries: an agent
+    that acknowledges its input only after the step must never skip it."""
+    delay_s = 0.25
+    while True:
+        try:
+            await step()
+            return
+        except retried as exc:
+            log.warning("%s: %s; retrying in %.1f s", what, exc, delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(30.0, 2 * delay_s)
 
 
 def faust_config(worker: WorkerSettings, kafka: KafkaSettings) -> dict[str, Any]:

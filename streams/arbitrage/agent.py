@@ -33,7 +33,7 @@ from shared.postgres import ReusedConnection
 from shared.settings import load_settings
 from shared.times import micros_of, time_of
 from shared.topics import ARBITRAGE
-from streams.app import Worker, manual_acks
+from streams.app import RETRIED, Worker, manual_acks, retry_until_done
 from streams.arbitrage.core import Ask, Change, OpenArbitrage, OutcomeKey, PairLegs, pair_legs
 from streams.arbitrage.core import opportunity as judge_opportunity
 from streams.arbitrage.fees import KALSHI_TAKER_RATE, POLYMARKET_TAKER_RATE, FeeModels
@@ -262,17 +262,6 @@ def install(worker: Worker) -> None:
     """Declare `flag_arbitrage` and the timer that reloads the matched pairs."""
     flagger = ArbitrageFlagger(worker, load_settings(ArbSettings))
 
-    async def retrying(what: str, step: Any) -> None:
-        delay_s = 0.25
-        while True:
-            try:
-                await step()
-                return
-            except (psycopg.OperationalError, TransientError, DeliveryError) as exc:
-                log.warning("%s: %s; retrying in %.1f s", what, exc, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(30.0, 2 * delay_s)
-
     @worker.app.agent(worker.pm_prices, name="flag_arbitrage")
     async def flag_arbitrage(stream: faust.StreamT[bytes]) -> None:
         async for event in manual_acks(stream).events():
@@ -282,7 +271,11 @@ def install(worker: Worker) -> None:
                 flagger.dead_letters.reject_event(event, exc.reason, str(exc))
                 await asyncio.to_thread(worker.publisher.flush)
             else:
-                await retrying("flag_arbitrage", functools.partial(flagger.prices, batch))
+                await retry_until_done(
+                    "flag_arbitrage",
+                    functools.partial(flagger.prices, batch),
+                    (*RETRIED, DeliveryError),  # its records are published before the commit
+                )
             event.ack()
 
     @worker.app.timer(interval=flagger.settings.pairs_reload_s)

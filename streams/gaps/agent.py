@@ -41,7 +41,7 @@ from shared.settings import BACKFILL_SOURCE_PREFIX, load_settings
 from shared.status import json_response
 from shared.times import micros_of, time_of
 from shared.topics import GAPS
-from streams.app import Worker, manual_acks
+from streams.app import Worker, manual_acks, retry_until_done
 from streams.gaps.detector import GapDetector, Hole, Profile, excuse_halts
 from streams.gaps.expected import GapSettings, OutsideCalendarError, market_of
 from streams.gaps.sweep import Cadence, sweep
@@ -414,20 +414,6 @@ def install(worker: Worker) -> None:
     """Declare `detect_gaps`, `track_feed_outages` and the backfill queue's metrics timer."""
     finder = GapFinder(worker, load_settings(GapSettings))
 
-    async def retrying(what: str, step: Any) -> None:
-        """Run a database step until it succeeds: input is acknowledged only after it."""
-        delay_s = 0.25
-        while True:
-            try:
-                await step()
-                return
-            except (psycopg.OperationalError, TransientError) as exc:
-                log.warning(
-                    "%s: the database cannot answer (%s); retrying in %.1f s", what, exc, delay_s
-                )
-                await asyncio.sleep(delay_s)
-                delay_s = min(30.0, 2 * delay_s)
-
     async def each(
         stream: faust.StreamT[bytes],
         what: str,
@@ -443,7 +429,7 @@ def install(worker: Worker) -> None:
                 finder.dead_letters.reject_event(event, exc.reason, str(exc))
                 await asyncio.to_thread(worker.publisher.flush)
             else:
-                await retrying(what, functools.partial(step, value))
+                await retry_until_done(what, functools.partial(step, value))
             event.ack()
 
     @worker.app.agent(worker.bar_batches, name="detect_gaps")

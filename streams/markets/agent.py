@@ -20,7 +20,6 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 import faust
@@ -29,12 +28,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.dead_letters import DeadLetterPublisher
-from shared.errors import DecodeError, MarketstreamError, TransientError
+from shared.errors import DecodeError, MarketstreamError
 from shared.metrics import MATCHING_RUN_SECONDS
 from shared.models import Listing
 from shared.postgres import ReusedConnection
 from shared.settings import load_settings
-from streams.app import Worker, manual_acks
+from streams.app import Worker, manual_acks, retry_until_done
 from streams.markets import store
 from streams.markets.matcher import MarketMatcher
 
@@ -48,21 +47,6 @@ class MarketsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MS_MARKETS_", extra="forbid")
 
     full_run_s: float = Field(3600.0, gt=0, description="seconds between full re-matches")
-
-
-async def retrying(what: str, step: Callable[[], Awaitable[object]]) -> None:
-    """Run a database step until it succeeds: input is acknowledged only after it."""
-    delay_s = 0.25
-    while True:
-        try:
-            await step()
-            return
-        except (psycopg.OperationalError, TransientError) as exc:
-            log.warning(
-                "%s: the database cannot answer (%s); retrying in %.1f s", what, exc, delay_s
-            )
-            await asyncio.sleep(delay_s)
-            delay_s = min(30.0, 2 * delay_s)
 
 
 def install(worker: Worker) -> None:
@@ -93,7 +77,7 @@ def install(worker: Worker) -> None:
 
     @worker.app.agent(worker.listings, name="match_markets")
     async def match_markets(stream: faust.StreamT[bytes]) -> None:
-        await retrying("match_markets: loading the listings", load)
+        await retry_until_done("match_markets: loading the listings", load)
         async for event in manual_acks(stream).events():
             body = event.value
             try:
@@ -103,7 +87,9 @@ def install(worker: Worker) -> None:
                 await asyncio.to_thread(worker.publisher.flush)
                 event.ack()
                 continue
-            await retrying(f"match_markets {listing.key}", functools.partial(apply, listing, body))
+            await retry_until_done(
+                f"match_markets {listing.key}", functools.partial(apply, listing, body)
+            )
             event.ack()
 
     @worker.app.timer(interval=load_settings(MarketsSettings).full_run_s)
