@@ -138,6 +138,27 @@ WS_BAD_REQUESTS: Final = Counter("ws_bad_requests", "Client messages refused as 
 WS_HISTORY_FAILURES: Final = Counter(
     "ws_history_failures", "Snapshots served without older bars: the database did not answer."
 )
+API_REQUESTS: Final = Counter(
+    "api_requests", "HTTP API requests answered, by route template and status.", ["route", "status"]
+)
+API_REQUEST_SECONDS: Final = Histogram(
+    "api_request_duration_seconds",
+    "HTTP API request handling time, by route template.",
+    ["route"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+API_RATE_LIMITED: Final = Counter(
+    "api_rate_limited", "HTTP API requests refused (429): their key was over its rate.", ["route"]
+)
+AGENT_MESSAGES: Final = Counter(
+    "agent_messages", "Kafka messages an agent took from its topic (each may hold a batch).",
+    ["agent", "topic"],
+)
+CONSUMER_LAG: Final = Gauge(
+    "consumer_lag_messages",
+    "Messages a worker's consumer group is behind the end of each partition it reads.",
+    ["group", "topic", "partition"],
+)
 
 
 class AckedMessages(Collector):
