@@ -57,6 +57,7 @@ from benchmarks.common import PathResult, Result
 from shared.intervals import parse_interval
 from shared.models import Bar, BarBatch
 from shared.settings import SinkSettings
+from shared.times import MAX_US, MIN_US
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
 from streams.migrations import migrate
@@ -65,8 +66,6 @@ from streams.sink.copy import (
     BAR_COLUMNS,
     COLUMNS,
     KEY,
-    MAX_US,
-    MIN_US,
     PG_EPOCH_US,
 )
 from streams.sink.timescale import COPY_SQL, INSERT_COPY_SQL, MERGE_SQL, STAGING_SQL, BarWriter

@@ -18,11 +18,16 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateways.bars_api import add_bars_routes
 from gateways.health_detailed import HealthSettings, add_detailed_health_route
+from gateways.keyed import KeyGuard
 from gateways.matches_api import add_match_routes
 from gateways.ops_api import add_ops_routes
 from gateways.prices_api import add_price_routes
+from gateways.rate_limit import KeyRates
+from gateways.read_pool import read_pool
 from gateways.registry_api import add_registry_routes
+from gateways.request_metrics import count_requests
 from shared.api_keys import ApiKeys
 from shared.cli import reason, run_cli
 from shared.errors import ConfigError
@@ -47,6 +52,9 @@ class ApiSettings(BaseSettings):
     # Keys for /ops/*: operators' keys, apart from the readers'.
     ops_keys: SecretStr = SecretStr("")
     ops_keys_file: Path | None = None
+    # Requests a key may make (per API replica): `limits` strings, e.g. 600/minute.
+    rate_limit: str = "100/second"
+    ops_rate_limit: str = "30/second"
     log_level: str = "INFO"
 
     def keys(self) -> ApiKeys:
@@ -56,6 +64,17 @@ class ApiSettings(BaseSettings):
     def operator_keys(self) -> ApiKeys:
         """The ops endpoints' keys; raise ConfigError for a key file that cannot be read."""
         return _load_keys(self.ops_keys, self.ops_keys_file, "MS_API_OPS_KEYS_FILE")
+
+    def guards(self) -> tuple[KeyGuard, KeyGuard]:
+        """What the read API's routes take, and what the ops routes take."""
+        return (
+            KeyGuard(self.keys(), "API key", KeyRates(self.rate_limit, "MS_API_RATE_LIMIT")),
+            KeyGuard(
+                self.operator_keys(),
+                "ops API key",
+                KeyRates(self.ops_rate_limit, "MS_API_OPS_RATE_LIMIT"),
+            ),
+        )
 
 
 def _load_keys(inline: SecretStr, file: Path | None, variable: str) -> ApiKeys:
@@ -69,24 +88,26 @@ def build_app(
     kafka: KafkaSettings,
     database: DatabaseSettings,
     registry: RegistrySettings,
-    keys: ApiKeys,
-    ops_keys: ApiKeys,
+    readers: KeyGuard,
+    operators: KeyGuard,
     health: HealthSettings,
 ) -> web.Application:
     """Build the API; the registry routes are served only when no external registry is configured."""
     url = database.url.get_secret_value()
     checks = {"kafka": kafka_check(kafka.bootstrap), "database": database_check(url)}
-    app = status_app("api", checks)
+    app = status_app("api", checks, middlewares=[count_requests])
     add_detailed_health_route(app, kafka.bootstrap, url, health)
     if registry.registry_url is None:
         add_registry_routes(app, CommittedSchemas())
-    add_price_routes(app, url, keys)
-    add_ops_routes(app, url, ops_keys)
-    add_match_routes(app, url, ops_keys)
+    pool = read_pool(app, url)
+    add_price_routes(app, pool, readers)
+    add_bars_routes(app, pool, readers)
+    add_match_routes(app, pool, readers, operators)
+    add_ops_routes(app, pool, operators)
     unset = [
         name
-        for name, k in (("MS_API_KEYS", keys), ("MS_API_OPS_KEYS", ops_keys))
-        if not k.configured
+        for name, guard in (("MS_API_KEYS", readers), ("MS_API_OPS_KEYS", operators))
+        if not guard.keys.configured
     ]
 
     async def warn(_: web.Application) -> None:  # once the port is bound
@@ -121,8 +142,7 @@ def main() -> int:
         load_settings(KafkaSettings),
         load_settings(DatabaseSettings),
         load_settings(RegistrySettings),
-        settings.keys(),
-        settings.operator_keys(),
+        *settings.guards(),
         load_settings(HealthSettings),
     )
     configure_logging(settings.log_level)

@@ -1,5 +1,7 @@
-"""The matcher's review endpoints, for operators: see the pairs it is unsure of, decide them.
+"""The matcher's pairs: for readers, those it matched; for operators, those it is unsure of,
+to decide.
 
+- `GET /matches?status=match&limit=100` (a read API key): the pairs matched, as below.
 - `GET /ops/matches?status=review&limit=100`: pairs with that decision in force (`match`,
   `review` or `no_match`), best score first, with both listings' titles, the evidence, the
   warnings and who decided.
@@ -9,7 +11,7 @@
   Kalshi listing is NO on the Polymarket one, for arbitrage. The match_markets agent publishes
   the decision on md.matches.v1. 404 for an unknown id.
 
-Both take an ops key (`MS_API_OPS_KEYS`), as the other /ops routes do.
+The /ops routes take an ops key (`MS_API_OPS_KEYS`), as the other /ops routes do.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import logging
 from typing import Any, Final
 
 import orjson
-import psycopg
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from psycopg_pool import AsyncConnectionPool
 
-from gateways.keyed import Handler, keyed
-from shared.api_keys import ApiKeys
-from shared.errors import TransientError
+from gateways.keyed import KeyGuard
+from gateways.read_pool import database_answers
 from shared.models import MatchDecision
-from shared.postgres import ReusedConnection
 from shared.status import json_response
 
 log = logging.getLogger(__name__)
@@ -81,38 +82,25 @@ def parse_decision(body: object) -> tuple[MatchDecision, bool]:
     return decision, inverted
 
 
-def add_match_routes(app: web.Application, database_url: str, keys: ApiKeys) -> None:
-    connection = ReusedConnection(database_url, autocommit=True, connect_timeout=3)
-
-    def guarded(handler: Handler) -> Handler:
-        """Refuse a request without a known ops key; answer 503 while the database cannot."""
-
-        async def answer(request: web.Request) -> web.Response:
+def add_match_routes(
+    app: web.Application, pool: AsyncConnectionPool, readers: KeyGuard, operators: KeyGuard
+) -> None:
+    def listing(default_status: str) -> Handler:
+        async def list_matches(request: web.Request) -> web.Response:
+            status = request.query.get("status", default_status)
             try:
-                async with connection.lock:
-                    return await handler(request)
-            except (psycopg.Error, TransientError) as exc:
-                log.warning(
-                    "%s %s: the database cannot answer: %s", request.method, request.path, exc
+                decision = MatchDecision(status)
+                limit = int(request.query.get("limit", "100"))
+            except ValueError:
+                return json_response(
+                    {"error": "status is match, review or no_match; limit is an integer"}, 400
                 )
-                return json_response({"error": "the database cannot answer; try again"}, 503)
+            async with pool.connection() as db:
+                cursor = await db.execute(LIST_SQL, (str(decision), max(1, min(limit, 1000))))
+                rows = await cursor.fetchall()
+            return json_response({"matches": [_pair(r) for r in rows]})
 
-        return keyed(keys, "ops API key", answer)
-
-    async def list_matches(request: web.Request) -> web.Response:
-        status = request.query.get("status", "review")
-        try:
-            decision = MatchDecision(status)
-            limit = int(request.query.get("limit", "100"))
-        except ValueError:
-            return json_response(
-                {"error": "status is match, review or no_match; limit is an integer"}, 400
-            )
-        db = await connection.get()
-        rows = await (
-            await db.execute(LIST_SQL, (str(decision), max(1, min(limit, 1000))))
-        ).fetchall()
-        return json_response({"matches": [_pair(r) for r in rows]})
+        return list_matches
 
     async def decide(request: web.Request) -> web.Response:
         try:
@@ -123,18 +111,15 @@ def add_match_routes(app: web.Application, database_url: str, keys: ApiKeys) -> 
             decision, inverted = parse_decision(orjson.loads(await request.read()))
         except (orjson.JSONDecodeError, ValueError) as exc:
             return json_response({"error": str(exc)}, 400)
-        db = await connection.get()
-        found = await (await db.execute(DECIDE_SQL, (str(decision), inverted, pair_id))).fetchone()
-        if found is None:
-            return json_response({"error": f"no pair {pair_id}"}, 404)
-        row = await (await db.execute(ONE_SQL, (pair_id,))).fetchone()
+        async with pool.connection() as db:
+            cursor = await db.execute(DECIDE_SQL, (str(decision), inverted, pair_id))
+            if await cursor.fetchone() is None:
+                return json_response({"error": f"no pair {pair_id}"}, 404)
+            row = await (await db.execute(ONE_SQL, (pair_id,))).fetchone()
         assert row is not None
         log.info("pair %d decided by a person: %s (inverted: %s)", pair_id, decision, inverted)
         return json_response(_pair(row))
 
-    async def close(_: web.Application) -> None:
-        await connection.close()
-
-    app.router.add_get("/ops/matches", guarded(list_matches))
-    app.router.add_post("/ops/matches/{id}", guarded(decide))
-    app.on_cleanup.append(close)
+    app.router.add_get("/matches", readers(database_answers(listing("match"))))
+    app.router.add_get("/ops/matches", operators(database_answers(listing("review"))))
+    app.router.add_post("/ops/matches/{id}", operators(database_answers(decide)))

@@ -16,53 +16,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-import psycopg
 from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
 
-from gateways.keyed import Handler, keyed
-from shared.api_keys import ApiKeys
+from gateways.keyed import KeyGuard
+from gateways.params import BadRequestError, parse_time
+from gateways.read_pool import database_answers
 from shared.backfill import queue
-from shared.errors import NotFoundError, TransientError
+from shared.errors import NotFoundError
 from shared.intervals import parse_interval
 from shared.models import Gap, GapCause
-from shared.postgres import ReusedConnection
 from shared.status import json_response
 from shared.symbols import symbol_problem
-from shared.times import micros_of, rfc3339
+from shared.times import rfc3339
 
 log = logging.getLogger(__name__)
 
 MAX_SPAN_US: Final = 31 * 86_400_000_000  # a month: longer repairs are several requests
-# The times a datetime (and so rfc3339, the dead-letter listing) can hold: years 1 to 9999.
-MIN_US: Final = micros_of(datetime.min.replace(tzinfo=UTC))
-MAX_US: Final = micros_of(datetime.max.replace(tzinfo=UTC))
-
-
-class BadRequestError(ValueError):
-    """A request body we cannot act on; the message goes back in the 400."""
-
-
-def _micros(value: object, name: str) -> int:
-    us: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        us = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            if moment.tzinfo is not None:
-                us = micros_of(moment)
-    if us is not None and MIN_US <= us <= MAX_US:
-        return us
-    raise BadRequestError(
-        f"{name!r} must be an RFC 3339 time with a zone, or microseconds, in years 1 to 9999"
-    )
 
 
 def parse_backfill(body: object) -> dict[str, Any]:
@@ -78,7 +51,7 @@ def parse_backfill(body: object) -> dict[str, Any]:
         parse_interval(str(interval))
     except ValueError as exc:
         raise BadRequestError(f"interval: {exc}") from None
-    start_us, end_us = _micros(body.get("start"), "start"), _micros(body.get("end"), "end")
+    start_us, end_us = parse_time(body.get("start"), "start"), parse_time(body.get("end"), "end")
     if not 0 < end_us - start_us <= MAX_SPAN_US:
         raise BadRequestError("end must be after start, by at most 31 days")
     priority = body.get("priority", 0)
@@ -108,24 +81,7 @@ def dead_letter_json(letter: queue.DeadLetterJob) -> dict[str, Any]:
     return body
 
 
-def add_ops_routes(app: web.Application, database_url: str, keys: ApiKeys) -> None:
-    connection = ReusedConnection(database_url, autocommit=True, connect_timeout=3)
-
-    def guarded(handler: Handler) -> Handler:
-        """Refuse a request without a known ops key; answer 503 while the database cannot."""
-
-        async def answer(request: web.Request) -> web.Response:
-            try:
-                async with connection.lock:  # each request's transactions, one at a time
-                    return await handler(request)
-            except (psycopg.Error, TransientError) as exc:
-                log.warning(
-                    "%s %s: the database cannot answer: %s", request.method, request.path, exc
-                )
-                return json_response({"error": "the database cannot answer; try again"}, 503)
-
-        return keyed(keys, "ops API key", answer)
-
+def add_ops_routes(app: web.Application, pool: AsyncConnectionPool, operators: KeyGuard) -> None:
     async def backfill(request: web.Request) -> web.Response:
         try:
             wanted = parse_backfill(orjson.loads(await request.read()))
@@ -143,9 +99,9 @@ def add_ops_routes(app: web.Application, database_url: str, keys: ApiKeys) -> No
             ts_recv_us=now_us,
             provider=wanted["provider"],
         )
-        db = await connection.get()
-        recorded = await queue.record_gap(db, gap, reopen=True)
-        job = await queue.enqueue(db, **wanted, gap_id=recorded.id)
+        async with pool.connection() as db:
+            recorded = await queue.record_gap(db, gap, reopen=True)
+            job = await queue.enqueue(db, **wanted, gap_id=recorded.id)
         log.info("backfill asked for: job %d, %s %s", job, wanted["instrument"], wanted["interval"])
         return json_response({"job": job, "gap": recorded.id}, 202)
 
@@ -154,7 +110,8 @@ def add_ops_routes(app: web.Application, database_url: str, keys: ApiKeys) -> No
             limit = int(request.query.get("limit", "100"))
         except ValueError:
             return json_response({"error": "limit is an integer"}, 400)
-        letters = await queue.list_dead_letters(await connection.get(), max(1, min(limit, 1000)))
+        async with pool.connection() as db:
+            letters = await queue.list_dead_letters(db, max(1, min(limit, 1000)))
         return json_response({"dead_letters": [dead_letter_json(d) for d in letters]})
 
     async def requeue(request: web.Request) -> web.Response:
@@ -163,15 +120,12 @@ def add_ops_routes(app: web.Application, database_url: str, keys: ApiKeys) -> No
         except ValueError:
             return json_response({"error": "the id is an integer"}, 400)
         try:
-            job = await queue.requeue_dead_letter(await connection.get(), dlq_id)
+            async with pool.connection() as db:
+                job = await queue.requeue_dead_letter(db, dlq_id)
         except NotFoundError as exc:
             return json_response({"error": str(exc)}, 404)
         return json_response({"job": job, "dead_letter": dlq_id}, 202)
 
-    async def close(_: web.Application) -> None:
-        await connection.close()
-
-    app.router.add_post("/ops/backfill", guarded(backfill))
-    app.router.add_get("/ops/dlq/backfills", guarded(dead_letters))
-    app.router.add_post("/ops/dlq/backfills/requeue/{id}", guarded(requeue))
-    app.on_cleanup.append(close)
+    app.router.add_post("/ops/backfill", operators(database_answers(backfill)))
+    app.router.add_get("/ops/dlq/backfills", operators(database_answers(dead_letters)))
+    app.router.add_post("/ops/dlq/backfills/requeue/{id}", operators(database_answers(requeue)))

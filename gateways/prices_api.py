@@ -13,12 +13,11 @@ import logging
 import time
 from typing import Any, Final
 
-import psycopg
 from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
 
-from gateways.keyed import keyed
-from shared.api_keys import ApiKeys
-from shared.postgres import ReusedConnection
+from gateways.keyed import KeyGuard
+from gateways.read_pool import database_answers
 from shared.status import json_response
 from shared.symbols import symbol_problem
 from shared.times import micros_of, rfc3339
@@ -60,20 +59,14 @@ def described(row: tuple[Any, ...] | None, fields: tuple[str, ...], now_us: int)
     }
 
 
-def add_price_routes(app: web.Application, database_url: str, keys: ApiKeys) -> None:
-    connection = ReusedConnection(database_url, autocommit=True, connect_timeout=3)
-
+def add_price_routes(app: web.Application, pool: AsyncConnectionPool, readers: KeyGuard) -> None:
     async def price(request: web.Request) -> web.Response:
         symbol = request.match_info["symbol"]
         if problem := symbol_problem(symbol):
             return json_response({"error": problem}, 400)
-        try:
-            db = await connection.get()
+        async with pool.connection() as db:
             trade = await (await db.execute(TRADE_SQL, (symbol,))).fetchone()
             quote = await (await db.execute(QUOTE_SQL, (symbol,))).fetchone()
-        except psycopg.Error as exc:
-            log.warning("GET /stocks/%s/price: the database cannot answer: %s", symbol, exc)
-            return json_response({"error": "the database cannot answer; try again"}, 503)
         if trade is None and quote is None:
             return json_response({"error": f"no trade or quote of {symbol} yet"}, 404)
         now_us = time.time_ns() // 1000
@@ -85,8 +78,4 @@ def add_price_routes(app: web.Application, database_url: str, keys: ApiKeys) -> 
             }
         )
 
-    async def close(_: web.Application) -> None:
-        await connection.close()
-
-    app.router.add_get("/stocks/{symbol}/price", keyed(keys, "API key", price))
-    app.on_cleanup.append(close)
+    app.router.add_get("/stocks/{symbol}/price", readers(database_answers(price)))

@@ -11,10 +11,11 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -75,7 +76,9 @@ def json_response(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def status_app(component: str, checks: Mapping[str, Check]) -> web.Application:
+def status_app(
+    component: str, checks: Mapping[str, Check], middlewares: Sequence[Middleware] = ()
+) -> web.Application:
     """Build the aiohttp application with the status routes; callers may add their own."""
 
     async def health(_: web.Request) -> web.Response:
@@ -94,7 +97,7 @@ def status_app(component: str, checks: Mapping[str, Check]) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
     app.router.add_get("/metrics", metrics)

@@ -11,6 +11,9 @@ from typing import Final
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND: Final = timedelta(microseconds=1)
+# The times Python's datetime can hold (years 1 to 9999): readers of our tables must be able to.
+MIN_US: Final = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
+MAX_US: Final = (datetime.max.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
 
 
 def time_of(us: int) -> datetime:

@@ -12,7 +12,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
@@ -291,6 +293,40 @@ def wait_http(url: str, timeout_s: float = 30) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an HTTP request got back."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def http_request(
+    url: str,
+    method: str = "GET",
+    body: object = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One request with `key` as `Authorization: Bearer` (JSON `body`, or bytes as they are);
+    an error status is an Answer too."""
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) else None if body is None else orjson.dumps(body)
+    sent = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url, data=data, method=method, headers=sent | (headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return Answer(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, dict(exc.headers), exc.read())
 
 
 @dataclass(frozen=True)

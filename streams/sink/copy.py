@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -21,6 +20,7 @@ from numpy.typing import NDArray
 
 from shared.bar_fields import BAR_DOUBLES, BAR_FIELDS, BAR_KEY, PgType
 from shared.models import Bar, BarBatch
+from shared.times import MAX_US, MIN_US
 
 # The columns of `bars`, in table order, from the Bar schema. A text column `c` is BarBatch
 # dictionary `cs` with codes `c_index`; float8 columns are BarBatch.doubles; the others are
@@ -59,10 +59,6 @@ _FIXED_DTYPE: Final = np.dtype(
 HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no extension
 TRAILER: Final = b"\xff\xff"
 PG_EPOCH_US: Final = 946_684_800_000_000  # 2000-01-01, PostgreSQL's binary time origin
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-# Times Python's datetime can hold (years 1 to 9999): readers of the table must be able to.
-MIN_US: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
-MAX_US: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _INT4: Final = (-(2**31), 2**31 - 1)
 
 

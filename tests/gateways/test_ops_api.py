@@ -4,14 +4,12 @@ once, dead letters are listed with their errors and requeued; every route wants 
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import psycopg
 import pytest
+from conftest import http_request
 
 from shared.backfill import queue
 
@@ -22,14 +20,8 @@ READ_KEY = "read-key-2b7e"
 def call(
     url: str, method: str = "GET", body: object = None, key: str | None = OPS_KEY
 ) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else None if body is None else orjson.dumps(body)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
+    answer = http_request(url, method, body, key)
+    return answer.status, answer.json()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateways.ops_api import BadRequestError, parse_backfill
+from gateways.ops_api import parse_backfill
+from gateways.params import BadRequestError
 from gateways.ws.protocol import Channel, ProtocolError, Request, parse_channel, parse_request
 from shared.codec import Codec
 from shared.models import Gap, GapCause

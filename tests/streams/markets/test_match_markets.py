@@ -5,14 +5,11 @@ through POST /ops/matches survives a re-match and `python -m streams markets reb
 from __future__ import annotations
 
 import dataclasses
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 from urllib.request import urlopen
 
-import orjson
-from conftest import RunningWorker, eventually, read_topic, run_module
+from conftest import RunningWorker, eventually, http_request, read_topic, run_module
 from pm_fixtures import (
     BTC_105_P,
     BTC_K,
@@ -36,15 +33,8 @@ AGENTS = "match_markets,flag_arbitrage"
 
 
 def call(url: str, method: str = "GET", body: object = None, key: str = OPS_KEY) -> tuple[int, Any]:
-    data = None if body is None else orjson.dumps(body)
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Authorization": f"Bearer {key}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
+    answer = http_request(url, method, body, key)
+    return answer.status, answer.json()
 
 
 def matches_on_topic(

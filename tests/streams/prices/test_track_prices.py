@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import orjson
-from conftest import eventually
+from conftest import eventually, http_request
 
 from shared.codec import Codec
 from shared.models import QuoteBatch, Trade, TradeBatch
@@ -33,12 +30,8 @@ def test_latest_rows_pick_each_instruments_latest_event_and_the_last_of_equals()
 
 
 def get(url: str, key: str | None = KEY) -> tuple[int, Any]:
-    request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
+    answer = http_request(url, key=key)
+    return answer.status, answer.json()
 
 
 def publish(bootstrap: str, codec: Codec, trades: TradeBatch, *quotes: QuoteBatch) -> None:

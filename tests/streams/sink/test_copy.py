@@ -10,11 +10,10 @@ import psycopg
 from live import MINUTE_US, RECV_2, T0, bar, bar_batch, read_bars
 
 from shared.models import Bar
+from shared.times import MAX_US, MIN_US
 from streams.sink.copy import (
     COPY_COLUMNS,
     HEADER,
-    MAX_US,
-    MIN_US,
     TRAILER,
     BarRows,
     EncodedNames,

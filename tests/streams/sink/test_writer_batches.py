@@ -11,7 +11,7 @@ import pytest
 from live import MINUTE_US, RECV_1, RECV_2, T0, bar, bar_batch, read_bars
 
 from shared.models import Bar
-from streams.sink.copy import MAX_US, MIN_US
+from shared.times import MAX_US, MIN_US
 from streams.sink.timescale import BarWriter
 
 
