@@ -19,6 +19,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateways.bars_api import add_bars_routes
+from gateways.fundamentals_api import add_fundamentals_routes
+from gateways.gaps_api import add_gap_routes
 from gateways.health_detailed import HealthSettings, add_detailed_health_route
 from gateways.keyed import KeyGuard
 from gateways.matches_api import add_match_routes
@@ -102,6 +104,8 @@ def build_app(
     pool = read_pool(app, url)
     add_price_routes(app, pool, readers)
     add_bars_routes(app, pool, readers)
+    add_gap_routes(app, pool, readers)
+    add_fundamentals_routes(app, pool, readers)
     add_match_routes(app, pool, readers, operators)
     add_ops_routes(app, pool, operators)
     unset = [

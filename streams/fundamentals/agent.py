@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any, Final
 
 import faust
@@ -20,6 +20,7 @@ from shared.errors import DecodeError
 from shared.models import FundamentalStatement
 from shared.postgres import ReusedConnection
 from shared.settings import SinkSettings, load_settings
+from shared.times import time_of
 from streams.app import Worker, manual_acks
 from streams.upserts import Upserts
 
@@ -45,8 +46,8 @@ def _row(s: FundamentalStatement) -> tuple[object, ...]:
         date.fromisoformat(s.fiscal_date),
         s.provider,
         s.body.decode(),
-        datetime.fromtimestamp(s.ts_event_us / 1e6, UTC),
-        datetime.fromtimestamp(s.ts_recv_us / 1e6, UTC),
+        time_of(s.ts_event_us),  # exactly: a float of seconds drops microseconds
+        time_of(s.ts_recv_us),
     )
 
 
