@@ -42,6 +42,7 @@ from shared.topics import (
     STATUSES,
     TRADES,
 )
+from streams.consumer_metrics import AgentThroughput, export_lag
 from streams.decoded import DecodedTradeBatches
 from streams.faust_transport import Transport
 
@@ -96,6 +97,8 @@ class WorkerSettings(BaseSettings):
     # How long a fetch waits for data on partitions that have none (Faust hard-codes 1500 ms);
     # unset, the shortest wait the worker's agents ask for (AgentSpec.fetch_max_wait_ms).
     fetch_max_wait_ms: int | None = Field(None, ge=0, le=60_000)
+    # How often the worker measures its group's lag (consumer_lag_messages): admin requests.
+    lag_interval_s: float = Field(15.0, gt=0)
 
     @field_validator("agents")
     @classmethod
@@ -250,6 +253,12 @@ def create_app(
     )
     for name in worker.agent_names:
         importlib.import_module(AGENTS[name].module).install(built)
+    app.sensors.add(AgentThroughput())
+
+    @app.task
+    async def measure_lag() -> None:
+        """Export the group's lag per partition (consumer_lag_messages)."""
+        await export_lag(kafka.bootstrap, worker.group_id, worker.lag_interval_s)
 
     @app.timer(interval=DELIVERY_POLL_S)
     async def serve_deliveries() -> None:

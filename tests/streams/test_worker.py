@@ -4,6 +4,7 @@ dead-lettered, and the agents split across two worker processes."""
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -88,7 +89,11 @@ async def test_bar_worker_and_sink_worker_apart_fill_the_database(
     tmp_path: Path,
 ) -> None:
     bars = start_worker(MS_WORKER_AGENTS="aggregate_bars,tally_trades").url
-    sink = start_worker(MS_WORKER_AGENTS="sink_bars", MS_WORKER_DATA_DIR=str(tmp_path / "sink")).url
+    sink = start_worker(
+        MS_WORKER_AGENTS="sink_bars",
+        MS_WORKER_DATA_DIR=str(tmp_path / "sink"),
+        MS_WORKER_LAG_INTERVAL_S="0.5",
+    ).url
     t0 = 1_767_623_400_000_000  # 2026-01-05T14:30:00Z
     batch = TradeBatch(
         source="test",
@@ -121,6 +126,16 @@ async def test_bar_worker_and_sink_worker_apart_fill_the_database(
     assert "bars_sunk_total 9.0" in metrics(sink)
     acked = 'kafka_messages_acked_total{topic="md.bars.v1"} 9.0'
     await eventually(lambda: acked in metrics(bars), what="the bar worker reports 9 bars acked")
+    for agent in ("aggregate_bars", "tally_trades"):  # the batch and the heartbeat
+        assert f'agent_messages_total{{agent="{agent}",topic="md.trades.v1"}} 2.0' in metrics(bars)
+    caught_up = re.compile(
+        r'consumer_lag_messages\{group="test-worker.sink_bars",partition="\d",'
+        r'topic="md.bars.batch.v1"\} 0.0'
+    )
+    await eventually(
+        lambda: caught_up.search(metrics(sink)) is not None,
+        what="the sink worker exports its group's lag: none once it committed",
+    )
 
 
 async def test_sink_worker_dead_letters_an_undecodable_bar_batch(
