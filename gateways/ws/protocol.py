@@ -5,6 +5,10 @@ Channels are `bars.<interval>.<instrument>` (the instrument may contain dots),
 markets), and each with `*` for every one (`bars.<interval>.*`, `trades.*`, `quotes.*`,
 `arb.*`). Every server message is a JSON array of one or more events, so a busy
 connection gets many events per WebSocket frame.
+
+A client that connects to `/ws/<instrument>` (the runbook's `wscat -c ws://host:8765/ws/AAPL`)
+is subscribed by its path to `bars.1m.<instrument>` with the last PATH_SNAPSHOT bars;
+`?interval=5m`, `?snapshot=N` and `?resume=<last seq received>` change that.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import operator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
@@ -28,6 +33,8 @@ TRADES: Final = "trades"
 QUOTES: Final = "quotes"
 ARB: Final = "arb"
 MAX_PAIR_LENGTH: Final = 200  # kalshi:<ticker>|polymarket:<id>
+PATH_PREFIX: Final = "/ws/"
+PATH_SNAPSHOT: Final = 120  # bars a path subscription starts with
 # What one message of each kind is called in events: {"type": "trade", ..., "trade": {...}}.
 ITEM: Final = {BARS: "bar", TRADES: "trade", QUOTES: "quote", ARB: "arbitrage"}
 
@@ -184,3 +191,24 @@ def event(kind: str, **fields: Any) -> bytes:
 def frame(events: list[bytes]) -> bytes:
     """Join events into one server message: a JSON array."""
     return b"[" + b",".join(events) + b"]"
+
+
+def path_request(path: str, max_snapshot: int) -> Request | None:
+    """The subscription a connection's path asks for (`/ws/AAPL?interval=1m&resume=41`), or
+    None for any other path; raise ProtocolError for a malformed one."""
+    parts = urlsplit(path)
+    if not parts.path.startswith(PATH_PREFIX):
+        return None
+    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    channel = parse_channel(f"{BARS}.{query.get('interval', '1m')}.{unquote(parts.path[4:])}")
+    if channel.is_wildcard:
+        raise ProtocolError("a path subscription names one instrument: /ws/AAPL")
+    numbers = {}
+    for name, most in (("snapshot", max_snapshot), ("resume", 2**63 - 1)):
+        if name in query:
+            if not query[name].isdigit() or not 0 <= int(query[name]) <= most:
+                raise ProtocolError(f"'{name}' must be an integer from 0 to {most}")
+            numbers[name] = int(query[name])
+    snapshot = numbers.get("snapshot", min(PATH_SNAPSHOT, max_snapshot))
+    resume = {channel.name: numbers["resume"]} if "resume" in numbers else {}
+    return Request("subscribe", (channel,), snapshot, resume)

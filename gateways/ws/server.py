@@ -228,11 +228,21 @@ class Gateway:
             WS_AUTH_FAILURES.inc()
             await connection.close(CLOSE_UNAUTHORIZED, "invalid or missing API key")
             return
+        try:
+            by_path = protocol.path_request(request.path, self.settings.snapshot_max)
+        except protocol.ProtocolError as exc:
+            WS_BAD_REQUESTS.inc()
+            reason = str(exc).encode()[:120].decode(errors="ignore")  # a close reason: 123 B
+            await connection.close(CLOSE_POLICY, reason)
+            return
         session = Session(connection)
         self._join(session)
         WS_CLIENTS.inc()
         bad = 0
         try:
+            if by_path is not None:
+                session.enqueue(await self._answer(session, by_path))
+                self._send(session, {})
             async for raw in connection:
                 try:
                     req = protocol.parse_request(raw, self.settings.snapshot_max)

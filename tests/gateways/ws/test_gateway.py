@@ -4,6 +4,7 @@ clients, deep snapshots from the database."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -339,3 +340,52 @@ async def test_history_from_an_unreachable_database_is_empty_not_an_error() -> N
 
     assert await history.before(parse_channel("bars.1d.DEEP"), None, 5) == []
     await history.close()
+
+
+async def test_a_path_subscribes_to_the_symbols_1m_bars_and_resumes_by_query(
+    bootstrap: str, codec: Codec, start_gateway: Callable[..., str]
+) -> None:
+    """The runbook's `wscat -c ws://host:port/ws/NVDA`: the last 120 bars, then live."""
+    minute = [
+        dataclasses.replace(
+            bar(seq, seq, instrument="NVDA", interval="1m"), ts_us=T0 + seq * 60_000_000
+        )
+        for seq in range(1, 161)
+    ]
+    publish(bootstrap, codec, minute[:150])
+    url = start_gateway()
+
+    ws = await connect(f"{url}/ws/NVDA?api_key={KEY}")
+    got = await events(ws, lambda g: any(e["type"] == "snapshot" for e in g))
+    snapshot = next(e for e in got if e["type"] == "snapshot")
+    publish(bootstrap, codec, minute[150:155])
+    live = await events(ws, lambda g: 155 in live_seqs(g))
+    ws.transport.abort()
+    publish(bootstrap, codec, minute[155:])
+    async with connect(f"{url}/ws/NVDA?api_key={KEY}&resume=155") as again:
+        resumed = await events(again, lambda g: 160 in live_seqs(g))
+
+    assert snapshot["channel"] == "bars.1m.NVDA" and snapshot["seq"] == 150
+    assert [b["ts_us"] for b in snapshot["bars"]] == [b.ts_us for b in minute[30:150]]
+    assert live_seqs(live) == [151, 152, 153, 154, 155]
+    assert resumed[0] == {
+        "type": "subscribed",
+        "channel": "bars.1m.NVDA",
+        "seq": 155,
+        "recovered": True,
+    }
+    assert live_seqs(resumed) == [156, 157, 158, 159, 160]
+
+
+@pytest.mark.parametrize("path", ["/ws/NV%20DA", "/ws/*", "/ws/NVDA?interval=7m"])
+async def test_a_malformed_path_subscription_is_closed_with_the_reason(
+    start_gateway: Callable[..., str], path: str
+) -> None:
+    url = start_gateway()
+
+    async with connect(f"{url}{path}{'&' if '?' in path else '?'}api_key={KEY}") as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    assert info.value.rcvd.reason
