@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install up down status test lint bench clean
+.PHONY: install system-tools up down status test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
@@ -28,8 +28,15 @@ down: install
 status: install
 	$(PY) -m streams stack status
 
+# Programs the suite runs besides ours, from Debian: promtool and Prometheus (the alert rules,
+# a real scrape) and headless Chromium (the status page).
+system-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			prometheus chromium)
+
 ## make test: the whole suite, against a real broker and PostgreSQL started by the fixtures
-test: install
+test: install system-tools
 	$(PY) -m pytest
 
 lint: install

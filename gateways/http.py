@@ -24,12 +24,14 @@ from gateways.gaps_api import add_gap_routes
 from gateways.health_detailed import HealthSettings, add_detailed_health_route
 from gateways.keyed import KeyGuard
 from gateways.matches_api import add_match_routes
+from gateways.openapi import add_openapi_route
 from gateways.ops_api import add_ops_routes
 from gateways.prices_api import add_price_routes
 from gateways.rate_limit import KeyRates
 from gateways.read_pool import read_pool
 from gateways.registry_api import add_registry_routes
 from gateways.request_metrics import count_requests
+from gateways.status_page import StatusPageSettings, add_status_page_routes
 from shared.api_keys import ApiKeys
 from shared.cli import reason, run_cli
 from shared.errors import ConfigError
@@ -93,6 +95,7 @@ def build_app(
     readers: KeyGuard,
     operators: KeyGuard,
     health: HealthSettings,
+    status_page: StatusPageSettings,
 ) -> web.Application:
     """Build the API; the registry routes are served only when no external registry is configured."""
     url = database.url.get_secret_value()
@@ -108,6 +111,8 @@ def build_app(
     add_fundamentals_routes(app, pool, readers)
     add_match_routes(app, pool, readers, operators)
     add_ops_routes(app, pool, operators)
+    add_openapi_route(app)
+    add_status_page_routes(app, readers, status_page, checks)
     unset = [
         name
         for name, guard in (("MS_API_KEYS", readers), ("MS_API_OPS_KEYS", operators))
@@ -148,6 +153,7 @@ def main() -> int:
         load_settings(RegistrySettings),
         *settings.guards(),
         load_settings(HealthSettings),
+        load_settings(StatusPageSettings),
     )
     configure_logging(settings.log_level)
     asyncio.run(serve_until_signalled(app, settings.http_host, settings.http_port))

@@ -9,8 +9,8 @@ import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import pyarrow.parquet as pq
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 from conftest import http_request
 
