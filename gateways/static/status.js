@@ -1,6 +1,7 @@
 // The status page: processes and providers from /status.json every few seconds, and live
 // candles of one instrument from the WebSocket gateway (README, "WebSocket gateway").
-// Query parameters: api_key (the read key, also the gateway's), symbol, interval (1m).
+// Query parameters: api_key (the read key, also the gateway's; else the one typed into the
+// page's form, kept for the tab's session), symbol, interval (1m).
 "use strict";
 
 (() => {
@@ -11,7 +12,8 @@
   const CLOSE_UNAUTHORIZED = 4401;
 
   const params = new URLSearchParams(location.search);
-  const apiKey = params.get("api_key") || "";
+  const KEY_ITEM = "marketstream-api-key";
+  const apiKey = params.get("api_key") || sessionStorage.getItem(KEY_ITEM) || "";
   const interval = params.get("interval") || "1m";
   const $ = (id) => document.getElementById(id);
 
@@ -95,7 +97,8 @@
     try {
       const response = await fetch("/status.json", { headers: { "X-API-Key": apiKey }, cache: "no-store" });
       if (response.status === 401) {
-        showProblem("The API key was refused: open this page as /?api_key=<key> (`make up` prints it; it is in .run/ws-api-key).");
+        showProblem("The API key was refused: type the read key below (with `make up`, it is in .run/ws-api-key).");
+        $("key-form").hidden = false;
         return; // no retry: a reload with the key is needed
       }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -290,7 +293,16 @@
     location.search = params.toString(); // a new page: a URL to share, no state to unwind
   });
   window.addEventListener("resize", scheduleDraw);
-  if (!apiKey) showProblem("No API key: open this page as /?api_key=<key> (`make up` prints it; it is in .run/ws-api-key).");
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_ITEM, $("key-input").value.trim());
+    params.delete("api_key");
+    location.search = params.toString();
+  });
+  if (!apiKey) {
+    showProblem("No API key: type the read key below, or open this page as /?api_key=<key>.");
+    $("key-form").hidden = false;
+  }
   scheduleDraw();
   refreshStatus();
 })();

@@ -143,7 +143,15 @@ class Stack:
     def children(self) -> list[Child]:
         s = self.s
         return [
-            Child("api", ["gateways.http"], s.api_port),
+            Child(
+                "api",
+                ["gateways.http"],
+                s.api_port,
+                {
+                    "MS_API_STATUS_TARGETS": self.targets(),
+                    "MS_API_STATUS_WS_URL": f"ws://127.0.0.1:{s.ws_port}",
+                },
+            ),
             Child(
                 "worker",
                 ["streams", "worker"],
@@ -169,6 +177,13 @@ class Stack:
                 {"MS_WS_SNAPSHOT_FROM_DATABASE": "true"},
             ),
         ]
+
+    def targets(self) -> str:
+        """What the status page shows: every process of the stack but the API, by its port."""
+        s = self.s
+        ports = {"worker": s.worker_port, "sink": s.sink_port, "ws-gateway": s.ws_port}
+        ports |= {feed: s.connector_port + k for k, feed in enumerate(self.feeds)}
+        return ",".join(f"{name}=http://127.0.0.1:{port}" for name, port in ports.items())
 
     @property
     def feeds(self) -> list[str]:
@@ -244,6 +259,8 @@ class Stack:
         return "\n".join(
             [
                 "marketstream is up:",
+                f"  status page       http://127.0.0.1:{s.api_port}/   (the read key: cat"
+                f" {self.run_dir}/ws-api-key)",
                 f"  API health        http://127.0.0.1:{s.api_port}/health",
                 f"  API metrics       http://127.0.0.1:{s.api_port}/metrics",
                 f"  schema registry   http://127.0.0.1:{s.api_port}/subjects",

@@ -474,6 +474,16 @@ async def test_status_page_in_chromium_shows_processes_providers_and_live_candle
             10,
             "the missing key's hint",
         )
+        form_shown = await page.evaluate("!document.getElementById('key-form').hidden")
+        await page.evaluate(
+            f"document.getElementById('key-input').value = '{KEY}';"
+            " document.getElementById('key-form').requestSubmit()"
+        )
+        typed = await page.until(
+            f"Number({TEXT % 'candle-count'}) > 0 && !location.search.includes('api_key')",
+            20,
+            "candles with the key typed into the form",
+        )
 
     assert processes == {
         "process-api": "ok",
@@ -485,5 +495,6 @@ async def test_status_page_in_chromium_shows_processes_providers_and_live_candle
     assert last_close == f"{revised.close:.2f}"
     assert problem_hidden is True
     assert chosen == "AAPL"
-    assert "api_key=" in refused
+    assert "type the read key" in refused and form_shown is True
+    assert typed is True  # kept for the tab's session, not in the URL
     assert page.exceptions() == []

@@ -11,6 +11,11 @@ from conftest import published_trades, run_module, wait_http
 from streams.embedded.ports import free_port, is_listening
 
 
+def status_of(url: str) -> list[dict[str, object]]:
+    processes: list[dict[str, object]] = orjson.loads(wait_http(url))["processes"]
+    return processes
+
+
 def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_path: Path) -> None:
     names = ("KAFKA", "POSTGRES", "API", "WORKER", "CONNECTOR", "WS", "ALPACA_FAKE")
     ports = {name: free_port() for name in names}
@@ -39,6 +44,15 @@ def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_pa
             time.sleep(0.2)
         api_health = orjson.loads(wait_http(f"http://127.0.0.1:{ports['API']}/health"))
         assert api_health["status"] == "ok"
+        first = up.stdout[up.stdout.index("marketstream is up:") :].splitlines()[1]
+        assert f"status page       http://127.0.0.1:{ports['API']}/ " in first
+        key = (tmp_path / "run/ws-api-key").read_text().strip()
+        status_url = f"http://127.0.0.1:{ports['API']}/status.json?api_key={key}"
+        while {p["name"]: p["status"] for p in status_of(status_url)} != dict.fromkeys(
+            ("api", "worker", "sink", "ws-gateway", "simulator", "alpaca"), "ok"
+        ):
+            assert time.monotonic() < deadline + 30, status_of(status_url)
+            time.sleep(0.5)
         tail = run_module(
             [
                 "streams",
