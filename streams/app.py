@@ -71,6 +71,7 @@ AGENTS: Final = {
     "aggregate_bars": AgentSpec("streams.bars.agent", 10),
     "sink_bars": AgentSpec("streams.sink.agent", 500),
     "sink_fundamentals": AgentSpec("streams.fundamentals.agent", 500),
+    "store_dead_letters": AgentSpec("streams.dead_letters.agent", 500),
     "track_prices": AgentSpec("streams.prices.agent", 100),
     "detect_gaps": AgentSpec("streams.gaps.agent", 500),
     "match_markets": AgentSpec("streams.markets.agent", 100),

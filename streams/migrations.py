@@ -169,6 +169,28 @@ create table if not exists backfill_dead_letters (
     requeued_job_id bigint      references backfill_jobs on delete set null
 )
 """
+# Every dead letter of md.dlq.v1 (store_dead_letters), for GET /ops/dlq and its replays. The
+# digest of the Kafka message makes a redelivered dead letter the same row.
+DEAD_LETTERS_TABLE: Final = """
+create table if not exists dead_letters (
+    id               bigserial   primary key,
+    digest           bytea       not null unique,
+    component        text        not null,
+    reason           text        not null,
+    detail           text        not null,
+    source           text        not null,
+    payload          bytea       not null,
+    key              bytea,
+    source_partition integer,
+    source_offset    bigint,
+    line_number      bigint,
+    ts_event         timestamptz not null,
+    ts_recv          timestamptz not null,
+    replayed_at      timestamptz,
+    replayed_to      text
+);
+create index if not exists dead_letters_by_reason on dead_letters (component, reason, id desc)
+"""
 # The operators' runbook name for bars: every column of `bars`, `instrument` as `symbol`. A
 # view over one table with plain column references is auto-updatable in PostgreSQL (a hypertable
 # is such a table too), so `delete from candles_intraday where ...` deletes from `bars`.
@@ -357,6 +379,7 @@ def migrate(url: str, *, compress_after_days: int = 14, retention: str = "1m=365
         conn.execute(PM_LISTINGS_TABLE)
         conn.execute(MARKET_MATCHES_TABLE)
         conn.execute(ARBITRAGE_TABLE)
+        conn.execute(DEAD_LETTERS_TABLE)
         if timescale:
             _timescale(conn, compress_after_days, policy)
         else:

@@ -82,7 +82,7 @@ def database_url(postgres: PostgresServer) -> str:
         conn.execute(
             "truncate bars, bar_checkpoints, latest_trades, latest_quotes, gaps, backfill_jobs,"
             " backfill_dead_letters, feed_outages, instrument_halts, pm_listings, market_matches,"
-            " arbitrage"
+            " arbitrage, fundamentals, dead_letters"
         )
         # the universe's tables exist once a test loaded one (connectors.universe makes them)
         if conn.execute("select to_regclass('universe_versions')").fetchone() != (None,):

@@ -164,6 +164,7 @@ class Stack:
                 s.sink_port,
                 {
                     "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals,track_prices,detect_gaps,"
+                    "store_dead_letters,"
                     "match_markets,flag_arbitrage",
                     "MS_WORKER_HTTP_PORT": str(s.sink_port),
                     "MS_WORKER_DATA_DIR": str(self.run_dir / "sink-data"),

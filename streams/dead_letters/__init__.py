@@ -1,0 +1,1 @@
+"""Dead letters kept for operators: the store_dead_letters agent."""
