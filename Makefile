@@ -28,12 +28,13 @@ down: install
 status: install
 	$(PY) -m streams stack status
 
-# Programs the suite runs besides ours, from Debian: promtool and Prometheus (the alert rules,
-# a real scrape) and headless Chromium (the status page).
+# Programs the suite runs besides ours, from Debian: promtool, Prometheus and the blackbox
+# exporter (the alert rules, a real scrape and probes) and headless Chromium (the status page).
+SYSTEM_TOOLS := promtool prometheus prometheus-blackbox-exporter chromium
 system-tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null || \
+	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || exit 1; done || \
 		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-			prometheus chromium)
+			prometheus prometheus-blackbox-exporter chromium)
 
 ## make test: the whole suite, against a real broker and PostgreSQL started by the fixtures
 test: install system-tools
