@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.codec import Codec
 from shared.errors import TransientError
+from shared.metrics import UP
 from shared.publisher import Publisher
 from shared.settings import SYNTHETIC_SOURCES, DatabaseSettings, KafkaSettings
 from shared.status import database_check, kafka_check, listen, serve_socket, status_app
@@ -284,5 +285,6 @@ def create_app(
     async def serve_status() -> None:
         """Serve /health, /metrics and what the agents added on the worker's status port."""
         await serve_socket(built.status, status_socket)
+        UP.labels("worker").set(1)
 
     return built
