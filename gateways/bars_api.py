@@ -17,12 +17,13 @@ however deep into a year of bars it lies.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 import pyarrow as pa
@@ -162,8 +163,10 @@ def parse_bars_query(request: web.Request) -> dict[str, object]:
 
 
 def next_link(request: web.Request, cursor: str) -> str:
+    """The next page's path and query (the key left out), the symbol quoted: it may hold `#`."""
     query = {k: v for k, v in request.query.items() if k not in ("cursor", "api_key")}
-    return f"{request.path}?{urlencode({**query, 'cursor': cursor})}"
+    path = f"/bars/{quote(request.match_info['symbol'], safe='')}"
+    return f"{path}?{urlencode({**query, 'cursor': cursor})}"
 
 
 def parquet_of(csv: bytes) -> bytes:
@@ -209,9 +212,9 @@ def add_bars_routes(app: web.Application, pool: AsyncConnectionPool, readers: Ke
                 async for chunk in copy:
                     chunks.append(bytes(chunk))
         csv = b"".join(chunks)
-        body = csv if kind == "csv" else parquet_of(csv)
-        name = f"{wanted['symbol']}-{wanted['interval']}.{kind}".replace("/", "_")
-        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        body = csv if kind == "csv" else await asyncio.to_thread(parquet_of, csv)
+        name = quote(f"{wanted['symbol']}-{wanted['interval']}.{kind}", safe="")
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{name}"
         return web.Response(body=body, headers=headers, content_type=FORMATS[kind])
 
     app.router.add_get("/bars/{symbol:.+}", readers(database_answers(bars)))

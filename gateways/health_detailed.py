@@ -164,10 +164,7 @@ def _lag_row(row: PartitionLag) -> dict[str, object]:
         "committed": row.committed,
         "end": row.end,
         "lag": row.lag,
-        "consumer_id": row.consumer_id,
-        "host": row.host,
-        "client_id": row.client_id,
-        "members": row.members,
+        "members": row.members,  # who they are (hosts, ids): `streams groups describe`
     }
 
 

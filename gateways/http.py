@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateways.bars_api import add_bars_routes
-from gateways.dlq_api import add_dlq_routes
+from gateways.dlq_api import add_dlq_routes, replay_publisher
 from gateways.fundamentals_api import add_fundamentals_routes
 from gateways.gaps_api import add_gap_routes
 from gateways.health_detailed import HealthSettings, add_detailed_health_route
@@ -37,7 +37,6 @@ from shared.api_keys import ApiKeys
 from shared.cli import reason, run_cli
 from shared.errors import ConfigError
 from shared.metrics import UP
-from shared.publisher import Publisher
 from shared.schema_ids import CommittedSchemas
 from shared.settings import DatabaseSettings, KafkaSettings, RegistrySettings
 from shared.status import database_check, kafka_check, serve, status_app
@@ -113,7 +112,7 @@ def build_app(
     add_fundamentals_routes(app, pool, readers)
     add_match_routes(app, pool, readers, operators)
     add_ops_routes(app, pool, operators)
-    add_dlq_routes(app, pool, operators, Publisher(kafka.producer_config("marketstream-api")))
+    add_dlq_routes(app, pool, operators, replay_publisher(kafka))
     add_openapi_route(app)
     add_status_page_routes(app, readers, status_page, checks)
     unset = [

@@ -1,14 +1,19 @@
 """`api_requests_total{route,status}` and `api_request_duration_seconds{route}` for every
-request the HTTP API answers, labelled by route template so that the series stay bounded."""
+request the HTTP API answers, labelled by route template so that the series stay bounded; a
+handler's unexpected exception is logged and answered as a JSON 500 that names nothing of it."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from shared.metrics import API_REQUEST_SECONDS, API_REQUESTS
+from shared.status import json_response
+
+log = logging.getLogger(__name__)
 
 
 def route_of(request: web.Request) -> str:
@@ -28,6 +33,9 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except Exception:  # a bug of ours: the log has it, the client a JSON error
+        log.exception("%s %s failed", request.method, request.path)
+        return json_response({"error": "internal error; the API's log says why"}, 500)
     finally:
         route = route_of(request)
         API_REQUESTS.labels(route, str(status)).inc()

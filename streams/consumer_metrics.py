@@ -48,6 +48,7 @@ async def export_lag(bootstrap: str, group: str, interval_s: float) -> None:
             lags = await asyncio.to_thread(kafka_admin.group_lags, bootstrap, [group])
         except TransientError as exc:
             log.warning("consumer lag of %s not measured: %s", group, exc)
+            CONSUMER_LAG.clear()  # no number rather than a stale one
         else:
             CONSUMER_LAG.clear()  # no await from here to the last set: a scrape sees all or none
             for row in lags:

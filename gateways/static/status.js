@@ -14,6 +14,11 @@
   const params = new URLSearchParams(location.search);
   const KEY_ITEM = "marketstream-api-key";
   const apiKey = params.get("api_key") || sessionStorage.getItem(KEY_ITEM) || "";
+  if (params.has("api_key")) { // kept for the tab's session, out of the address and history
+    sessionStorage.setItem(KEY_ITEM, apiKey);
+    params.delete("api_key");
+    history.replaceState(null, "", `${location.pathname}?${params}`);
+  }
   const interval = params.get("interval") || "1m";
   const $ = (id) => document.getElementById(id);
 

@@ -22,7 +22,7 @@ from shared.metrics import DEAD_LETTERS
 from shared.models import DeadLetter
 from shared.postgres import ReusedConnection
 from shared.settings import SinkSettings, load_settings
-from shared.times import time_of
+from shared.times import MAX_US, MIN_US, time_of
 from shared.topics import DLQ
 from streams.app import Worker, manual_acks
 from streams.upserts import Upserts
@@ -55,8 +55,8 @@ def row_of(message: bytes, letter: DeadLetter) -> tuple[object, ...]:
         letter.source_partition,
         letter.source_offset,
         letter.line_number,
-        time_of(letter.ts_event_us),
-        time_of(letter.ts_recv_us),
+        time_of(min(max(letter.ts_event_us, MIN_US), MAX_US)),  # as absurd as a feed sent it
+        time_of(min(max(letter.ts_recv_us, MIN_US), MAX_US)),
     )
 
 

@@ -25,7 +25,7 @@ from shared.intervals import parse_interval
 from shared.metrics import BARS_SUNK, INGESTION_LAG, SINK_RETRIES, WRITE_BATCH_MS
 from shared.models import Bar, BarBatch
 from shared.settings import SinkSettings, load_settings
-from shared.topics import BARS
+from shared.topics import BAR_BATCHES
 from streams.app import Worker, manual_acks
 from streams.sink.timescale import BarWriter
 
@@ -76,8 +76,10 @@ class BarSink:
                 self.dead_letters.publish(
                     reason="refused_by_database",
                     detail=reason,
-                    source=BARS,  # the refused bar, as md.bars.v1 carries it
-                    payload=self.worker.codec.encode_bar(bar),
+                    # the refused bar alone, as this agent reads it: a replay after a fix
+                    # (POST /ops/dlq/{id}/replay) merges it like any other
+                    source=BAR_BATCHES,
+                    payload=self.worker.codec.encode_bar_batch(BarBatch.from_bars([bar])),
                     key=bar.instrument.encode(),
                 )
             if refused:

@@ -15,7 +15,7 @@ from conftest import RunningWorker, eventually, http_request, read_topic
 
 from shared.codec import Codec
 from shared.models import DeadLetter
-from shared.topics import DLQ, TRADES
+from shared.topics import DLQ, FUNDAMENTALS, TRADES
 
 OPS_KEY = "ops-key-6e2b"
 GARBAGE = b"\x00\x00\x00\x00\x07not an avro trade batch"
@@ -38,54 +38,73 @@ def produce(
     return placed[0]
 
 
-def ours(api: str, partition: int, offset: int) -> list[dict[str, Any]]:
-    listed = http_request(f"{api}/ops/dlq?component=worker.tally_trades&limit=1000", key=OPS_KEY)
+def ours(api: str, component: str, source: str, partition: int, offset: int) -> list[Any]:
+    listed = http_request(f"{api}/ops/dlq?component={component}&limit=1000", key=OPS_KEY)
     return [
         d
         for d in listed.json()["dead_letters"]
-        if (d["source_partition"], d["source_offset"]) == (partition, offset)
-        and d["source"] == TRADES
+        if (d["source"], d["source_partition"], d["source_offset"]) == (source, partition, offset)
     ]
 
 
-async def test_a_rejected_message_is_listed_and_replayed_to_its_topic(
+async def test_a_rejected_message_is_listed_and_replayed_to_its_topic_once(
     bootstrap: str,
     database_url: str,
     start_worker: Callable[..., RunningWorker],
     start_api: Callable[..., str],
 ) -> None:
     start_worker(
-        app_id=f"dlq-{uuid.uuid4().hex[:8]}", MS_WORKER_AGENTS="tally_trades,store_dead_letters"
+        app_id=f"dlq-{uuid.uuid4().hex[:8]}",
+        MS_WORKER_AGENTS="tally_trades,sink_fundamentals,store_dead_letters",
     )
     api = start_api(database_url, MS_API_OPS_KEYS=OPS_KEY)
     key = f"bad-{uuid.uuid4().hex[:8]}".encode()
-    partition, offset = produce(bootstrap, TRADES, GARBAGE, key, partition=1)
+    partition, offset = produce(bootstrap, FUNDAMENTALS, GARBAGE, key, partition=1)
+    trades_at = produce(bootstrap, TRADES, GARBAGE, key, partition=2)
+    fundamentals = "worker.sink_fundamentals"
 
-    await eventually(lambda: len(ours(api, partition, offset)) == 1, timeout_s=60, what="listed")
-    (letter,) = ours(api, partition, offset)
+    await eventually(
+        lambda: (
+            len(ours(api, fundamentals, FUNDAMENTALS, partition, offset)) == 1
+            and len(ours(api, "worker.tally_trades", TRADES, *trades_at)) == 1
+        ),
+        timeout_s=60,
+        what="both listed",
+    )
+    (letter,) = ours(api, fundamentals, FUNDAMENTALS, partition, offset)
+    (trades_letter,) = ours(api, "worker.tally_trades", TRADES, *trades_at)
     counts = http_request(f"{api}/ops/dlq", key=OPS_KEY).json()["counts"]
     replayed = http_request(f"{api}/ops/dlq/{letter['id']}/replay", "POST", key=OPS_KEY)
+    again = http_request(f"{api}/ops/dlq/{letter['id']}/replay", "POST", key=OPS_KEY)
+    folded = http_request(f"{api}/ops/dlq/{trades_letter['id']}/replay", "POST", key=OPS_KEY)
 
     assert letter["reason"] == "undecodable" and letter["replayable"] is True
     assert letter["payload_bytes"] == len(GARBAGE) and letter["replayed_at"] is None
-    assert any(
-        (c["component"], c["reason"]) == ("worker.tally_trades", "undecodable") and c["count"] >= 1
-        for c in counts
-    )
-    assert replayed.status == 202 and replayed.json()["replayed_to"] == TRADES
-    again = [
+    assert {(c["component"], c["reason"], c["count"]) for c in counts} >= {
+        (fundamentals, "undecodable", 1),
+        ("worker.tally_trades", "undecodable", 1),
+    }
+    assert replayed.status == 202 and replayed.json()["replayed_to"] == FUNDAMENTALS
+    assert again.status == 409 and "already replayed" in again.json()["error"]
+    assert trades_letter["replayable"] is False
+    assert folded.status == 409 and "folded into bars twice" in folded.json()["error"]
+    copies = [
         m
-        for m in read_topic(bootstrap, TRADES, lambda ms: sum(m.key() == key for m in ms) >= 2)
+        for m in read_topic(
+            bootstrap, FUNDAMENTALS, lambda ms: sum(m.key() == key for m in ms) >= 2
+        )
         if m.key() == key
     ]
-    assert [(m.partition(), m.value()) for m in again] == [(partition, GARBAGE)] * 2
-    # Still garbage, so rejected again: a second dead letter, of the replayed message.
-    replay_offset = again[1].offset()
+    assert [(m.partition(), m.value()) for m in copies] == [(partition, GARBAGE)] * 2
+    # Still garbage, so rejected again: a dead letter of its own, of the replayed message.
+    replay_offset = copies[1].offset()
     await eventually(
-        lambda: len(ours(api, partition, replay_offset)) == 1, timeout_s=30, what="rejected again"
+        lambda: len(ours(api, fundamentals, FUNDAMENTALS, partition, replay_offset)) == 1,
+        timeout_s=30,
+        what="rejected again",
     )
-    (first,) = ours(api, partition, offset)
-    assert first["replayed_to"] == TRADES and first["replayed_at"] is not None
+    (first,) = ours(api, fundamentals, FUNDAMENTALS, partition, offset)
+    assert first["replayed_to"] == FUNDAMENTALS and first["replayable"] is False
 
 
 async def test_a_connectors_dead_letter_is_not_replayable_and_a_redelivery_is_kept_once(

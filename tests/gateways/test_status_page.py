@@ -467,6 +467,8 @@ async def test_status_page_in_chromium_shows_processes_providers_and_live_candle
             20,
             "the first instrument's candles",
         )
+        assert "api_key" not in await page.evaluate("location.href")  # out of the history
+        await page.evaluate("sessionStorage.clear()")  # a tab that never had the key
         await page.call("Page.navigate", url=f"{api}/")
         refused = await page.until(
             "!document.getElementById('problem').hidden && "

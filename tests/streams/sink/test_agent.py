@@ -13,7 +13,7 @@ from live import MINUTE_US, RECV_2, T0, bar, bar_batch, read_bars
 from shared.codec import Codec
 from shared.models import Bar
 from shared.publisher import Publisher
-from shared.topics import BAR_BATCHES, BARS, DLQ
+from shared.topics import BAR_BATCHES, DLQ
 
 
 def stored(url: str) -> list[Bar]:
@@ -48,10 +48,10 @@ async def test_sink_worker_batches_store_highest_revisions_and_dead_letter_refus
     assert (letter.component, letter.reason, letter.source) == (
         "worker.sink_bars",
         "refused_by_database",
-        BARS,
+        BAR_BATCHES,
     )
     assert letter.detail == "ts is outside the years 1 to 9999"
-    assert (codec.decode_bar(letter.payload), letter.key) == (nanoseconds, b"NANO")
+    assert (codec.decode_bar_batch(letter.payload).bars(), letter.key) == ([nanoseconds], b"NANO")
     assert stored(database_url) == [step_2[0], step_2[1], step_1[1]]
     await eventually(
         lambda: "bars_sunk_total 4.0" in metrics(sink), what="four bars counted as sunk"
