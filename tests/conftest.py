@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,8 +33,22 @@ from streams.migrations import migrate
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@dataclass(frozen=True)
+class Broker:
+    address: str
+    process: subprocess.Popen[bytes]
+
+    def stall(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing answers; the
+        embedded broker keeps its memory."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+
 @pytest.fixture
-def bootstrap(tmp_path: Path) -> Iterator[str]:
+def broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh broker for each test, with our topics created (3 trade partitions).
 
     Tansu with memory storage starts in milliseconds, so isolation costs nothing, and each test
@@ -44,8 +59,15 @@ def bootstrap(tmp_path: Path) -> Iterator[str]:
     process = start_broker(port, tmp_path / "tansu.log")
     address = f"127.0.0.1:{port}"
     kafka_admin.create_topics(address, all_topics(3))
-    yield address
+    running = Broker(address, process)
+    yield running
+    running.resume()  # a stalled broker cannot stop
     stop_broker(process)
+
+
+@pytest.fixture
+def bootstrap(broker: Broker) -> str:
+    return broker.address
 
 
 @dataclass(frozen=True)
