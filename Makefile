@@ -76,6 +76,7 @@ bench: install $(QUIX_VENV)/.installed $(ALPACA_VENV)/.installed $(MATCHING_VENV
 	$(PY) -m benchmarks ws
 	$(PY) -m benchmarks providers --alpaca-python $(ALPACA_VENV)/bin/python
 	$(PY) -m benchmarks matching --peer-python $(MATCHING_VENV)/bin/python
+	$(PY) -m benchmarks read_api
 
 clean:
 	rm -rf $(VENV) $(QUIX_VENV) $(ALPACA_VENV) $(MATCHING_VENV) .run

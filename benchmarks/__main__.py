@@ -27,6 +27,7 @@ SCENARIOS: Final[dict[str, str]] = {
     "matching": "benchmarks.matching",
     "produce": "benchmarks.produce",
     "providers": "benchmarks.providers",
+    "read_api": "benchmarks.read_api",
     "sink": "benchmarks.sink",
     "ws": "benchmarks.ws",
 }
