@@ -62,6 +62,10 @@ class Status(enum.StrEnum):
     DOWN = "down"
 
 
+# A provider in these states serves nothing (a connector's session down, a breaker open).
+PROVIDER_DOWN: Final = frozenset({"down", "open"})
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one part of the check found: its value, or why it has none; how long it took."""
@@ -89,6 +93,7 @@ def assess(
     backfill_ages_s: Outcome,
     max_lag: int,
     max_backfill_age_s: float,
+    providers: Outcome | None = None,
 ) -> Verdict:
     """Judge the parts: `lags.value` is a sequence of PartitionLag, `backfill_ages_s.value` the
     oldest open job's age (seconds) per tier. Down beats degraded; every reason is listed."""
@@ -115,6 +120,9 @@ def assess(
             f"oldest open {BACKFILL_TIER} backfill job is {age:.0f} s old"
             f" (more than {max_backfill_age_s:g} s)"
         )
+    for row in (providers.value or ()) if providers is not None and providers.ok else ():
+        if row.get("state") in PROVIDER_DOWN:
+            degraded.append(f"provider {row['provider']} of {row['process']} is {row['state']}")
     if down:
         return Verdict(Status.DOWN, tuple(down + degraded))
     return Verdict(Status.DEGRADED if degraded else Status.HEALTHY, tuple(degraded))
@@ -196,14 +204,19 @@ def body_of(
                 oldest_age_s=queue.get("oldest_age_s"),
             ),
         },
+        "providers": _part(parts["providers"], providers=parts["providers"].value or []),
         "memory": {"rss_bytes": memory_rss_bytes},
     }
 
 
 def add_detailed_health_route(
-    app: web.Application, bootstrap: str, database_url: str, settings: HealthSettings
+    app: web.Application,
+    bootstrap: str,
+    database_url: str,
+    settings: HealthSettings,
+    providers: Callable[[], Awaitable[list[dict[str, object]]]],
 ) -> None:
-    """Serve `GET /health/detailed` on `app`."""
+    """Serve `GET /health/detailed` on `app`; `providers` asks the connectors' providers."""
     import psycopg
     from confluent_kafka.admin import AdminClient
 
@@ -241,11 +254,13 @@ def add_detailed_health_route(
             }
 
     async def detailed(_: web.Request) -> web.Response:
-        names = ("kafka", "database", "consumer_lag", "backfill")
+        names = ("kafka", "database", "consumer_lag", "backfill", "providers")
         outcomes = await asyncio.gather(
             *(
                 timed(name, work, timeout_s)
-                for name, work in zip(names, (broker, database, lags, backfill), strict=True)
+                for name, work in zip(
+                    names, (broker, database, lags, backfill, providers), strict=True
+                )
             )
         )
         parts = dict(zip(names, outcomes, strict=True))
@@ -260,6 +275,7 @@ def add_detailed_health_route(
             ),
             max_lag=settings.max_lag,
             max_backfill_age_s=settings.max_backfill_age_s,
+            providers=parts["providers"],
         )
         if verdict.status is not Status.HEALTHY:
             log.info("health %s: %s", verdict.status, "; ".join(verdict.reasons))

@@ -102,7 +102,8 @@ def build_app(
     url = database.url.get_secret_value()
     checks = {"kafka": kafka_check(kafka.bootstrap), "database": database_check(url)}
     app = status_app("api", checks, middlewares=[count_requests])
-    add_detailed_health_route(app, kafka.bootstrap, url, health)
+    providers = add_status_page_routes(app, readers, status_page, checks)
+    add_detailed_health_route(app, kafka.bootstrap, url, health, providers)
     if registry.registry_url is None:
         add_registry_routes(app, CommittedSchemas())
     pool = read_pool(app, url)
@@ -114,7 +115,6 @@ def build_app(
     add_ops_routes(app, pool, operators)
     add_dlq_routes(app, pool, operators, replay_publisher(kafka))
     add_openapi_route(app)
-    add_status_page_routes(app, readers, status_page, checks)
     unset = [
         name
         for name, guard in (("MS_API_KEYS", readers), ("MS_API_OPS_KEYS", operators))

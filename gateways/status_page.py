@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -190,19 +190,28 @@ async def collect(
         answer = Answer("ok" if ok else "unavailable", 200 if ok else 503, {"checks": results})
         return health_of("api", answer, round((time.perf_counter() - start) * 1000, 1))
 
-    api, healths, provided = await asyncio.gather(
+    api, healths, providers = await asyncio.gather(
         own(),
         asyncio.gather(*(timed(f"{t.url}/health") for t in targets)),
-        asyncio.gather(*(fetch(session, f"{t.url}/stats/providers", timeout_s) for t in targets)),
+        provider_rows(session, targets, timeout_s),
     )
     processes = [api] + [health_of(t.name, *h) for t, h in zip(targets, healths, strict=True)]
-    providers = [
+    return {"processes": processes, "providers": providers}
+
+
+async def provider_rows(
+    session: aiohttp.ClientSession, targets: tuple[Target, ...], timeout_s: float
+) -> list[dict[str, object]]:
+    """Every provider of the connectors among `targets`, asked at once."""
+    provided = await asyncio.gather(
+        *(fetch(session, f"{t.url}/stats/providers", timeout_s) for t in targets)
+    )
+    return [
         row
         for t, answer in zip(targets, provided, strict=True)
         if answer.outcome == "ok"  # only connectors serve /stats/providers
         for row in providers_of(t.name, answer.body)
     ]
-    return {"processes": processes, "providers": providers}
 
 
 def add_status_page_routes(
@@ -210,9 +219,10 @@ def add_status_page_routes(
     readers: KeyGuard,
     settings: StatusPageSettings,
     own_checks: Mapping[str, Check],
-) -> None:
+) -> Callable[[], Awaitable[list[dict[str, object]]]]:
     """Serve `/`, the page's files under `/static/` and `/status.json` (with what `readers`
-    takes: the read API's key, at its rate)."""
+    takes: the read API's key, at its rate); return what asks the providers' states, for
+    `/health/detailed`."""
     files = {name: (STATIC_DIR / name).read_bytes() for name in FILES}
     targets = settings.parsed_targets
     session: list[aiohttp.ClientSession] = []  # made on the server's event loop, at startup
@@ -254,3 +264,8 @@ def add_status_page_routes(
     app.router.add_get("/status.json", readers(status))
     app.on_startup.append(open_session)
     app.on_cleanup.append(close_session)
+
+    async def providers() -> list[dict[str, object]]:
+        return await provider_rows(session[0], targets, settings.timeout_s)
+
+    return providers

@@ -23,6 +23,7 @@ def verdict(
     database: Outcome = OK,
     lags: Outcome | None = None,
     ages: Outcome | None = None,
+    providers: Outcome | None = None,
 ):  # type: ignore[no-untyped-def]
     return assess(
         broker=broker,
@@ -31,6 +32,7 @@ def verdict(
         backfill_ages_s=ages or Outcome(NO_AGES, 2.0),
         max_lag=1000,
         max_backfill_age_s=900.0,
+        providers=providers,
     )
 
 
@@ -89,3 +91,20 @@ def test_assess_with_database_unreachable_is_down_even_when_lag_is_over() -> Non
     assert result.status is Status.DOWN
     assert result.reasons[0] == "database unreachable: OperationalError: connection refused"
     assert len(result.reasons) == 2  # the lag still listed; the queue's failure is the database's
+
+
+def test_assess_with_a_provider_down_or_its_breaker_open_is_degraded() -> None:
+    rows = [
+        {"process": "failover", "provider": "finnhub", "state": "open", "health_score": 0.1},
+        {"process": "failover", "provider": "alpaca", "state": "closed", "health_score": 0.98},
+        {"process": "alpaca", "provider": "alpaca", "state": "down", "trades": 0},
+        {"process": "simulator", "provider": "simulator", "state": "streaming"},
+    ]
+
+    result = verdict(providers=Outcome(rows, 12.0))
+
+    assert result.status is Status.DEGRADED
+    assert result.reasons == (
+        "provider finnhub of failover is open",
+        "provider alpaca of alpaca is down",
+    )
