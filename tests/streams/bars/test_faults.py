@@ -22,12 +22,9 @@ from test_pipeline import (
     INTERVALS,
     MAX_LATENESS_US,
     PARTITIONS,
-    assert_equal_to_reference,
-    assert_topic_equals_reference,
-    exported,
-    latest_on_topic,
+    assert_bars_equal_reference,
+    replaying,
     rows_in_database,
-    start_replay,
     wait_for_rows,
 )
 
@@ -53,8 +50,8 @@ async def test_two_workers_share_the_partitions_and_the_survivor_takes_over_a_ki
     survivor = start_worker(
         app_id="shared", MS_WORKER_DATA_DIR=str(tmp_path / "survivor"), **settings
     )
-    replayer = start_replay(survivor, write_csv(trades, tmp_path / "trades.csv"), speed="100")
-    try:
+    csv = write_csv(trades, tmp_path / "trades.csv")
+    with replaying(survivor, csv, speed="100") as replayer:
         await eventually(
             lambda: trades_seen(doomed) > 0 and trades_seen(survivor) > 0,
             timeout_s=60,
@@ -64,16 +61,11 @@ async def test_two_workers_share_the_partitions_and_the_survivor_takes_over_a_ki
         doomed.started.process.wait(10)
         rows_at_kill = rows_in_database(database_url)
         assert replayer.wait(120) in (0, 3)
-    finally:
-        if replayer.poll() is None:
-            replayer.kill()
-            replayer.wait(10)
 
     assert rows_at_kill < len(reference), "the worker was killed mid-stream"
-    wait_for_rows(database_url, len(reference), timeout_s=120)
-    assert_equal_to_reference(exported(database_url, tmp_path), reference)
-    latest, _ = latest_on_topic(survivor.env["MS_KAFKA_BOOTSTRAP"], codec, len(reference))
-    assert_topic_equals_reference(latest, reference)
+    assert_bars_equal_reference(
+        database_url, survivor.env["MS_KAFKA_BOOTSTRAP"], codec, reference, tmp_path
+    )
 
 
 def test_a_stalled_broker_holds_up_the_connector_and_loses_nothing_it_acknowledged(
@@ -86,23 +78,16 @@ def test_a_stalled_broker_holds_up_the_connector_and_loses_nothing_it_acknowledg
     trades = generate(seed=12, n=60_000, spacing_us=20_000)
     reference, _ = expected(trades, INTERVALS, PARTITIONS, MAX_LATENESS_US)
     worker = start_worker(app_id="stalled", MS_BARS_CHECKPOINT_INTERVAL_S="0.5")
-    replayer = start_replay(worker, write_csv(trades, tmp_path / "trades.csv"), speed="100")
-    try:
+    with replaying(worker, write_csv(trades, tmp_path / "trades.csv"), speed="100") as replayer:
         wait_for_rows(database_url, len(reference) // 5, timeout_s=60)
         broker.stall()
-        time.sleep(STALL_S)  # the fault itself, not a wait for an event
-        rows_in_stall = rows_in_database(database_url)
-        assert replayer.poll() is None, "the replayer waits for the broker, it does not give up"
-        broker.resume()
+        try:
+            time.sleep(STALL_S)  # the fault itself, not a wait for an event
+            rows_in_stall = rows_in_database(database_url)
+            assert replayer.poll() is None, "the replayer waits for the broker, never gives up"
+        finally:
+            broker.resume()
         assert replayer.wait(120) in (0, 3)
-    finally:
-        broker.resume()
-        if replayer.poll() is None:
-            replayer.kill()
-            replayer.wait(10)
 
     assert rows_in_stall < len(reference), "the broker stalled mid-stream"
-    wait_for_rows(database_url, len(reference), timeout_s=120)
-    assert_equal_to_reference(exported(database_url, tmp_path), reference)
-    latest, _ = latest_on_topic(broker.address, codec, len(reference))
-    assert_topic_equals_reference(latest, reference)
+    assert_bars_equal_reference(database_url, broker.address, codec, reference, tmp_path)

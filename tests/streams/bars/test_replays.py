@@ -15,7 +15,7 @@ from test_pipeline import (
     assert_equal_to_reference,
     exported,
     replay,
-    start_replay,
+    replaying,
     wait_for_rows,
 )
 
@@ -87,14 +87,11 @@ def test_replay_stopped_mid_file_closes_every_bar_of_what_it_published(
     tmp_path: Path,
 ) -> None:
     worker = start_worker()
-    replayer = start_replay(worker, write_csv(generate(seed=44, n=3000), tmp_path / "t.csv"), "1")
-    try:
+    csv = write_csv(generate(seed=44, n=3000), tmp_path / "t.csv")
+    with replaying(worker, csv, "1") as replayer:
         wait_for_rows(database_url, 10, timeout_s=30)  # a few seconds of the file are in
         replayer.send_signal(signal.SIGTERM)
         assert replayer.wait(30) == 0
-    finally:
-        if replayer.poll() is None:
-            replayer.kill()
 
     published = decoded_trades(codec, read_topic(bootstrap, TRADES, at_least(1)))
     reference, _ = expected(published, INTERVALS, PARTITIONS, MAX_LATENESS_US)
