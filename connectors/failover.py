@@ -44,6 +44,7 @@ from shared.errors import ConfigError, FatalError, TransientError
 from shared.metrics import (
     PROVIDER_CIRCUIT_STATE,
     PROVIDER_HEALTH_SCORE,
+    PROVIDER_LATENCY,
     PROVIDER_REQUESTS,
     PROVIDER_SELECTED,
 )
@@ -238,6 +239,7 @@ class FailoverConnector(Connector):
                         delay_s = max(0.0, float(np.mean(item.ts_recv_us - item.ts_event_us)) / 1e6)
                         provider.health.data()
                         provider.health.success(delay_s)
+                        PROVIDER_LATENCY.labels(provider.name).observe(delay_s)
                         if provider.breaker.state is not BreakerState.CLOSED:
                             log.info("%s recovered: its circuit is closed", provider.name)
                         provider.breaker.success()  # failures count in a row

@@ -51,6 +51,12 @@ PROVIDER_HEALTH_SCORE: Final = Gauge(
 PROVIDER_CIRCUIT_STATE: Final = Gauge(
     "provider_circuit_state", "A provider's circuit: 0 closed, 1 half-open, 2 open.", ["provider"]
 )
+PROVIDER_LATENCY: Final = Histogram(
+    "provider_latency_seconds",
+    "A provider's data delay: its trades' receive time minus their event time, mean of a batch.",
+    ["provider"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 PROVIDER_REQUESTS: Final = Counter(
     "provider_requests",
     "Sessions and requests to a provider, by outcome (ok, transient, fatal, stale).",
