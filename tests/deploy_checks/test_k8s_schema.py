@@ -19,7 +19,7 @@ from conftest import ROOT
 
 K8S = ROOT / "deploy/k8s"
 KUBERNETES_VERSIONS = ("1.30", "1.37")
-CRDS = {"monitoring.coreos.com/v1": {"ServiceMonitor", "PrometheusRule"}}
+CRDS = {"monitoring.coreos.com/v1": {"ServiceMonitor", "PrometheusRule", "Probe"}}
 KUSTOMIZATION = K8S / "kustomization.yaml"
 EXAMPLES = {"secret.example.yaml"}
 
@@ -100,6 +100,12 @@ def test_k8s_operator_resources_have_the_shape_the_prometheus_operator_reads() -
         for endpoint in monitor["spec"]["endpoints"]:
             assert endpoint["port"] in ports, endpoint
             assert endpoint.get("path", "/metrics") == "/metrics"
+    blackbox = yaml.safe_load((ROOT / "deploy/compose/prometheus/blackbox.yml").read_text())
+    modules = set(blackbox["modules"])
+    for probe in documents_by_kind.get("Probe", []):
+        assert probe["spec"]["module"] in modules, probe["metadata"]["name"]
+        assert probe["spec"]["jobName"] in {"blackbox-http", "blackbox-tcp"}  # as in compose
+        assert probe["spec"]["targets"]["staticConfig"]["static"]
     for rule in documents_by_kind.get("PrometheusRule", []):
         assert rule["apiVersion"] == "monitoring.coreos.com/v1"
         for group in rule["spec"]["groups"]:
