@@ -73,6 +73,8 @@ class WsSettings(BaseSettings):
     slow_client_policy: Literal["resync", "disconnect"] = "resync"
     max_resyncs_per_minute: int = Field(3, ge=0)
     max_bad_requests: int = Field(20, ge=1)
+    # Channels one connection may hold (a wildcard counts one): each costs the hub a set entry.
+    max_subscriptions: int = Field(10_000, ge=1)
     rebuild_lookback_s: float = Field(3600.0, ge=0)
     # Which channels to serve: bars, trades, quotes (comma-separated).
     streams: str = Field(
@@ -269,6 +271,18 @@ class Gateway:
         if req.op == "unsubscribe":
             self.hub.unsubscribe(session, req.channels)
             return [protocol.event("unsubscribed", channels=[c.name for c in req.channels])]
+        held = session.channels | session.streams
+        adding = {c.stream if c.is_wildcard else c.name for c in req.channels} - held
+        if len(held) + len(adding) > self.settings.max_subscriptions:
+            WS_BAD_REQUESTS.inc()
+            return [
+                protocol.event(
+                    "error",
+                    code="too_many_subscriptions",
+                    message=f"a connection holds at most {self.settings.max_subscriptions}"
+                    f" channels (MS_WS_MAX_SUBSCRIPTIONS); it holds {len(held)}",
+                )
+            ]
         older = {}
         if self.history is not None:  # read before subscribing: the hub's part stays atomic
             for channel, oldest, wanted in self.hub.short_of(req):

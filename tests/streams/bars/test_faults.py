@@ -25,6 +25,7 @@ from test_pipeline import (
     assert_bars_equal_reference,
     replaying,
     rows_in_database,
+    seconds_until_rows_grow,
     wait_for_rows,
 )
 
@@ -43,7 +44,7 @@ async def test_two_workers_share_the_partitions_and_the_survivor_takes_over_a_ki
     start_worker: Callable[..., RunningWorker],
     tmp_path: Path,
 ) -> None:
-    trades = generate(seed=11, n=60_000, spacing_us=20_000)
+    trades = generate(seed=11, n=30_000, spacing_us=20_000)
     reference, _ = expected(trades, INTERVALS, PARTITIONS, MAX_LATENESS_US)
     settings = {"MS_BARS_CHECKPOINT_INTERVAL_S": "0.5"}
     doomed = start_worker(app_id="shared", **settings)
@@ -60,6 +61,7 @@ async def test_two_workers_share_the_partitions_and_the_survivor_takes_over_a_ki
         doomed.started.process.send_signal(signal.SIGKILL)
         doomed.started.process.wait(10)
         rows_at_kill = rows_in_database(database_url)
+        seconds_until_rows_grow(database_url, rows_at_kill)
         assert replayer.wait(120) in (0, 3)
 
     assert rows_at_kill < len(reference), "the worker was killed mid-stream"
@@ -75,7 +77,7 @@ def test_a_stalled_broker_holds_up_the_connector_and_loses_nothing_it_acknowledg
     start_worker: Callable[..., RunningWorker],
     tmp_path: Path,
 ) -> None:
-    trades = generate(seed=12, n=60_000, spacing_us=20_000)
+    trades = generate(seed=12, n=30_000, spacing_us=20_000)
     reference, _ = expected(trades, INTERVALS, PARTITIONS, MAX_LATENESS_US)
     worker = start_worker(app_id="stalled", MS_BARS_CHECKPOINT_INTERVAL_S="0.5")
     with replaying(worker, write_csv(trades, tmp_path / "trades.csv"), speed="100") as replayer:
@@ -87,6 +89,7 @@ def test_a_stalled_broker_holds_up_the_connector_and_loses_nothing_it_acknowledg
             assert replayer.poll() is None, "the replayer waits for the broker, never gives up"
         finally:
             broker.resume()
+        seconds_until_rows_grow(database_url, rows_in_stall)
         assert replayer.wait(120) in (0, 3)
 
     assert rows_in_stall < len(reference), "the broker stalled mid-stream"
