@@ -78,10 +78,12 @@ def test_reference_matches_a_fold_one_trade_at_a_time() -> None:
         assert abs(v - bars[key][4]) < 1e-9 * max(1.0, v)
 
 
-def test_gaps_scenario_tiny_repairs_every_bar_on_both_paths(tmp_path: Path) -> None:
+def test_gaps_scenario_tiny_repairs_every_bar_of_ours(tmp_path: Path) -> None:
+    """Our path end to end. The naive peer's path (a stack of its own: 15 s more of the suite)
+    runs with `make bench`, `python -m benchmarks gaps`."""
     # Act
     out = tmp_path / "gaps.json"
-    command = [sys.executable, "-m", "benchmarks", "gaps", *TINY, "--paths", "ours_1m,naive_1m"]
+    command = [sys.executable, "-m", "benchmarks", "gaps", *TINY, "--paths", "ours_1m"]
     done = subprocess.run(
         [*command, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=115
     )
@@ -89,18 +91,14 @@ def test_gaps_scenario_tiny_repairs_every_bar_on_both_paths(tmp_path: Path) -> N
     # Assert: every instrument's gap found, every bar of the span equal; ours drained its jobs
     assert done.returncode == 0, done.stderr[-4000:]
     data = json.loads(out.read_text())
-    paths = data["paths"]
-    assert set(paths) == {"ours_1m", "naive_1m"}
-    for path in paths.values():
-        details = path["details"]
-        assert not details["timed_out"]
-        assert details["gaps"]["instruments_with_a_gap"] == 3
-        assert details["comparison"]["equal"] == details["comparison"]["expected"] == path["items"]
-        assert details["requests"]["status_429"] == 0
-    ours = paths["ours_1m"]["details"]
-    assert ours["jobs"]["total"] == ours["jobs"]["done"] == 3
-    assert ours["requests_if_1d"]["1h"] == paths["ours_1m"]["messages"] == 3
-    assert paths["naive_1m"]["details"]["cron"]["requests"] == 3
+    (path,) = data["paths"].values()
+    details = path["details"]
+    assert not details["timed_out"]
+    assert details["gaps"]["instruments_with_a_gap"] == 3
+    assert details["comparison"]["equal"] == details["comparison"]["expected"] == path["items"]
+    assert details["requests"]["status_429"] == 0
+    assert details["jobs"]["total"] == details["jobs"]["done"] == 3
+    assert details["requests_if_1d"]["1h"] == path["messages"] == 3
     assert set(data["targets"]["ours_1m"]) == {
         "drained_under_10x_outage",
         "t0_oldest_job_under_15_min",

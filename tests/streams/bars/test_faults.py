@@ -44,7 +44,7 @@ async def test_two_workers_share_the_partitions_and_the_survivor_takes_over_a_ki
     start_worker: Callable[..., RunningWorker],
     tmp_path: Path,
 ) -> None:
-    trades = generate(seed=11, n=30_000, spacing_us=20_000)
+    trades = generate(seed=11, n=20_000, spacing_us=20_000)
     reference, _ = expected(trades, INTERVALS, PARTITIONS, MAX_LATENESS_US)
     settings = {"MS_BARS_CHECKPOINT_INTERVAL_S": "0.5"}
     doomed = start_worker(app_id="shared", **settings)
@@ -77,7 +77,7 @@ def test_a_stalled_broker_holds_up_the_connector_and_loses_nothing_it_acknowledg
     start_worker: Callable[..., RunningWorker],
     tmp_path: Path,
 ) -> None:
-    trades = generate(seed=12, n=30_000, spacing_us=20_000)
+    trades = generate(seed=12, n=20_000, spacing_us=20_000)
     reference, _ = expected(trades, INTERVALS, PARTITIONS, MAX_LATENESS_US)
     worker = start_worker(app_id="stalled", MS_BARS_CHECKPOINT_INTERVAL_S="0.5")
     with replaying(worker, write_csv(trades, tmp_path / "trades.csv"), speed="100") as replayer:

@@ -22,6 +22,7 @@ from connectors.replay import EPOCH
 from shared.codec import Codec
 from shared.intervals import DEFAULT_INTERVALS, parse_intervals
 from shared.topics import BARS, DLQ
+from streams.bars.export import export_to_file
 
 INTERVALS = parse_intervals(DEFAULT_INTERVALS)
 MAX_LATENESS_US = 60_000_000
@@ -95,15 +96,19 @@ def seconds_until_rows_grow(url: str, beyond: int, timeout_s: float = 60) -> flo
 
 
 def exported(url: str, tmp_path: Path) -> dict[Key, dict[str, str]]:
-    """Export every interval with the CLI and index the rows by key."""
+    """Export every interval and index the rows by key: the first with the CLI, as users run
+    it, the others by the function behind it (a process start each would cost the suite)."""
     rows: dict[Key, dict[str, str]] = {}
-    for name, _ in INTERVALS:
+    for k, (name, _) in enumerate(INTERVALS):
         out = tmp_path / f"bars-{name}.csv"
-        result = run_module(
-            ["streams", "bars", "export", "--interval", name, "--out", str(out)],
-            {"MS_DATABASE_URL": url},
-        )
-        assert result.returncode == 0, result.stderr
+        if k == 0:
+            result = run_module(
+                ["streams", "bars", "export", "--interval", name, "--out", str(out)],
+                {"MS_DATABASE_URL": url},
+            )
+            assert result.returncode == 0, result.stderr
+        else:
+            export_to_file(url, name, out)
         with out.open() as handle:
             for row in csv.DictReader(handle):
                 moment = datetime.fromisoformat(row["ts"])
@@ -209,7 +214,7 @@ def test_bars_pipeline_worker_killed_mid_stream_and_restarted_equals_reference(
     start_worker: Callable[..., RunningWorker],
     tmp_path: Path,
 ) -> None:
-    trades = generate(seed=8, n=60_000, spacing_us=20_000)
+    trades = generate(seed=8, n=30_000, spacing_us=20_000)
     reference, _ = expected(trades, INTERVALS, PARTITIONS, MAX_LATENESS_US)
     worker = start_worker(app_id="killed", MS_BARS_CHECKPOINT_INTERVAL_S="0.5")
     with replaying(worker, write_csv(trades, tmp_path / "trades.csv"), speed="100") as replayer:
