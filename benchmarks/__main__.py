@@ -29,6 +29,7 @@ SCENARIOS: Final[dict[str, str]] = {
     "providers": "benchmarks.providers",
     "read_api": "benchmarks.read_api",
     "sink": "benchmarks.sink",
+    "soak": "benchmarks.soak",
     "ws": "benchmarks.ws",
 }
 
