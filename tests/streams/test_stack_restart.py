@@ -48,7 +48,7 @@ def test_stack_restart_discards_checkpoints_of_the_lost_topic_and_folds_every_tr
         for name in ("KAFKA", "POSTGRES", "API", "WORKER", "SINK", "CONNECTOR", "WS")
     }
     env = {f"MS_STACK_{name}_PORT": str(port) for name, port in ports.items()}
-    env |= {"MS_STACK_RUN_DIR": str(tmp_path / "run"), "MS_STACK_SIMULATOR_RATE": "20000"}
+    env |= {"MS_STACK_RUN_DIR": str(tmp_path / "run"), "MS_STACK_SIMULATOR_RATE": "5000"}
     database = f"postgresql://postgres@127.0.0.1:{ports['POSTGRES']}/marketstream"
     worker = f"http://127.0.0.1:{ports['WORKER']}"
     try:
@@ -56,10 +56,10 @@ def test_stack_restart_discards_checkpoints_of_the_lost_topic_and_folds_every_tr
         assert first.returncode == 0, first.stdout + first.stderr
         wait_until(
             lambda: (
-                scalar(database, 'select coalesce(min("offset"), 0) from bar_checkpoints') > 100
+                scalar(database, 'select coalesce(min("offset"), 0) from bar_checkpoints') > 300
             ),
             120,
-            "bar checkpoints past offset 100",
+            "bar checkpoints past offset 300",
         )
         old_seq = per_instrument(
             database, "select instrument, max(seq) from bars where interval = '1s' group by 1"
