@@ -72,8 +72,6 @@ from shared.schema_ids import CommittedSchemas
 from shared.settings import BarsSettings, KafkaSettings
 from shared.topics import BAR_BATCHES, BARS, DLQ, TRADES, TopicSpec, all_topics
 from streams.embedded.ports import free_port
-from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -446,18 +444,6 @@ async def _run_feed(
     return (await task).published
 
 
-@contextlib.contextmanager
-def postgres(root: Path) -> Iterator[str]:
-    """Run a PostgreSQL server under `root` with a migrated database; yield its URL."""
-    data_dir = root / "pg"
-    port = free_port()
-    start_postgres(data_dir, port)
-    try:
-        url = ensure_database(port, "marketstream_bench")
-        migrate(url)
-        yield url
-    finally:
-        stop_postgres(data_dir)
 
 
 def measure_ours(args: argparse.Namespace, bootstrap: str, index: int) -> PathResult:
@@ -483,7 +469,7 @@ def measure_ours(args: argparse.Namespace, bootstrap: str, index: int) -> PathRe
     latencies: list[float] = []
     latency: dict[str, Any] = {}
     profile: Path | None = None
-    with postgres(root) as database_url:
+    with common.postgres(root) as database_url:
         env = {
             "MS_KAFKA_BOOTSTRAP": bootstrap,
             "MS_KAFKA_TRADES_PARTITIONS": str(args.partitions),

@@ -33,6 +33,8 @@ from shared import kafka_admin
 from shared.topics import TopicSpec
 from streams.embedded.broker import start_broker, stop_broker, tansu_binary
 from streams.embedded.ports import free_port
+from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
+from streams.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -402,3 +404,16 @@ def forwarded_flags(args: argparse.Namespace, dests: Sequence[str]) -> list[str]
     for dest in dests:
         argv += [f"--{dest.replace('_', '-')}", str(getattr(args, dest))]
     return argv
+
+
+@contextlib.contextmanager
+def postgres(root: Path) -> Iterator[str]:
+    """An embedded PostgreSQL under `root / "pg"` with a migrated database; yield its URL."""
+    data_dir, port = root / "pg", free_port()
+    start_postgres(data_dir, port)
+    try:
+        url = ensure_database(port, "marketstream_bench")
+        migrate(url)
+        yield url
+    finally:
+        stop_postgres(data_dir)

@@ -31,8 +31,6 @@ from shared import kafka_admin
 from shared.errors import DeliveryError
 from shared.topics import all_topics
 from streams.embedded.ports import free_port
-from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.migrations import migrate
 
 BARS_INTERVALS: Final = ",".join(INTERVALS)
 _SAMPLE: Final = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
@@ -49,17 +47,6 @@ class Stack:
     backfill_urls: list[str] = field(default_factory=list)
 
 
-@contextlib.contextmanager
-def postgres(root: Path) -> Iterator[str]:
-    """A PostgreSQL server under `root` with a migrated database; yield its URL."""
-    data_dir, port = root / "pg", free_port()
-    start_postgres(data_dir, port)
-    try:
-        url = ensure_database(port, "marketstream_bench")
-        migrate(url)
-        yield url
-    finally:
-        stop_postgres(data_dir)
 
 
 def wait_http(url: str, process: Any, log_path: Path, timeout_s: float = 90.0) -> None:
@@ -83,7 +70,7 @@ def stack(
     with contextlib.ExitStack() as running:
         bootstrap = running.enter_context(common.broker(None))
         kafka_admin.create_topics(bootstrap, all_topics(args.partitions))
-        database_url = running.enter_context(postgres(root))
+        database_url = running.enter_context(common.postgres(root))
         rows = [UniverseRow(s, "ALPACA", "crypto", "T0", True, ("alpaca",)) for s in symbols]
         store_universe(database_url, rows, "benchmarks.gaps")
         url_file = root / "fake.url"

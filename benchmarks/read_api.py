@@ -61,8 +61,6 @@ from gateways.bars_api import MAX_LIMIT
 from shared.errors import ConfigError
 from shared.times import rfc3339
 from streams.embedded.ports import free_port
-from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
-from streams.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +181,7 @@ def run(args: argparse.Namespace) -> Result:
     load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="marketstream-bench-read-api-"))
     try:
-        with database(root) as url:
+        with common.postgres(root) as url:
             facts = load(url, args)
             with servers(root, url) as (ours, naive):
                 paths = asyncio.run(measure_all(args, ours, naive))
@@ -215,17 +213,6 @@ def run(args: argparse.Namespace) -> Result:
 # data and servers
 
 
-@contextlib.contextmanager
-def database(root: Path) -> Iterator[str]:
-    """An embedded PostgreSQL under `root` with a migrated database; yield its URL."""
-    data_dir, port = root / "pg", free_port()
-    start_postgres(data_dir, port)
-    try:
-        url = ensure_database(port, "marketstream_bench")
-        migrate(url)
-        yield url
-    finally:
-        stop_postgres(data_dir)
 
 
 def load(url: str, args: argparse.Namespace) -> dict[str, Any]:
