@@ -99,7 +99,9 @@ JSON_SQL: Final = (
     + ", ".join(f"{_EXPRESSIONS.get(name, name)} as {name}" for name, _ in COLUMNS[2:])
     + f" {RANGE_SQL} order by ts) page"
 )
-CSV_SQL: Final = f"copy (select {_SELECT} {RANGE_SQL} order by ts) to stdout with (format csv, header)"
+CSV_SQL: Final = (
+    f"copy (select {_SELECT} {RANGE_SQL} order by ts) to stdout with (format csv, header)"
+)
 _CSV_TYPES: Final = pa_csv.ConvertOptions(
     column_types=dict(COLUMNS), strings_can_be_null=False, quoted_strings_can_be_null=False
 )

@@ -134,6 +134,12 @@ WS_BUFFER_EVICTIONS: Final = Counter(
     "Replay buffer entries evicted, oldest of the largest channels, to stay under "
     "MS_WS_BUFFER_MAX_BYTES.",
 )
+WS_SOURCE_WAIT: Final = Counter(
+    "ws_source_wait_seconds",
+    "Time the gateway's Kafka readers waited for its event loop to take what they had read "
+    "(what is unread stays on Kafka): the gateway is not keeping up with that lane.",
+    ["lane"],
+)
 WS_AUTH_FAILURES: Final = Counter(
     "ws_auth_failures", "Connections refused for a bad or missing API key."
 )
@@ -157,7 +163,8 @@ API_RATE_LIMITED: Final = Counter(
     "api_rate_limited", "HTTP API requests refused (429): their key was over its rate.", ["route"]
 )
 AGENT_MESSAGES: Final = Counter(
-    "agent_messages", "Kafka messages an agent took from its topic (each may hold a batch).",
+    "agent_messages",
+    "Kafka messages an agent took from its topic (each may hold a batch).",
     ["agent", "topic"],
 )
 CONSUMER_LAG: Final = Gauge(

@@ -11,7 +11,13 @@ from prometheus_client import REGISTRY
 METRIC_MODULES = ("shared.metrics", "connectors.fmp")
 # Series that Prometheus and the blackbox exporter make, not our processes.
 SCRAPE_SERIES = frozenset(
-    {"up", "scrape_duration_seconds", "probe_success", "probe_duration_seconds", "probe_http_status_code"}
+    {
+        "up",
+        "scrape_duration_seconds",
+        "probe_success",
+        "probe_duration_seconds",
+        "probe_http_status_code",
+    }
 )
 SUFFIXES = {
     "counter": ("_total", "_created"),

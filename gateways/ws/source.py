@@ -4,12 +4,14 @@
 Every replica reads every partition itself (no consumer group), so replicas hold the same
 messages and, with the bars' own seq numbers and the trades' and quotes' seqs from their Kafka
 positions (see updates), give the same answers. The source is ready once it has read every
-partition up to the end offset it saw at start, however busy the topics are.
+partition up to the end offset it saw at start, however busy the topics are. Bars and trades
+are read by separate lanes, each at most a bounded distance ahead of the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -40,6 +42,7 @@ from gateways.ws.updates import (
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher
 from shared.errors import DecodeError
+from shared.metrics import WS_SOURCE_WAIT
 from shared.topics import ARBITRAGE, BARS, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,11 @@ BATCH_MAX: Final = 5000
 # consume() returns after BATCH_MAX messages or this long, whichever is first. The server's
 # writer batches frames itself, so bars are handed over soon after they are fetched.
 POLL_S: Final = 0.005
+# How far a lane's reader may run ahead of the event loop (see HandOff), and how much librdkafka
+# may prefetch for it: together they bound what a gateway that falls behind holds.
+PENDING_MAX: Final = 2
+DELIVERY_MAX_UPDATES: Final = 5000
+PREFETCH_MAX_KB: Final = 32_768
 
 
 Partition = tuple[str, int]  # topic, partition
@@ -59,6 +67,10 @@ TOPIC_OF: Final = {
     protocol.QUOTES: QUOTES,
     protocol.ARB: ARBITRAGE,
 }
+# Which reader reads each topic: bars and arbitrage flags are few and watched live; trades and
+# quotes can be far more than the gateway can serve. Each lane has its own consumer and
+# hand-off, so bars never wait behind a backlog of trades.
+LANE_OF: Final = {BARS: "bars", ARBITRAGE: "bars", TRADES: "ticks", QUOTES: "ticks"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +121,56 @@ class CatchUp(Generic[P]):
         return self.done
 
 
+class HandOff:
+    """Hands one lane's updates to the event loop, at most PENDING_MAX deliveries ahead of it.
+
+    The lane's reader waits while that many are queued on the loop, so a gateway that falls
+    behind reads more slowly (what it has not read stays on Kafka) instead of queueing without
+    bound, and stays quick to answer a signal. A delivery holds at most DELIVERY_MAX_UPDATES
+    updates, so another lane's bars wait behind little.
+    """
+
+    def __init__(
+        self,
+        lane: str,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Callable[[list[Update]], object],
+        stop: threading.Event,
+    ) -> None:
+        self.lane = lane
+        self._loop = loop
+        self._deliver = deliver
+        self._stop = stop
+        self._slots = threading.Semaphore(PENDING_MAX)
+
+    def put(self, updates: list[Update]) -> bool:
+        """Queue the updates on the loop; False if stopped while waiting for it."""
+        for first in range(0, len(updates), DELIVERY_MAX_UPDATES):
+            waiting_since = time.monotonic()
+            while not self._slots.acquire(timeout=0.1):
+                if self._stop.is_set():
+                    return False
+            WS_SOURCE_WAIT.labels(self.lane).inc(time.monotonic() - waiting_since)
+            if self._stop.is_set():
+                self._slots.release()
+                return False
+            chunk = updates[first : first + DELIVERY_MAX_UPDATES]
+            self._loop.call_soon_threadsafe(self._take, chunk)
+        return True
+
+    def call(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the loop after every delivery queued so far."""
+        self._loop.call_soon_threadsafe(callback)
+
+    def _take(self, updates: list[Update]) -> None:
+        try:
+            self._deliver(updates)
+        finally:
+            self._slots.release()
+
+
 class TopicSource:
-    """A consumer thread that hands the hub's updates to `deliver` on the event loop."""
+    """One consumer thread per lane, handing the hub's updates to `deliver` on the event loop."""
 
     def __init__(
         self,
@@ -124,8 +184,12 @@ class TopicSource:
         self.dead_letters = dead_letters
         self.feeds = feeds
         self.ready = threading.Event()  # set on the loop, after the updates read up to then
+        self._lanes: dict[str, list[Feed]] = {}
+        for feed in feeds:
+            self._lanes.setdefault(LANE_OF[feed.topic], []).append(feed)
+        self._unready = set(self._lanes)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         # The seq after which each partition's trades or quotes are all read.
         self._held_after: dict[Partition, int] = {}
 
@@ -136,15 +200,24 @@ class TopicSource:
     def start(
         self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Update]], object]
     ) -> None:
-        self._thread = threading.Thread(
-            target=self._run, args=(loop, deliver), name="topic-source", daemon=True
-        )
-        self._thread.start()
+        for lane, feeds in self._lanes.items():
+            hand_off = HandOff(lane, loop, deliver, self._stop)
+            thread = threading.Thread(
+                target=self._run, args=(feeds, hand_off), name=f"topic-source-{lane}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
+
+    def _lane_ready(self, lane: str) -> None:
+        """On the loop: the lane has read its topics up to their ends at start."""
+        self._unready.discard(lane)
+        if not self._unready:
+            self.ready.set()
 
     def _starts(self, consumer: Consumer, feed: Feed) -> tuple[dict[int, int], dict[int, int]]:
         """Where to start reading each partition of the feed's topic, and its end offsets."""
@@ -178,11 +251,11 @@ class TopicSource:
         )
         return starts, {p: high for p, (_, high) in bounds.items()}
 
-    def _assign(self, consumer: Consumer) -> CatchUp[Partition]:
+    def _assign(self, consumer: Consumer, feeds: list[Feed]) -> CatchUp[Partition]:
         """Assign every partition from the lookback; return what must be read to be ready."""
         starts: dict[Partition, int] = {}
         ends: dict[Partition, int] = {}
-        for feed in self.feeds:
+        for feed in feeds:
             topic_starts, topic_ends = self._starts(consumer, feed)
             for p, offset in topic_starts.items():
                 starts[(feed.topic, p)] = offset
@@ -191,17 +264,19 @@ class TopicSource:
         consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
         return CatchUp(starts, ends)
 
-    def _assign_when_reachable(self, consumer: Consumer) -> CatchUp[Partition] | None:
+    def _assign_when_reachable(
+        self, consumer: Consumer, feeds: list[Feed]
+    ) -> CatchUp[Partition] | None:
         """Assign as `_assign` does, retrying with backoff while the broker does not answer
         (the gateway stays unready meanwhile); None if stopped first."""
         delay_s = 0.5
         while not self._stop.is_set():
             try:
-                return self._assign(consumer)
+                return self._assign(consumer, feeds)
             except KafkaException as exc:
                 log.warning(
                     "cannot read %s yet (%s); retrying in %.1f s",
-                    ", ".join(self.topics),
+                    ", ".join(feed.topic for feed in feeds),
                     exc,
                     delay_s,
                 )
@@ -234,53 +309,59 @@ class TopicSource:
             return [arbitrage_update(self.codec.decode_arbitrage(value), offset, held_after)]
         return quote_updates(self.codec.decode_quote_batch(value), offset, held_after)
 
-    def _run(
-        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Update]], object]
-    ) -> None:
+    def _run(self, feeds: list[Feed], hand_off: HandOff) -> None:
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
                 "group.id": f"ws-gateway-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
+                "queued.max.messages.kbytes": PREFETCH_MAX_KB,
                 # A topic recreated under the gateway is read from its first message.
                 "auto.offset.reset": "earliest",
             }
         )
+        topics = ", ".join(feed.topic for feed in feeds)
         started = time.monotonic()
         try:
-            catch_up = self._assign_when_reachable(consumer)
+            catch_up = self._assign_when_reachable(consumer, feeds)
             while not self._stop.is_set():
                 if catch_up is not None and (catch_up.done or self._caught_up(consumer, catch_up)):
-                    # Queued after every deliver so far: ready means those updates are in the hub.
-                    loop.call_soon_threadsafe(self.ready.set)
+                    # Queued after every delivery so far: ready means those updates are in the hub.
+                    hand_off.call(functools.partial(self._lane_ready, hand_off.lane))
                     log.info(
                         "replay buffer rebuilt: read %s to their end offsets at start in %.1f s",
-                        ", ".join(self.topics),
+                        topics,
                         time.monotonic() - started,
                     )
                     catch_up = None
-                messages = consumer.consume(BATCH_MAX, POLL_S)
-                if not messages:
-                    continue
                 updates: list[Update] = []
-                for msg in messages:
-                    if msg.error() is not None:
-                        log.warning("consumer error on %s: %s", msg.topic(), msg.error())
-                        continue
-                    try:
-                        updates += self._updates(msg)
-                    except (DecodeError, TooManyRowsError) as exc:
-                        self.dead_letters.publish(
-                            reason="undecodable" if isinstance(exc, DecodeError) else "too_large",
-                            detail=str(exc),
-                            source=msg.topic() or "",
-                            payload=msg.value() or b"",
-                            source_partition=msg.partition(),
-                            source_offset=msg.offset(),
-                            key=msg.key(),
-                        )
-                if updates:
-                    loop.call_soon_threadsafe(deliver, updates)
+                for msg in consumer.consume(BATCH_MAX, POLL_S):
+                    updates += self._read(msg)
+                    if len(updates) >= DELIVERY_MAX_UPDATES:
+                        if not hand_off.put(updates):
+                            return
+                        updates = []
+                if updates and not hand_off.put(updates):
+                    return
         finally:
             consumer.close()
+
+    def _read(self, msg: Message) -> list[Update]:
+        """The updates of one message; none for an error or (dead-lettered) an unreadable one."""
+        if msg.error() is not None:
+            log.warning("consumer error on %s: %s", msg.topic(), msg.error())
+            return []
+        try:
+            return self._updates(msg)
+        except (DecodeError, TooManyRowsError) as exc:
+            self.dead_letters.publish(
+                reason="undecodable" if isinstance(exc, DecodeError) else "too_large",
+                detail=str(exc),
+                source=msg.topic() or "",
+                payload=msg.value() or b"",
+                source_partition=msg.partition(),
+                source_offset=msg.offset(),
+                key=msg.key(),
+            )
+            return []

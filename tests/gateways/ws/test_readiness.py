@@ -202,7 +202,7 @@ async def test_topic_source_started_before_its_broker_waits_then_becomes_ready(
         await eventually(
             lambda: "retrying" in caplog.text, timeout_s=30, what="a retry after the timeout"
         )
-        assert source._thread is not None and source._thread.is_alive()
+        assert source._threads and all(t.is_alive() for t in source._threads)
         assert not source.ready.is_set()
         broker = start_broker(port, tmp_path / "tansu.log")
         kafka_admin.create_topics(address, all_topics(PARTITIONS))
