@@ -150,19 +150,20 @@ def parse_request(raw: str | bytes, max_snapshot: int) -> Request:
 _bar_values: Final = operator.attrgetter(*BAR_ATTRIBUTES)
 
 
+def held_json(value: object) -> bytes:
+    """`value` as JSON, to be held in the replay buffer: a copy of orjson's result, which keeps
+    its whole output buffer allocated (about 4 KB, many times a bar's or a trade's JSON)."""
+    return memoryview(orjson.dumps(value)).tobytes()
+
+
 def bar_json(bar: Bar) -> bytes:
     """Encode a bar as the JSON object clients receive: its attributes (times in microseconds),
-    and its window start `ts` in ISO-8601 too.
-
-    Return a copy of orjson's result: that keeps its whole output buffer allocated (kilobytes,
-    many times the JSON), and the replay buffer holds one of these per message.
-    """
+    and its window start `ts` in ISO-8601 too."""
     ts = datetime.fromtimestamp(bar.ts_us // 1_000_000, UTC).replace(
         microsecond=bar.ts_us % 1_000_000
     )
     fields = dict(zip(BAR_ATTRIBUTES, _bar_values(bar), strict=True))
-    encoded = orjson.dumps({"ts": ts.isoformat().replace("+00:00", "Z"), **fields})
-    return memoryview(encoded).tobytes()
+    return held_json({"ts": ts.isoformat().replace("+00:00", "Z"), **fields})
 
 
 def bar_event(channel: str, seq: int, revision: int, bar: bytes) -> bytes:

@@ -80,7 +80,7 @@ def _updates(
     }
     keys = list(columns)
     rows = zip(*columns.values(), strict=True)
-    bodies = [orjson.dumps(dict(zip(keys, row, strict=True))) for row in rows]
+    bodies = [protocol.held_json(dict(zip(keys, row, strict=True))) for row in rows]
     channels = [protocol.Channel(kind, name) for name in names]
     quoted = [orjson.dumps(channel.name) for channel in channels]
     seq0 = first_seq(offset)
@@ -135,7 +135,7 @@ def arbitrage_update(arb: Arbitrage, offset: int, held_after: int) -> Update:
     """An opportunity's opening, change or closing (the message at `offset`) on `arb.<pair>`."""
     channel = protocol.Channel(protocol.ARB, arb.pair)
     seq = first_seq(offset)
-    body = orjson.dumps(
+    body = protocol.held_json(
         {
             "pair": arb.pair,
             "direction": str(arb.direction),
