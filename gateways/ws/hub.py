@@ -141,6 +141,7 @@ class Hub:
         self.to_close: list[Session] = []
         self.log: list[Delivery] = []
         self.log_start = 0  # position of log[0]
+        self.log_bytes = 0  # of the log's frames: what some client has still to be written
 
     @property
     def end(self) -> int:
@@ -188,6 +189,7 @@ class Hub:
                 chunk = make_chunk([e.event for e in entries], min(stamps), now)
                 names = group.names[i : i + CHUNK_EVENTS]
                 self.log.append(Delivery(group.direct, group.wide, chunk, entries, stamps, names))
+                self.log_bytes += len(chunk[0])
         WS_BUFFER_MESSAGES.set(self.buffer.messages)
         WS_BUFFER_BYTES.set(self.buffer.bytes)
         return bool(groups)
@@ -315,7 +317,9 @@ class Hub:
         """Drop the deliveries every client's cursor has passed."""
         floor = min(map(_CURSOR, self.sessions), default=self.end)
         if floor > self.log_start:
-            del self.log[: floor - self.log_start]
+            passed = floor - self.log_start
+            self.log_bytes -= sum(len(delivery.chunk[0]) for delivery in self.log[:passed])
+            del self.log[:passed]
             self.log_start = floor
 
     def check_lag(self) -> bool:

@@ -44,6 +44,9 @@ CLOSE_POLICY = 1008
 ABORT_AFTER_S = 30
 WRITE_LIMIT: Final = 2**15  # bytes: websockets' write buffer high-water mark, set explicitly
 SLICE_S: Final = 0.005  # the writer yields to the loop this often
+# How far the writer may fall behind the source (frames some client has still to be written)
+# before the source stops reading: about 0.3 s of the ws benchmark's 500k messages/s.
+LOG_MAX_BYTES: Final = 64 * 2**20
 
 
 def text_frame(message: bytes) -> bytes:
@@ -124,11 +127,26 @@ class Gateway:
         self._writing: asyncio.Handle | None = None
         self._observed: Outgoing | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._behind: list[asyncio.Future[None]] = []  # deliveries waiting for the writer
 
-    def deliver(self, updates: list[Update]) -> None:
-        """Called on the loop with each batch from Kafka."""
+    def deliver(self, updates: list[Update]) -> asyncio.Future[None] | None:
+        """Called on the loop with each batch from Kafka. While the writer is more than
+        LOG_MAX_BYTES behind, return a future done once it has caught up: the source reads
+        no further until then, so a gateway short of CPU holds its backlog on Kafka."""
         if self.hub.publish(updates):
             self._wake()
+        if self.hub.log_bytes <= LOG_MAX_BYTES:
+            return None
+        caught_up = asyncio.get_running_loop().create_future()
+        self._behind.append(caught_up)
+        return caught_up
+
+    def _release_sources(self) -> None:
+        """Let the source read again once the writer has taken half the log's bound."""
+        if self._behind and self.hub.log_bytes <= LOG_MAX_BYTES // 2:
+            for caught_up in self._behind:
+                caught_up.set_result(None)
+            self._behind.clear()
 
     def _wake(self) -> None:
         """Something is to be written: start the writer unless it runs or rests."""
@@ -152,6 +170,7 @@ class Gateway:
             if self._next >= len(ring):
                 self._next = 0
                 self.hub.trim()
+                self._release_sources()
             session = ring[self._next]
             self._next += 1
             self._quiet = 0 if self._send(session, shared) else self._quiet + 1
@@ -188,6 +207,8 @@ class Gateway:
     async def _watch_lag(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.settings.max_lag_s / 2))
+            self.hub.trim()  # clients that left since the writer last went round
+            self._release_sources()
             if self.hub.check_lag():
                 self._wake()  # clients whose write buffer has drained since
             self._close_too_slow()

@@ -59,6 +59,8 @@ PREFETCH_MAX_KB: Final = 32_768
 
 
 Partition = tuple[str, int]  # topic, partition
+# Takes a delivery on the loop; may answer a future, done when the gateway wants more.
+Deliver = Callable[[list[Update]], "asyncio.Future[None] | None"]
 P = TypeVar("P", bound=Hashable)
 # What each kind of channel is served from.
 TOPIC_OF: Final = {
@@ -124,17 +126,18 @@ class CatchUp(Generic[P]):
 class HandOff:
     """Hands one lane's updates to the event loop, at most PENDING_MAX deliveries ahead of it.
 
-    The lane's reader waits while that many are queued on the loop, so a gateway that falls
-    behind reads more slowly (what it has not read stays on Kafka) instead of queueing without
-    bound, and stays quick to answer a signal. A delivery holds at most DELIVERY_MAX_UPDATES
-    updates, so another lane's bars wait behind little.
+    The lane's reader waits while that many are queued on the loop (or taken, with the
+    gateway's writer behind), so a gateway that falls behind reads more slowly (what it has
+    not read stays on Kafka) instead of queueing without bound, and stays quick to answer a
+    signal. A delivery holds at most DELIVERY_MAX_UPDATES updates, so another lane's bars wait
+    behind little.
     """
 
     def __init__(
         self,
         lane: str,
         loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[list[Update]], object],
+        deliver: Deliver,
         stop: threading.Event,
     ) -> None:
         self.lane = lane
@@ -163,10 +166,16 @@ class HandOff:
         self._loop.call_soon_threadsafe(callback)
 
     def _take(self, updates: list[Update]) -> None:
+        """Deliver on the loop; the slot is free again once the delivery is taken, or, if the
+        gateway answers with a future (its writer is behind), once that is done."""
+        caught_up = None
         try:
-            self._deliver(updates)
+            caught_up = self._deliver(updates)
         finally:
-            self._slots.release()
+            if isinstance(caught_up, asyncio.Future):
+                caught_up.add_done_callback(lambda _: self._slots.release())
+            else:
+                self._slots.release()
 
 
 class TopicSource:
@@ -197,9 +206,7 @@ class TopicSource:
     def topics(self) -> list[str]:
         return [feed.topic for feed in self.feeds]
 
-    def start(
-        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Update]], object]
-    ) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
         for lane, feeds in self._lanes.items():
             hand_off = HandOff(lane, loop, deliver, self._stop)
             thread = threading.Thread(

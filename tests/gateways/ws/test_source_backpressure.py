@@ -1,20 +1,25 @@
-"""The gateway's Kafka readers under a backlog its event loop cannot keep up with: each lane
-runs a bounded distance ahead of the loop, so the loop's turns stay short (a signal is served
-behind little), bars do not wait behind trades, and stopping leaves the rest on Kafka."""
+"""The gateway's Kafka readers under a backlog it cannot keep up with: each lane runs a bounded
+distance ahead of the event loop, and of the writer, so the loop's turns stay short (a signal
+is served behind little), bars do not wait behind trades, memory holds still, and stopping
+leaves the rest on Kafka."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import pytest
 from prometheus_client import REGISTRY
 from test_gateway import bar
 from test_gateway import publish as publish_bars
+from test_hub_fanout import joined
 from test_tick_channels import publish, trades
 
-from gateways.ws import protocol
+from gateways.ws import protocol, server
 from gateways.ws.buffer import Update
 from gateways.ws.source import DELIVERY_MAX_UPDATES, PENDING_MAX, Feed, TopicSource
+from gateways.ws.updates import bar_update
+from shared.api_keys import ApiKeys
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher
 from shared.publisher import Publisher
@@ -118,3 +123,79 @@ async def test_topic_source_stopped_under_a_backlog_stops_at_once_and_leaves_it_
     assert not any(thread.is_alive() for thread in source._threads)
     await asyncio.sleep(0.2)  # what was queued before the stop is delivered, nothing after
     assert gateway.trades < MESSAGES * TRADES_PER_MESSAGE / 2
+
+
+class BehindLoop:
+    """A gateway whose writer is behind: it answers every delivery with a future it holds."""
+
+    def __init__(self) -> None:
+        self.deliveries = 0
+        self.held: list[asyncio.Future[None]] = []
+
+    def deliver(self, updates: list[Update]) -> asyncio.Future[None]:
+        self.deliveries += 1
+        caught_up = asyncio.get_running_loop().create_future()
+        self.held.append(caught_up)
+        return caught_up
+
+    def catch_up(self) -> None:
+        for caught_up in self.held:
+            caught_up.set_result(None)
+        self.held.clear()
+
+
+async def test_topic_source_reads_no_further_while_the_gateway_writer_is_behind(
+    bootstrap: str, codec: Codec
+) -> None:
+    for i in range(MESSAGES):
+        publish(
+            bootstrap, codec, TRADES, trades("NVDA", TRADES_PER_MESSAGE, i * TRADES_PER_MESSAGE)
+        )
+    gateway = BehindLoop()
+    source = TopicSource(
+        bootstrap,
+        codec,
+        DeadLetterPublisher(Publisher({"bootstrap.servers": bootstrap}), codec, "test"),
+        [Feed(TRADES, 3600)],
+    )
+    source.start(asyncio.get_running_loop(), gateway.deliver)
+    try:
+        deadline = time.monotonic() + 60
+        while gateway.deliveries < PENDING_MAX:
+            assert time.monotonic() < deadline, "no trades delivered within 60 s"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the reader has had time to read on, were it let
+        assert gateway.deliveries == PENDING_MAX
+
+        gateway.catch_up()
+        deadline = time.monotonic() + 60
+        while gateway.deliveries < 2 * PENDING_MAX:
+            assert time.monotonic() < deadline, "no more deliveries once the writer caught up"
+            await asyncio.sleep(0.01)
+    finally:
+        gateway.catch_up()
+        await asyncio.wait_for(asyncio.to_thread(source.stop), 15)
+
+
+async def test_gateway_answers_deliveries_with_a_future_while_its_writer_is_behind(
+    bootstrap: str, codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "LOG_MAX_BYTES", 20_000)
+    publisher = Publisher({"bootstrap.servers": bootstrap})
+    source = TopicSource(
+        bootstrap, codec, DeadLetterPublisher(publisher, codec, "test"), [Feed(BARS, 3600)]
+    )
+    gateway = server.Gateway(server.WsSettings(), ApiKeys(["k"], False), source, {})
+    reader = joined(gateway.hub, {"op": "subscribe", "channels": ["bars.1s.AAPL"]})
+
+    answers = [gateway.deliver([bar_update(bar(seq, seq))]) for seq in range(1, 101)]
+
+    behind = [i for i, answer in enumerate(answers) if answer is not None]
+    assert behind and all(answers[i] is None for i in range(behind[0])), "futures once behind"
+    assert gateway.hub.log_bytes > 20_000
+    assert not any(answer.done() for answer in answers if answer is not None)
+    gateway.hub.skip(reader)  # the writer has written the reader everything
+    gateway.hub.trim()
+    gateway._release_sources()
+    assert gateway.hub.log_bytes == 0
+    assert all(answer.done() for answer in answers if answer is not None)
