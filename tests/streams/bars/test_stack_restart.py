@@ -2,19 +2,29 @@
 
 The bar checkpoints in PostgreSQL outlive the broker; they name the topic incarnation they were
 taken from, so the restarted worker discards them (with a WARNING) instead of skipping the new
-topic's messages up to the old offsets, and channel sequence numbers continue.
+topic's messages up to the old offsets, and channel sequence numbers continue. A file whose
+replay the stop cut short, replayed again, leaves exactly its bars in the database.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from conftest import run_module, wait_http
+from conftest import ROOT, run_module, wait_http
+from generated import SYMBOLS, expected, generate, write_csv
+from test_pipeline import INTERVALS, MAX_LATENESS_US, Key, assert_equal_to_reference, exported
 
+from shared.settings import KafkaSettings
 from streams.embedded.ports import free_port
+
+FILE_TRADES = 20_000  # 1,000 s of event time: 10 s at --speed 100
 
 
 def per_instrument(url: str, sql: str) -> dict[str, int]:
@@ -40,7 +50,14 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:  # type: ignore[
         time.sleep(0.5)
 
 
-def test_stack_restart_discards_checkpoints_of_the_lost_topic_and_folds_every_trade(
+def file_bars_in_database(url: str) -> int:
+    symbols = list(SYMBOLS)
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select count(*) from bars where instrument = any(%s)", [symbols])
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def test_stack_restart_mid_replay_discards_old_checkpoints_and_folds_every_trade(
     tmp_path: Path,
 ) -> None:
     ports = {
@@ -51,6 +68,13 @@ def test_stack_restart_discards_checkpoints_of_the_lost_topic_and_folds_every_tr
     env |= {"MS_STACK_RUN_DIR": str(tmp_path / "run"), "MS_STACK_SIMULATOR_RATE": "5000"}
     database = f"postgresql://postgres@127.0.0.1:{ports['POSTGRES']}/marketstream"
     worker = f"http://127.0.0.1:{ports['WORKER']}"
+    trades = generate(seed=51, n=FILE_TRADES)
+    partitions = KafkaSettings().trades_partitions  # the replayer's, beside make up
+    reference, _ = expected(trades, INTERVALS, partitions, MAX_LATENESS_US)
+    csv = write_csv(trades, tmp_path / "history.csv")
+    replay = ["connectors", "run", "replay", str(csv)]
+    replay_env = {"MS_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports['KAFKA']}"}
+    replay_env["MS_CONNECTOR_HTTP_PORT"] = "0"
     try:
         first = run_module(["streams", "stack", "up", "--detach"], env, timeout_s=300)
         assert first.returncode == 0, first.stdout + first.stderr
@@ -61,10 +85,28 @@ def test_stack_restart_discards_checkpoints_of_the_lost_topic_and_folds_every_tr
             120,
             "bar checkpoints past offset 300",
         )
-        old_seq = per_instrument(
-            database, "select instrument, max(seq) from bars where interval = '1s' group by 1"
+        # a user replays a file beside the stack, stops the replay (Ctrl-C) and the stack
+        # before it is through, and after make up replays the file again
+        replayer = subprocess.Popen(
+            [sys.executable, "-m", *replay, "--speed", "100"],
+            cwd=ROOT,
+            env={**os.environ, **replay_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        down = run_module(["streams", "stack", "down"], env, timeout_s=120)
+        try:
+            wait_until(lambda: file_bars_in_database(database) > 20, 60, "the file's first bars")
+            old_seq = per_instrument(
+                database, "select instrument, max(seq) from bars where interval = '1s' group by 1"
+            )
+            assert replayer.poll() is None, "the replay is still under way"
+            replayer.send_signal(signal.SIGINT)
+            assert replayer.wait(30) == 0, "what it read is acknowledged"
+            assert file_bars_in_database(database) < len(reference), "the stop cut it short"
+            down = run_module(["streams", "stack", "down"], env, timeout_s=120)
+        finally:
+            if replayer.poll() is None:
+                replayer.kill()
         assert down.returncode == 0, down.stdout + down.stderr
         assert "keeps" in down.stdout and "loses" in down.stdout, down.stdout
         restarted_at = datetime.now(UTC)
@@ -98,5 +140,15 @@ def test_stack_restart_discards_checkpoints_of_the_lost_topic_and_folds_every_tr
         )
         continued = [(name, seq, old_seq[name]) for name, seq in new_seq.items() if name in old_seq]
         assert continued and all(seq > old for _, seq, old in continued), continued
+
+        # the same file again, whole: its bars replace what the cut replay left
+        again = run_module(replay, replay_env, timeout_s=300)
+        assert again.returncode in (0, 3), again.stderr
+        wait_until(
+            lambda: file_bars_in_database(database) >= len(reference), 120, "the file's bars"
+        )
+        rows = exported(database, tmp_path)
+        file_rows: dict[Key, dict[str, str]] = {k: v for k, v in rows.items() if k[0] in SYMBOLS}
+        assert_equal_to_reference(file_rows, reference)
     finally:
         run_module(["streams", "stack", "down"], env, timeout_s=120)
