@@ -136,8 +136,8 @@ WS_BUFFER_EVICTIONS: Final = Counter(
 )
 WS_SOURCE_WAIT: Final = Counter(
     "ws_source_wait_seconds",
-    "Time the gateway's Kafka readers waited for its event loop to take what they had read "
-    "(what is unread stays on Kafka): the gateway is not keeping up with that lane.",
+    "Time the gateway's Kafka readers waited for its event loop or its writer to take what "
+    "they had read (what is unread stays on Kafka): the gateway is not keeping up.",
     ["lane"],
 )
 WS_AUTH_FAILURES: Final = Counter(

@@ -127,7 +127,7 @@ class Gateway:
         self._writing: asyncio.Handle | None = None
         self._observed: Outgoing | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self._behind: list[asyncio.Future[None]] = []  # deliveries waiting for the writer
+        self._paused_sources: list[asyncio.Future[None]] = []  # deliveries awaiting the writer
 
     def deliver(self, updates: list[Update]) -> asyncio.Future[None] | None:
         """Called on the loop with each batch from Kafka. While the writer is more than
@@ -138,15 +138,18 @@ class Gateway:
         if self.hub.log_bytes <= LOG_MAX_BYTES:
             return None
         caught_up = asyncio.get_running_loop().create_future()
-        self._behind.append(caught_up)
+        self._paused_sources.append(caught_up)
         return caught_up
 
-    def _release_sources(self) -> None:
-        """Let the source read again once the writer has taken half the log's bound."""
-        if self._behind and self.hub.log_bytes <= LOG_MAX_BYTES // 2:
-            for caught_up in self._behind:
-                caught_up.set_result(None)
-            self._behind.clear()
+    def _trim(self) -> None:
+        """Drop what every client has taken; let a paused source read again once the writer
+        is less than half of LOG_MAX_BYTES behind."""
+        self.hub.trim()
+        if self._paused_sources and self.hub.log_bytes <= LOG_MAX_BYTES // 2:
+            for caught_up in self._paused_sources:
+                if not caught_up.done():
+                    caught_up.set_result(None)
+            self._paused_sources.clear()
 
     def _wake(self) -> None:
         """Something is to be written: start the writer unless it runs or rests."""
@@ -169,8 +172,7 @@ class Gateway:
         while self._quiet < len(ring):
             if self._next >= len(ring):
                 self._next = 0
-                self.hub.trim()
-                self._release_sources()
+                self._trim()
             session = ring[self._next]
             self._next += 1
             self._quiet = 0 if self._send(session, shared) else self._quiet + 1
@@ -180,6 +182,8 @@ class Gateway:
         if self._quiet < len(ring):
             rest = (time.perf_counter() - started) * (1 / self.settings.write_share - 1)
             self._writing = asyncio.get_running_loop().call_later(rest, self._write)
+        else:  # every client has taken everything: the round need not come back to its start
+            self._trim()
 
     def _send(self, session: Session, shared: Shared) -> bool:
         """Write what the session is to get, as pre-built frames; return True if anything.
@@ -207,8 +211,7 @@ class Gateway:
     async def _watch_lag(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.settings.max_lag_s / 2))
-            self.hub.trim()  # clients that left since the writer last went round
-            self._release_sources()
+            self._trim()  # in case the writer has not run since the log last changed
             if self.hub.check_lag():
                 self._wake()  # clients whose write buffer has drained since
             self._close_too_slow()
@@ -243,6 +246,8 @@ class Gateway:
         if last is not session:  # the last client takes its place in the round
             self._ring[place] = last
             self._place[last] = place
+        if self._paused_sources:  # it may have been the one the log waited for
+            self._trim()
 
     async def handle(self, connection: ServerConnection) -> None:
         request = connection.request

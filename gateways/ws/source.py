@@ -59,7 +59,7 @@ PREFETCH_MAX_KB: Final = 32_768
 
 
 Partition = tuple[str, int]  # topic, partition
-# Takes a delivery on the loop; may answer a future, done when the gateway wants more.
+# Takes a delivery on the loop; may return a future, done once the gateway wants more.
 Deliver = Callable[[list[Update]], "asyncio.Future[None] | None"]
 P = TypeVar("P", bound=Hashable)
 # What each kind of channel is served from.
@@ -123,14 +123,18 @@ class CatchUp(Generic[P]):
         return self.done
 
 
+def _names(feeds: list[Feed]) -> str:
+    return ", ".join(feed.topic for feed in feeds)
+
+
 class HandOff:
     """Hands one lane's updates to the event loop, at most PENDING_MAX deliveries ahead of it.
 
-    The lane's reader waits while that many are queued on the loop (or taken, with the
-    gateway's writer behind), so a gateway that falls behind reads more slowly (what it has
-    not read stays on Kafka) instead of queueing without bound, and stays quick to answer a
-    signal. A delivery holds at most DELIVERY_MAX_UPDATES updates, so another lane's bars wait
-    behind little.
+    The lane's reader waits while that many are queued on the loop, or taken while the
+    gateway's writer is behind (see Deliver), so a gateway that falls behind reads more slowly
+    (what it has not read stays on Kafka) instead of queueing without bound, and stays quick to
+    answer a signal. A delivery holds at most DELIVERY_MAX_UPDATES updates, so the other lane's
+    deliveries wait behind little.
     """
 
     def __init__(
@@ -144,26 +148,30 @@ class HandOff:
         self._loop = loop
         self._deliver = deliver
         self._stop = stop
-        self._slots = threading.Semaphore(PENDING_MAX)
+        self._slots = threading.BoundedSemaphore(PENDING_MAX)
+        self._waited = WS_SOURCE_WAIT.labels(lane)
 
     def put(self, updates: list[Update]) -> bool:
-        """Queue the updates on the loop; False if stopped while waiting for it."""
-        for first in range(0, len(updates), DELIVERY_MAX_UPDATES):
+        """Queue one delivery on the loop; False if stopped first, or the loop is gone."""
+        if not self._slots.acquire(blocking=False):
             waiting_since = time.monotonic()
             while not self._slots.acquire(timeout=0.1):
                 if self._stop.is_set():
                     return False
-            WS_SOURCE_WAIT.labels(self.lane).inc(time.monotonic() - waiting_since)
-            if self._stop.is_set():
-                self._slots.release()
-                return False
-            chunk = updates[first : first + DELIVERY_MAX_UPDATES]
-            self._loop.call_soon_threadsafe(self._take, chunk)
+            self._waited.inc(time.monotonic() - waiting_since)
+        if self._stop.is_set() or not self.after_queued(functools.partial(self._take, updates)):
+            self._slots.release()
+            return False
         return True
 
-    def call(self, callback: Callable[[], object]) -> None:
-        """Run `callback` on the loop after every delivery queued so far."""
-        self._loop.call_soon_threadsafe(callback)
+    def after_queued(self, callback: Callable[[], object]) -> bool:
+        """Run `callback` on the loop after every delivery queued so far; False if the loop
+        is closed (the gateway has stopped)."""
+        try:
+            self._loop.call_soon_threadsafe(callback)
+        except RuntimeError:
+            return False
+        return True
 
     def _take(self, updates: list[Update]) -> None:
         """Deliver on the loop; the slot is free again once the delivery is taken, or, if the
@@ -172,10 +180,13 @@ class HandOff:
         try:
             caught_up = self._deliver(updates)
         finally:
-            if isinstance(caught_up, asyncio.Future):
-                caught_up.add_done_callback(lambda _: self._slots.release())
+            if asyncio.isfuture(caught_up):
+                caught_up.add_done_callback(self._release)
             else:
                 self._slots.release()
+
+    def _release(self, _: object) -> None:
+        self._slots.release()
 
 
 class TopicSource:
@@ -191,7 +202,6 @@ class TopicSource:
         self.bootstrap = bootstrap
         self.codec = codec
         self.dead_letters = dead_letters
-        self.feeds = feeds
         self.ready = threading.Event()  # set on the loop, after the updates read up to then
         self._lanes: dict[str, list[Feed]] = {}
         for feed in feeds:
@@ -202,10 +212,6 @@ class TopicSource:
         # The seq after which each partition's trades or quotes are all read.
         self._held_after: dict[Partition, int] = {}
 
-    @property
-    def topics(self) -> list[str]:
-        return [feed.topic for feed in self.feeds]
-
     def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
         for lane, feeds in self._lanes.items():
             hand_off = HandOff(lane, loop, deliver, self._stop)
@@ -215,10 +221,11 @@ class TopicSource:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(10)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _lane_ready(self, lane: str) -> None:
         """On the loop: the lane has read its topics up to their ends at start."""
@@ -283,7 +290,7 @@ class TopicSource:
             except KafkaException as exc:
                 log.warning(
                     "cannot read %s yet (%s); retrying in %.1f s",
-                    ", ".join(feed.topic for feed in feeds),
+                    _names(feeds),
                     exc,
                     delay_s,
                 )
@@ -328,27 +335,26 @@ class TopicSource:
                 "auto.offset.reset": "earliest",
             }
         )
-        topics = ", ".join(feed.topic for feed in feeds)
         started = time.monotonic()
         try:
             catch_up = self._assign_when_reachable(consumer, feeds)
             while not self._stop.is_set():
                 if catch_up is not None and (catch_up.done or self._caught_up(consumer, catch_up)):
                     # Queued after every delivery so far: ready means those updates are in the hub.
-                    hand_off.call(functools.partial(self._lane_ready, hand_off.lane))
+                    hand_off.after_queued(functools.partial(self._lane_ready, hand_off.lane))
                     log.info(
                         "replay buffer rebuilt: read %s to their end offsets at start in %.1f s",
-                        topics,
+                        _names(feeds),
                         time.monotonic() - started,
                     )
                     catch_up = None
                 updates: list[Update] = []
                 for msg in consumer.consume(BATCH_MAX, POLL_S):
                     updates += self._read(msg)
-                    if len(updates) >= DELIVERY_MAX_UPDATES:
-                        if not hand_off.put(updates):
+                    while len(updates) >= DELIVERY_MAX_UPDATES:
+                        if not hand_off.put(updates[:DELIVERY_MAX_UPDATES]):
                             return
-                        updates = []
+                        del updates[:DELIVERY_MAX_UPDATES]
                 if updates and not hand_off.put(updates):
                     return
         finally:
