@@ -33,7 +33,7 @@ from shared.metrics import MATCHING_RUN_SECONDS
 from shared.models import Listing
 from shared.postgres import ReusedConnection
 from shared.settings import load_settings
-from streams.app import Worker, manual_acks, retry_until_done
+from streams.app import Worker, freeze_long_lived_heap, manual_acks, retry_until_done
 from streams.markets import store
 from streams.markets.matcher import MarketMatcher
 
@@ -58,6 +58,7 @@ def install(worker: Worker) -> None:
 
     async def load() -> None:
         await matcher.load(await connection.get())
+        freeze_long_lived_heap()  # the index: new listings matched without a full collection
 
     async def apply(listing: Listing, body: bytes) -> None:
         async with connection.lock:  # the full run uses the connection too
@@ -71,6 +72,7 @@ def install(worker: Worker) -> None:
             db = await connection.get()
             async with db.transaction():
                 changed = await matcher.rebuild(db)
+        freeze_long_lived_heap()  # the rebuilt index
         elapsed_s = time.monotonic() - started
         MATCHING_RUN_SECONDS.observe(elapsed_s)
         log.info("full matching run: %d pairs changed in %.2f s", changed, elapsed_s)
