@@ -12,14 +12,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Started, run_module, wait_http
+from conftest import PostgresServer, Started, run_module, wait_http
 
 from shared.codec import Codec
 from shared.models import Bar
 from shared.partitioning import partition_for
 from shared.publisher import Publisher
 from shared.topics import BARS
-from streams.embedded.ports import free_port
+from streams.embedded.ports import free_port, is_listening
 
 KEY = "watch-test-key"
 STATUS_LINE = re.compile(r"status endpoints on http://127\.0\.0\.1:(\d+)/health")
@@ -412,3 +412,51 @@ def test_stack_up_child_port_taken_exits_2_naming_the_variable(
     assert result.returncode == 2
     assert f"MS_STACK_API_PORT={taken_port}" in only_line(result.stderr)
     assert not (tmp_path / "logs").exists(), "nothing was started"
+
+
+def test_stack_up_feed_port_taken_names_the_connector_port_and_offset(
+    taken_port: int, tmp_path: Path
+) -> None:
+    ports = {
+        f"MS_STACK_{name}_PORT": str(free_port())
+        for name in ("KAFKA", "POSTGRES", "API", "WORKER", "SINK", "WS", "ALPACA_FAKE")
+    }
+
+    result = run_module(
+        ["streams", "stack", "up"],
+        {
+            **ports,
+            "MS_STACK_CONNECTOR_PORT": str(taken_port - 1),
+            "MS_STACK_FEEDS": "simulator,alpaca",
+            "MS_STACK_RUN_DIR": str(tmp_path),
+        },
+        timeout_s=30,
+    )
+
+    assert result.returncode == 2
+    assert f"MS_STACK_CONNECTOR_PORT={taken_port - 1} + 1 (alpaca)" in only_line(result.stderr)
+
+
+def test_stack_up_stops_as_soon_as_a_child_exits_while_starting(
+    bootstrap: str, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """A child that cannot start (here the gateway, given a bad setting) fails `stack up`
+    at once, where the supervisor waited two minutes for its port."""
+    ports = {
+        f"MS_STACK_{name}_PORT": str(free_port())
+        for name in ("API", "WORKER", "SINK", "CONNECTOR", "WS")
+    }
+    env = {
+        **ports,
+        "MS_STACK_KAFKA_PORT": bootstrap.rpartition(":")[2],  # reused, as a running broker is
+        "MS_STACK_POSTGRES_PORT": str(postgres.port),
+        "MS_STACK_RUN_DIR": str(tmp_path),
+        "MS_WS_SLOW_CLIENT_POLICY": "wait-forever",
+    }
+
+    result = run_module(["streams", "stack", "up"], env, timeout_s=60)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"ws-gateway exited while starting; see {tmp_path / 'logs'}/" in result.stdout
+    assert "MS_WS_SLOW_CLIENT_POLICY" in (tmp_path / "logs/ws-gateway.log").read_text()
+    assert not any(is_listening(int(port)) for port in ports.values()), "children stopped"

@@ -14,6 +14,24 @@ def free_port() -> int:
         return port
 
 
+def free_port_run(count: int) -> int:
+    """Return the first of `count` consecutive ports on 127.0.0.1 that nothing holds right
+    now: the stack gives its feeds the connector port and the ports after it."""
+    while True:
+        first = free_port()
+        if first + count <= 65536 and all(_can_bind(first + k) for k in range(1, count)):
+            return first
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def is_listening(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

@@ -30,7 +30,7 @@ from shared import kafka_admin
 from shared.errors import ConfigError
 from shared.topics import all_topics
 from streams.embedded.broker import start_broker, stop_broker
-from streams.embedded.ports import is_listening, wait_listening
+from streams.embedded.ports import is_listening
 from streams.embedded.postgres import ensure_database, start_postgres, stop_postgres
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ FEED_ENV: Final = {
     },
 }
 _FEED: Final = "|".join(FEED_PROVIDERS)
+CHILD_START_S: Final = 120.0  # a cold start imports numba and compiles kernels
 
 
 class StackSettings(BaseSettings):
@@ -287,28 +288,56 @@ class Stack:
             ]
         )
 
+    def port_variables(self) -> dict[str, str]:
+        """Name each child's port by the variable that sets it; a feed after the first gets
+        MS_STACK_CONNECTOR_PORT plus its place in MS_STACK_FEEDS."""
+        s = self.s
+        named = {
+            "api": f"MS_STACK_API_PORT={s.api_port}",
+            "worker": f"MS_STACK_WORKER_PORT={s.worker_port}",
+            "sink": f"MS_STACK_SINK_PORT={s.sink_port}",
+            "ws-gateway": f"MS_STACK_WS_PORT={s.ws_port}",
+        }
+        for k, feed in enumerate(self.feeds):
+            offset = f" + {k}" if k else ""
+            named[feed] = f"MS_STACK_CONNECTOR_PORT={s.connector_port}{offset} ({feed})"
+        for provider in FAKES:
+            port = int(getattr(s, f"{provider}_fake_port"))
+            named[f"{provider}-fake"] = f"MS_STACK_{provider.upper()}_FAKE_PORT={port}"
+        return named
+
     def check_ports(self) -> None:
         """Raise ConfigError naming each child's port that something already listens on.
 
         The broker and PostgreSQL are reused when found listening; the children are not, and
         one that finds its port taken would exit while the stack took the port for its own.
         """
-        taken = [
-            f"MS_STACK_{name.upper()}={port}"
-            for name, port in self.s.model_dump().items()
-            if name.endswith("_port")
-            and name not in ("kafka_port", "postgres_port")
-            and (
-                not name.endswith("_fake_port")
-                or name.removesuffix("_port").replace("_", "-") in {c.name for c in self.children()}
-            )
-            and is_listening(port)
-        ]
+        named = self.port_variables()
+        taken = [named[child.name] for child in self.children() if is_listening(child.port)]
         if taken:
             raise ConfigError(
                 f"ports taken: {', '.join(taken)}; stop what listens there (another stack?"
                 " `make down` stops it) or set those variables to free ports"
             )
+
+    def wait_children_listening(
+        self, children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool]
+    ) -> str | None:
+        """Block until every child listens on its port; return why not, as soon as one exits
+        (its port was taken after the check, or it failed) or a stop is asked for."""
+        deadline = time.monotonic() + CHILD_START_S
+        waiting = {child.name: child.port for child in self.children()}
+        while waiting:
+            if dead := [n for n, p in children.items() if p.poll() is not None]:
+                return f"{', '.join(dead)} exited while starting; see {self.logs}/"
+            if stopping():
+                return "stopped while starting"
+            if time.monotonic() > deadline:
+                return f"{', '.join(waiting)} did not listen within {CHILD_START_S:.0f} s"
+            waiting = {n: port for n, port in waiting.items() if not is_listening(port)}
+            if waiting:
+                time.sleep(0.05)
+        return None
 
     def supervise(self) -> int:
         """Run the stack in the foreground until SIGINT/SIGTERM; return the exit status."""
@@ -359,8 +388,9 @@ class Stack:
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
                     )
-            for child in self.children():
-                wait_listening(child.port, 120, child.name)
+            if failed := self.wait_children_listening(children, lambda: stopping):
+                print(f"{failed}; stopping the stack", flush=True)
+                return 0 if stopping else 1
             self.state_file.write_bytes(
                 orjson.dumps(
                     {

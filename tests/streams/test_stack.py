@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 from conftest import published_trades, run_module, wait_http
 
-from streams.embedded.ports import free_port, is_listening
+from streams.embedded.ports import free_port, free_port_run, is_listening
 
 
 def status_of(url: str) -> list[dict[str, object]]:
@@ -17,8 +17,9 @@ def status_of(url: str) -> list[dict[str, object]]:
 
 
 def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_path: Path) -> None:
-    names = ("KAFKA", "POSTGRES", "API", "WORKER", "CONNECTOR", "WS", "ALPACA_FAKE")
+    names = ("KAFKA", "POSTGRES", "API", "WORKER", "SINK", "WS", "ALPACA_FAKE")
     ports = {name: free_port() for name in names}
+    ports["CONNECTOR"] = free_port_run(2)  # the simulator's, and the next one alpaca's
     env = {f"MS_STACK_{name}_PORT": str(port) for name, port in ports.items()}
     env |= {
         "MS_STACK_RUN_DIR": str(tmp_path / "run"),
