@@ -134,9 +134,8 @@ class ConnectorRunner:
         finally:
             for task in (feed, stop, linger):
                 task.cancel()
-            for task in (feed, linger):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # what the feed raised is raised below, once what it yielded is flushed
+            await asyncio.gather(feed, linger, return_exceptions=True)
             self._handle_trades()  # single trades not yet in a chunk
             self._publish(self.batcher.drain())
             if self.connector.closes_clock(self._finished(feed)):

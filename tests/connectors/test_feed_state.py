@@ -9,12 +9,18 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from confluent_kafka import Message
+from conftest import read_topic
 from test_runner_reload import T0, _runner, _until
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
+from connectors.runner import ConnectorRunner
 from shared.codec import Codec
 from shared.errors import FatalError, TransientError
 from shared.models import TradeBatch
+from shared.publisher import Publisher
+from shared.settings import KafkaSettings
+from shared.topics import TRADES
 
 
 class _Flaky(Connector):
@@ -70,3 +76,50 @@ async def test_feed_state_through_reconnects_and_a_fatal_error(
         4,
     )
     assert 0 <= stats["last_data_age_s"] < 30
+
+
+class _RefusedAfterData(Connector):
+    """One session of 250 trades in five frames, then the provider refuses for good."""
+
+    name: ClassVar[str] = "refused"
+    Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+
+    async def stream(self) -> AsyncIterator[Record | Rejected]:
+        for frame in range(5):
+            ts = T0 + frame * 50_000 + np.arange(50, dtype=np.int64) * 1000
+            yield TradeBatch(
+                source=self.name,
+                instruments=("AAPL", "MSFT"),
+                instrument_index=(np.arange(50) % 2).astype(np.int32),
+                ts_event_us=ts,
+                ts_recv_us=ts + 700,
+                price=187.25 + np.arange(50) * 0.01,
+                size=np.full(50, 100.0),
+            )
+        raise FatalError("refused subscribes for good (406)")
+
+
+async def test_a_fatal_error_still_publishes_what_the_feed_yielded_before_it(
+    bootstrap: str, codec: Codec
+) -> None:
+    """The run raises the feed's fatal error only after the trades still lingering in the
+    batcher are published and acknowledged (a lingering minute: only that flush sends them)."""
+    publisher = Publisher(KafkaSettings(bootstrap=bootstrap).producer_config("test-fatal"))
+    runner = ConnectorRunner(
+        _RefusedAfterData(ConnectorConfig()),
+        publisher,
+        codec,
+        partitions=publisher.partitions(TRADES),
+        batch_max_trades=10_000,
+        linger_ms=60_000,
+    )
+
+    with pytest.raises(FatalError, match="406"):
+        await asyncio.wait_for(runner.run(), timeout=60)
+
+    assert runner.summary.published == 250  # acknowledged before run() returned
+
+    def trades(messages: list[Message]) -> int:
+        return sum(len(codec.decode_trade_batch(m.value())) for m in messages)
+
+    assert trades(read_topic(bootstrap, TRADES, lambda ms: trades(ms) >= 250)) == 250
