@@ -71,7 +71,8 @@ TOPIC_OF: Final = {
 }
 # Which reader reads each topic: bars and arbitrage flags are few and watched live; trades and
 # quotes can be far more than the gateway can serve. Each lane has its own consumer and
-# hand-off, so bars never wait behind a backlog of trades.
+# hand-off, so bars never wait behind trades still on Kafka. (Frames already queued for
+# clients are another matter: while the writer is behind, both lanes wait.)
 LANE_OF: Final = {BARS: "bars", ARBITRAGE: "bars", TRADES: "ticks", QUOTES: "ticks"}
 # How long a lane's fetch waits on partitions with nothing new. A busy feed's fetches find data
 # and return at once; idle ones cost the broker (on Tansu, about 0.1 core per consumer polling
