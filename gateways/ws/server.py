@@ -44,6 +44,9 @@ CLOSE_POLICY = 1008
 ABORT_AFTER_S = 30
 WRITE_LIMIT: Final = 2**15  # bytes: websockets' write buffer high-water mark, set explicitly
 SLICE_S: Final = 0.005  # the writer yields to the loop this often
+# uvloop's timers count whole milliseconds (a 0.6 ms call_later fires after 1 ms, a 0.4 ms
+# one at once), so the writer rests in whole milliseconds and carries the remainder over.
+REST_STEP_S: Final = 0.001
 # How far the writer may fall behind the source (frames some client has still to be written)
 # before the source stops reading: about 0.3 s of the ws benchmark's 500k messages/s.
 LOG_MAX_BYTES: Final = 64 * 2**20
@@ -125,6 +128,9 @@ class Gateway:
         self._next = 0
         self._quiet = 0  # visits in a row that had nothing to write
         self._writing: asyncio.Handle | None = None
+        # The writer's rest still due to keep it within write_share, and since when it rests.
+        self._rest_owed_s = 0.0
+        self._rest_from: float | None = None
         self._observed: Outgoing | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._paused_sources: list[asyncio.Future[None]] = []  # deliveries awaiting the writer
@@ -167,6 +173,8 @@ class Gateway:
         self._writing = None
         ring = self._ring
         started = time.perf_counter()
+        if self._rest_from is not None:  # whatever the loop did meanwhile was rest too
+            self._rest_owed_s = max(0.0, self._rest_owed_s - (started - self._rest_from))
         deadline = started + SLICE_S
         shared: Shared = {}  # the log does not change within a slice
         while self._quiet < len(ring):
@@ -180,9 +188,12 @@ class Gateway:
                 break
         self._close_too_slow()
         if self._quiet < len(ring):
-            rest = (time.perf_counter() - started) * (1 / self.settings.write_share - 1)
+            self._rest_from = time.perf_counter()
+            self._rest_owed_s += (self._rest_from - started) * (1 / self.settings.write_share - 1)
+            rest = REST_STEP_S * (self._rest_owed_s // REST_STEP_S)
             self._writing = asyncio.get_running_loop().call_later(rest, self._write)
         else:  # every client has taken everything: the round need not come back to its start
+            self._rest_from, self._rest_owed_s = None, 0.0
             self._trim()
 
     def _send(self, session: Session, shared: Shared) -> bool:
