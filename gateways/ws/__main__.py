@@ -12,6 +12,7 @@ import signal
 
 import uvloop
 
+from gateways.ws.collector import Collector
 from gateways.ws.history import BarHistory
 from gateways.ws.server import Gateway, WsSettings
 from gateways.ws.source import TOPIC_OF, Feed, TopicSource
@@ -56,6 +57,7 @@ async def run(
         history = BarHistory(url)
         checks["database"] = database_check(url)
     gateway = Gateway(settings, keys, source, checks, history)
+    collecting = asyncio.create_task(Collector(lambda: gateway.departures).run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,6 +83,7 @@ async def run(
             server.close()
             await server.wait_closed()
     finally:
+        collecting.cancel()
         await asyncio.to_thread(source.stop)
         await asyncio.to_thread(publisher.flush)
         if history is not None:

@@ -134,6 +134,7 @@ class Gateway:
         self._observed: Outgoing | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._paused_sources: list[asyncio.Future[None]] = []  # deliveries awaiting the writer
+        self.departures = 0  # clients gone since start
 
     def deliver(self, updates: list[Update]) -> asyncio.Future[None] | None:
         """Called on the loop with each batch from Kafka. While the writer is more than
@@ -251,6 +252,7 @@ class Gateway:
         self._ring.append(session)
 
     def _leave(self, session: Session) -> None:
+        self.departures += 1
         self.hub.remove(session)
         place = self._place.pop(session)
         last = self._ring.pop()
