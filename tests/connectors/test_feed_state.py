@@ -14,12 +14,9 @@ from conftest import read_topic
 from test_runner_reload import T0, _runner, _until
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
-from connectors.runner import ConnectorRunner
 from shared.codec import Codec
 from shared.errors import FatalError, TransientError
 from shared.models import TradeBatch
-from shared.publisher import Publisher
-from shared.settings import KafkaSettings
 from shared.topics import TRADES
 
 
@@ -104,12 +101,10 @@ async def test_a_fatal_error_still_publishes_what_the_feed_yielded_before_it(
 ) -> None:
     """The run raises the feed's fatal error only after the trades still lingering in the
     batcher are published and acknowledged (a lingering minute: only that flush sends them)."""
-    publisher = Publisher(KafkaSettings(bootstrap=bootstrap).producer_config("test-fatal"))
-    runner = ConnectorRunner(
-        _RefusedAfterData(ConnectorConfig()),
-        publisher,
+    runner = _runner(
+        bootstrap,
         codec,
-        partitions=publisher.partitions(TRADES),
+        _RefusedAfterData(ConnectorConfig()),
         batch_max_trades=10_000,
         linger_ms=60_000,
     )

@@ -51,15 +51,22 @@ class _Slow(Connector):
             await asyncio.sleep(self.close_s)  # closing its socket, politely
 
 
-def _runner(bootstrap: str, codec: Codec, connector: Connector) -> ConnectorRunner:
+def _runner(
+    bootstrap: str,
+    codec: Codec,
+    connector: Connector,
+    *,
+    batch_max_trades: int = 100,
+    linger_ms: float = 5,
+) -> ConnectorRunner:
     publisher = Publisher(KafkaSettings(bootstrap=bootstrap).producer_config("test-reload"))
     return ConnectorRunner(
         connector,
         publisher,
         codec,
         partitions=publisher.partitions(TRADES),
-        batch_max_trades=100,
-        linger_ms=5,
+        batch_max_trades=batch_max_trades,
+        linger_ms=linger_ms,
     )
 
 
