@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import orjson
 import uvloop
 
-from benchmarks.ws_clients import Stats, Subscriber, raise_nofile_limit
+from benchmarks.ws_clients import Stats, Subscriber, answer_commands, raise_nofile_limit
 from connectors.simulator import SimulatorConfig, SimulatorConnector
 from shared.intervals import DEFAULT_INTERVALS, parse_intervals
 
@@ -171,13 +171,6 @@ async def _open(
     raise AssertionError("unreachable")
 
 
-async def _stdin() -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
 def _merge(total: dict[str, Any], part: dict[str, Any]) -> None:
     for key, value in part.items():
         if isinstance(value, dict):
@@ -202,25 +195,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     connect_s = time.perf_counter() - started
     tally.take()  # what arrived while connecting is not counted
     print(f"ready {len(subscribers)} {len(failures)}", flush=True)
-    reader = await _stdin()
     total: dict[str, Any] = {}
-    deadline = time.monotonic() + args.max_seconds
-    while True:
-        try:
-            line = await asyncio.wait_for(reader.readline(), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-        command = line.decode().strip()
-        if command == "poll":
-            part = tally.take() | {"closed": stats.closed - total.get("closed", 0)}
-            _merge(total, part)
-            print(f"poll {json.dumps(part, separators=(',', ':'))}", flush=True)
-        elif command == "stop" or not line:
-            break
-    for s in subscribers:
-        if s.transport is not None and not s.closed:
-            s.closed = True  # ours, not the server's
-            s.transport.abort()
+
+    def answer(command: str) -> str | None:
+        if command != "poll":
+            return None
+        part = tally.take() | {"closed": stats.closed - total.get("closed", 0)}
+        _merge(total, part)
+        return f"poll {json.dumps(part, separators=(',', ':'))}"
+
+    await answer_commands(answer, args.max_seconds, subscribers)
     return {
         "connections": args.connections,
         "subscribed": len(subscribers),

@@ -36,6 +36,7 @@ import re
 import resource
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -338,6 +339,29 @@ async def _stdin() -> asyncio.StreamReader:
     return reader
 
 
+async def answer_commands(
+    answer: Callable[[str], str | None], max_seconds: float, subscribers: Sequence[Subscriber]
+) -> None:
+    """Print `answer(command)` (when not None) for each command line on stdin, until `stop`,
+    the end of stdin or `max_seconds`; then drop every connection still open."""
+    reader = await _stdin()
+    deadline = time.monotonic() + max_seconds
+    while True:
+        try:
+            line = await asyncio.wait_for(reader.readline(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        command = line.decode().strip()
+        if command == "stop" or not line:
+            break
+        if (reply := answer(command)) is not None:
+            print(reply, flush=True)
+    for s in subscribers:
+        if s.transport is not None and not s.closed:
+            s.closed = True  # ours, not the server's
+            s.transport.abort()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     gate = asyncio.Semaphore(args.concurrency)
@@ -349,22 +373,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     failures = [repr(e) for e in opened if isinstance(e, BaseException)]
     connect_s = time.perf_counter() - started
     print(f"ready {len(subscribers)} {len(failures)}", flush=True)
-    reader = await _stdin()
-    deadline = time.monotonic() + args.max_seconds
-    while True:
-        try:
-            line = await asyncio.wait_for(reader.readline(), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-        command = line.decode().strip()
+
+    def answer(command: str) -> str | None:
         if command == "count":
-            print(f"count {stats.warm} {stats.measured} {stats.last_us} {stats.closed}", flush=True)
-        elif command == "stop" or not line:
-            break
-    for s in subscribers:
-        if s.transport is not None and not s.closed:
-            s.closed = True  # ours, not the server's
-            s.transport.abort()
+            return f"count {stats.warm} {stats.measured} {stats.last_us} {stats.closed}"
+        return None
+
+    await answer_commands(answer, args.max_seconds, subscribers)
     return {
         "connections": args.connections,
         "subscribed": len(subscribers),
