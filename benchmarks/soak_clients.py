@@ -34,7 +34,13 @@ from urllib.parse import urlsplit
 import orjson
 import uvloop
 
-from benchmarks.ws_clients import Stats, Subscriber, answer_commands, raise_nofile_limit
+from benchmarks.ws_clients import (
+    Stats,
+    Subscriber,
+    answer_commands,
+    connect,
+    raise_nofile_limit,
+)
 from connectors.simulator import SimulatorConfig, SimulatorConnector
 from shared.intervals import DEFAULT_INTERVALS, parse_intervals
 
@@ -131,44 +137,30 @@ async def _open(
     tally: Tally,
     gate: asyncio.Semaphore,
 ) -> BarSubscriber:
-    """Connect, subscribe and wait for the pong that follows the subscription; retry twice."""
     url = urlsplit(args.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     request = orjson.dumps(
         {"op": "subscribe", "channels": channels_of(index, args, names), "snapshot": 0}
     )
-    loop = asyncio.get_running_loop()
     sampled = index % args.sample_every == 0
     grace_us = round(args.grace_s * 1e6)
-    for attempt in range(3):
-        async with gate:
-            protocol: BarSubscriber | None = None
-            try:
-                _, protocol = await loop.create_connection(
-                    lambda: BarSubscriber(
-                        host,
-                        port,
-                        url.path or "/",
-                        args.api_key,
-                        request,
-                        stats,
-                        sampled,
-                        tally=tally,
-                        grace_us=grace_us,
-                    ),
-                    host,
-                    port,
-                )
-                await asyncio.wait_for(protocol.subscribed, args.subscribe_timeout)
-                return protocol
-            except (OSError, TimeoutError):
-                if protocol is not None and protocol.transport is not None:
-                    protocol.transport.abort()
-                    protocol.closed = True
-                if attempt == 2:
-                    raise
-        await asyncio.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return await connect(
+        lambda: BarSubscriber(
+            host,
+            port,
+            url.path or "/",
+            args.api_key,
+            request,
+            stats,
+            sampled,
+            tally=tally,
+            grace_us=grace_us,
+        ),
+        host,
+        port,
+        gate,
+        args.subscribe_timeout,
+    )
 
 
 def _merge(total: dict[str, Any], part: dict[str, Any]) -> None:

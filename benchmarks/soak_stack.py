@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from benchmarks import processes
 from benchmarks.bars_watch import Samples, scrape
 from benchmarks.gaps_stack import wait_http
 from benchmarks.soak_check import tree_pss_bytes
-from benchmarks.ws import ClientProcess, _child_setup
+from benchmarks.ws import ClientProcess
 from shared import kafka_admin
 from shared.topics import BAR_BATCHES, TRADES, all_topics
 from streams.embedded.broker import start_broker, stop_broker
@@ -134,19 +132,8 @@ class SoakClients(ClientProcess):
     def __init__(self, url: str, command: list[str], work: Path) -> None:
         self.out = work / "clients.json"
         self.log_path = work / "clients.log"
-        command = [sys.executable, "-m", "benchmarks.soak_clients", "--url", url, *command]
-        self.process = processes.start(
-            [*command, "--out", str(self.out)],
-            {},
-            self.log_path,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=_child_setup,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        module = [sys.executable, "-m", "benchmarks.soak_clients", "--url", url]
+        self._spawn([*module, *command, "--out", str(self.out)])
 
     def poll(self) -> dict[str, Any]:
         """What the clients received since the last poll."""

@@ -341,6 +341,10 @@ class ClientProcess:
                                  + args.warmup_drain_s + 120),
             "--out", str(self.out),
         ]  # fmt: skip
+        self._spawn(command)
+
+    def _spawn(self, command: list[str]) -> None:
+        """Start `command`, its stdin and stdout piped, and a thread taking its lines."""
         self.process = processes.start(
             command,
             {},

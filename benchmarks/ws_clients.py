@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -280,35 +280,31 @@ class Subscriber(asyncio.Protocol):
             stats.first_us = stats.first_us or now_us
 
 
+SubscriberT = TypeVar("SubscriberT", bound=Subscriber)
+
+
 def raise_nofile_limit() -> None:
     """Raise this process's open-file soft limit to its hard limit (many sockets)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _open(
-    args: argparse.Namespace, index: int, stats: Stats, gate: asyncio.Semaphore
-) -> Subscriber:
-    """Connect, subscribe and wait for the pong that follows the subscription; retry twice."""
-    url = urlsplit(args.url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
-    request = orjson.dumps(
-        {"op": "subscribe", "channels": args.channels.split(","), "snapshot": args.snapshot}
-    )
+async def connect(
+    make: Callable[[], SubscriberT],
+    host: str,
+    port: int,
+    gate: asyncio.Semaphore,
+    subscribe_timeout: float,
+) -> SubscriberT:
+    """Connect a subscriber `make` builds and wait for the pong that follows its
+    subscription; retry twice."""
     loop = asyncio.get_running_loop()
-    sampled = index % args.sample_every == 0
     for attempt in range(3):
         async with gate:
-            protocol: Subscriber | None = None
+            protocol: SubscriberT | None = None
             try:
-                _, protocol = await loop.create_connection(
-                    lambda: Subscriber(
-                        host, port, url.path or "/", args.api_key, request, stats, sampled
-                    ),
-                    host,
-                    port,
-                )
-                await asyncio.wait_for(protocol.subscribed, args.subscribe_timeout)
+                _, protocol = await loop.create_connection(make, host, port)
+                await asyncio.wait_for(protocol.subscribed, subscribe_timeout)
                 return protocol
             except (OSError, TimeoutError):
                 if protocol is not None and protocol.transport is not None:
@@ -318,6 +314,24 @@ async def _open(
                     raise
         await asyncio.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+async def _open(
+    args: argparse.Namespace, index: int, stats: Stats, gate: asyncio.Semaphore
+) -> Subscriber:
+    url = urlsplit(args.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    request = orjson.dumps(
+        {"op": "subscribe", "channels": args.channels.split(","), "snapshot": args.snapshot}
+    )
+    sampled = index % args.sample_every == 0
+    return await connect(
+        lambda: Subscriber(host, port, url.path or "/", args.api_key, request, stats, sampled),
+        host,
+        port,
+        gate,
+        args.subscribe_timeout,
+    )
 
 
 def _connection_counts(subscribers: list[Subscriber]) -> dict[str, Any]:
