@@ -29,7 +29,7 @@ from connectors.feed_state import FeedState
 from connectors.watchdog import watched
 from shared.codec import Codec
 from shared.dead_letters import DeadLetterPublisher
-from shared.errors import FatalError, TransientError
+from shared.errors import DeliveryError, FatalError, TransientError
 from shared.metrics import (
     BATCH_SIZE,
     BATCHES_PUBLISHED,
@@ -130,20 +130,28 @@ class ConnectorRunner:
         feed = asyncio.create_task(self._consume_with_reconnect())
         stop = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait({feed, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({feed, stop, linger}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (feed, stop, linger):
                 task.cancel()
-            # what the feed raised is raised below, once what it yielded is flushed
+            # what the feed (or the linger) raised is raised below, once what the feed
+            # yielded is flushed
             await asyncio.gather(feed, linger, return_exceptions=True)
+            failure = next(
+                (e for t in (feed, linger) if not t.cancelled() and (e := t.exception())), None
+            )
             self._handle_trades()  # single trades not yet in a chunk
             self._publish(self.batcher.drain())
             if self.connector.closes_clock(self._finished(feed)):
                 self._heartbeat(range(self.batcher.partitions), self.clock.end_of_stream_us())
-            await asyncio.to_thread(self.publisher.flush)
-            self.feed.stopped()
-        if feed.done() and not feed.cancelled() and (exc := feed.exception()) is not None:
-            raise exc
+            try:
+                await asyncio.to_thread(self.publisher.flush)
+            except DeliveryError as exc:
+                raise exc from failure  # the loss, with what ended the feed
+            finally:
+                self.feed.stopped()
+        if failure is not None:
+            raise failure
         return self.summary
 
     @staticmethod

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 from conftest import read_topic
-from test_runner_reload import T0, _runner, _until
+from test_runner_reload import T0, _runner, _Slow, _until
 
 from connectors.base import Connector, ConnectorConfig, Record, Rejected
 from shared.codec import Codec
@@ -118,3 +118,24 @@ async def test_a_fatal_error_still_publishes_what_the_feed_yielded_before_it(
         return sum(len(codec.decode_trade_batch(m.value())) for m in messages)
 
     assert trades(read_topic(bootstrap, TRADES, lambda ms: trades(ms) >= 250)) == 250
+
+
+async def test_a_failing_linger_ends_the_run_with_its_error_after_the_flush(
+    bootstrap: str, codec: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task that publishes lingering batches failing ends the run (nothing else would
+    publish while the feed went on): its error is raised once what the feed yielded is
+    flushed."""
+    feed = _Slow("AAPL", close_s=0.0)
+    runner = _runner(bootstrap, codec, feed, linger_ms=60_000)
+    running = asyncio.ensure_future(runner.run())
+    await _until(lambda: runner.feed.last_data_us is not None, timeout_s=30)
+
+    def broken(now_s: float | None = None) -> list[tuple[int, TradeBatch]]:
+        raise RuntimeError("the linger broke")
+
+    monkeypatch.setattr(runner.batcher, "due", broken)
+
+    with pytest.raises(RuntimeError, match="the linger broke"):
+        await asyncio.wait_for(running, timeout=30)
+    assert runner.summary.published >= 1  # drained from the batcher and acknowledged
