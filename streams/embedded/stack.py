@@ -276,7 +276,7 @@ class Stack:
                 f"  WebSocket bars    ws://127.0.0.1:{s.ws_port}/?api_key=$(cat {self.run_dir}/ws-api-key)",
                 f"                    e.g. {py} -m gateways.ws.watch --url ws://127.0.0.1:{s.ws_port}"
                 f" --key-file {self.run_dir}/ws-api-key bars.1s.*   (or trades.*, quotes.*)",
-                f"  latest price      curl -H \"X-API-Key: $(cat {self.run_dir}/ws-api-key)\""
+                f'  latest price      curl -H "X-API-Key: $(cat {self.run_dir}/ws-api-key)"'
                 f" http://127.0.0.1:{s.api_port}/stocks/{self.example_symbol()}/price",
                 f"  export bars       MS_DATABASE_URL=postgresql://postgres@127.0.0.1:{s.postgres_port}/marketstream"
                 f" {py} -m streams bars export --interval 1m --out bars.csv",
@@ -328,10 +328,10 @@ class Stack:
         deadline = time.monotonic() + CHILD_START_S
         waiting = {child.name: child.port for child in self.children()}
         while waiting:
+            if stopping():  # first: Ctrl-C reaches the children too, and they exit
+                return "stopped while starting"
             if dead := [n for n, p in children.items() if p.poll() is not None]:
                 return f"{', '.join(dead)} exited while starting; see {self.logs}/"
-            if stopping():
-                return "stopped while starting"
             if time.monotonic() > deadline:
                 return f"{', '.join(waiting)} did not listen within {CHILD_START_S:.0f} s"
             waiting = {n: port for n, port in waiting.items() if not is_listening(port)}

@@ -17,9 +17,12 @@ def status_of(url: str) -> list[dict[str, object]]:
 
 
 def test_stack_up_detached_shows_trades_flowing_and_down_stops_everything(tmp_path: Path) -> None:
-    names = ("KAFKA", "POSTGRES", "API", "WORKER", "SINK", "WS", "ALPACA_FAKE")
-    ports = {name: free_port() for name in names}
-    ports["CONNECTOR"] = free_port_run(2)  # the simulator's, and the next one alpaca's
+    connector = free_port_run(2)  # the simulator's, and the next one alpaca's
+    ports = {"CONNECTOR": connector}
+    for name in ("KAFKA", "POSTGRES", "API", "WORKER", "SINK", "WS", "ALPACA_FAKE"):
+        while (port := free_port()) in {*ports.values(), connector + 1}:
+            pass
+        ports[name] = port
     env = {f"MS_STACK_{name}_PORT": str(port) for name, port in ports.items()}
     env |= {
         "MS_STACK_RUN_DIR": str(tmp_path / "run"),
