@@ -134,7 +134,7 @@ class Gateway:
         self._observed: Outgoing | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._paused_sources: list[asyncio.Future[None]] = []  # deliveries awaiting the writer
-        self.departures = 0  # clients gone since start
+        self.departures = 0  # connections ended since start
 
     def deliver(self, updates: list[Update]) -> asyncio.Future[None] | None:
         """Called on the loop with each batch from Kafka. While the writer is more than
@@ -252,8 +252,11 @@ class Gateway:
         self._ring.append(session)
 
     def _leave(self, session: Session) -> None:
-        self.departures += 1
         self.hub.remove(session)
+        # What it still held goes now, even if the session ends up in a cycle the collector
+        # reaches late (gateways.ws.collector).
+        session.queue.clear()
+        session.ahead.clear()
         place = self._place.pop(session)
         last = self._ring.pop()
         if last is not session:  # the last client takes its place in the round
@@ -263,6 +266,12 @@ class Gateway:
             self._trim()
 
     async def handle(self, connection: ServerConnection) -> None:
+        try:
+            await self._serve(connection)
+        finally:
+            self.departures += 1  # refused ones too: each leaves its connection's objects
+
+    async def _serve(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
         if not self.keys.allows(self.keys.presented(request.headers, request.path)):

@@ -1,6 +1,6 @@
 """The gateway's collector pacing: what is alive is frozen each tick, and cycles among frozen
-objects (what departed clients leave) are swept once enough clients have gone, or after ten
-minutes."""
+objects (what ended connections leave) are swept once enough connections have ended (at most
+once a minute), or after ten minutes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateways.ws import collector as collector_module
-from gateways.ws.collector import SWEEP_AFTER_DEPARTURES, SWEEP_EVERY_S, Collector
+from gateways.ws.collector import (
+    SWEEP_AFTER_DEPARTURES,
+    SWEEP_AT_MOST_EVERY_S,
+    SWEEP_EVERY_S,
+    Collector,
+)
 
 
 class _Node:
@@ -20,6 +24,14 @@ class _Node:
 
     def __init__(self) -> None:
         self.peer: _Node | None = None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 5_000.0  # monotonic seconds
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +49,8 @@ def _frozen_cycle(collector: Collector) -> weakref.ref[_Node]:
     collector.tick()
     cycle = weakref.ref(a)
     del a, b
+    gc.collect()  # frozen: even a full collection passes it over
+    assert cycle() is not None
     return cycle
 
 
@@ -53,40 +67,45 @@ def test_a_tick_takes_what_is_alive_out_of_the_collectors_walks() -> None:
 def test_cycles_frozen_while_alive_are_swept_after_enough_departures(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gone = 0
-    collector = Collector(lambda: gone)
+    gone, clock = 0, _Clock()
+    collector = Collector(lambda: gone, clock)
     collector.tick()  # the first tick sweeps: nothing frozen yet
     cycle = _frozen_cycle(collector)
+    clock.now += SWEEP_AT_MOST_EVERY_S
 
     gone = SWEEP_AFTER_DEPARTURES - 1
     collector.tick()
-    assert cycle() is not None, "frozen: no collection walks it until the sweep"
+    gc.collect()
+    assert cycle() is not None, "not yet due"
 
     gone = SWEEP_AFTER_DEPARTURES + 7
     with caplog.at_level(logging.INFO, "gateways.ws.collector"):
         collector.tick()
     assert cycle() is None
-    assert f"({SWEEP_AFTER_DEPARTURES + 7} clients gone since the last sweep)" in caplog.text
+    assert f"({SWEEP_AFTER_DEPARTURES + 7} connections ended since the last sweep)" in caplog.text
 
     cycle = _frozen_cycle(collector)
-    gone += SWEEP_AFTER_DEPARTURES - 1  # counted from the last sweep: not yet due
+    clock.now += SWEEP_AT_MOST_EVERY_S - 1
+    gone += SWEEP_AFTER_DEPARTURES  # enough ended, but the last sweep was under a minute ago
     collector.tick()
+    gc.collect()
     assert cycle() is not None
+    clock.now += 1
+    collector.tick()
+    assert cycle() is None
 
 
-def test_frozen_cycles_are_swept_every_ten_minutes_without_departures(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    now = 1_000.0  # monotonic seconds
-    monkeypatch.setattr(collector_module.time, "monotonic", lambda: now)
-    collector = Collector(lambda: 0)
+def test_frozen_cycles_are_swept_every_ten_minutes_without_departures() -> None:
+    clock = _Clock()
+    collector = Collector(lambda: 0, clock)
     collector.tick()
     cycle = _frozen_cycle(collector)
 
-    now += SWEEP_EVERY_S - 1
+    clock.now += SWEEP_EVERY_S - 1
     collector.tick()
+    gc.collect()
     assert cycle() is not None
 
-    now += 1
+    clock.now += 1
     collector.tick()
     assert cycle() is None
