@@ -210,15 +210,19 @@ create table if not exists instrument_halts (
     primary key (instrument, since)
 )
 """
-# Where each feed was blind (md.feed_events.v1, detect_gaps): a gap inside one is a disconnect.
+# Where each feed was blind (md.feed_events.v1, detect_gaps): a gap inside one is a disconnect,
+# or a provider error where the feed went down for good (kind 'down'). Two statements: tables
+# from before the kind gain the column.
 FEED_OUTAGES_TABLE: Final = """
 create table if not exists feed_outages (
     source      text        not null,
     blind_since timestamptz not null,
     until       timestamptz,
     detail      text        not null,
+    kind        text        not null default 'disconnected',
     primary key (source, blind_since)
-)
+);
+alter table feed_outages add column if not exists kind text not null default 'disconnected'
 """
 # Prediction markets (streams.markets, streams.arbitrage). `pm_listings` is the matcher's
 # durable copy of md.listings.v1: its indexes are rebuilt from it on start and by

@@ -4,10 +4,11 @@
 interval's bars to the GapDetector, which knows the instrument's market and tier from the
 latest `symbol_universe` (reloaded every UNIVERSE_RELOAD_S; an instrument outside it is
 expected nothing). A hole becomes a Gap: `disconnect` if its feed reported being blind over it
-(`feed_outages`, which `track_feed_outages` keeps from md.feed_events.v1), else `silence`. A gap
-is recorded once in `gaps`; only a new one goes to md.gaps.v1 and into the backfill queue, with
-its tier's priority. Input is acknowledged after that, so a crash finds the same gaps again and
-the table deduplicates them. Both live in the database, so any number of replicas agree.
+(`feed_outages`, which `track_feed_outages` keeps from md.feed_events.v1), `provider_error` if
+the feed went down there (the provider refused it for good: a revoked key, a plan without the
+data), else `silence`. A gap is recorded once in `gaps`; only a new one goes to md.gaps.v1 and
+into the backfill queue, with its tier's priority. Input is acknowledged after that, so a
+crash finds the same gaps again and the table deduplicates them. Both live in the database, so any number of replicas agree.
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ cross join lateral (
 ) b
 """
 BLIND_SQL: Final = """
-select detail from feed_outages
+select detail, kind from feed_outages
 where source = %s and blind_since < %s and coalesce(until, 'infinity') > %s
 order by blind_since limit 1
 """
 OUTAGE_OPENED_SQL: Final = """
-insert into feed_outages (source, blind_since, detail) values (%s, %s, %s)
+insert into feed_outages (source, blind_since, detail, kind) values (%s, %s, %s, %s)
 on conflict (source, blind_since) do nothing
 """
 SWEEP_SQL: Final = """
@@ -218,7 +219,8 @@ class GapFinder:
         ]
 
     async def _blind(self, connection: psycopg.AsyncConnection[Any], hole: Hole) -> Gap:
-        """The hole as a Gap: a disconnect if its source reported being blind over it."""
+        """The hole as a Gap: a disconnect if its source reported being blind over it, a
+        provider error if the provider refused it for good (the feed went down)."""
         blind = await (
             await connection.execute(
                 BLIND_SQL, (hole.source, time_of(hole.end_us), time_of(hole.start_us))
@@ -230,7 +232,13 @@ class GapFinder:
             interval=hole.interval,
             start_us=hole.start_us,
             end_us=hole.end_us,
-            cause=GapCause.DISCONNECT if blind else GapCause.SILENCE,
+            cause=(
+                GapCause.SILENCE
+                if not blind
+                else GapCause.PROVIDER_ERROR
+                if blind[1] == "down"
+                else GapCause.DISCONNECT
+            ),
             detail=(
                 f"{hole.source} was blind: {blind[0]}"
                 if blind
@@ -398,7 +406,7 @@ class GapFinder:
                 since = event.blind_since_us or event.ts_event_us
                 await connection.execute(
                     OUTAGE_OPENED_SQL,
-                    (event.source, time_of(since), f"{event.kind}: {event.detail}"),
+                    (event.source, time_of(since), f"{event.kind}: {event.detail}", event.kind),
                 )
 
     async def queue_metrics(self) -> None:

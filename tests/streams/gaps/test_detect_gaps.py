@@ -59,12 +59,25 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
     start_worker(MS_WORKER_AGENTS="detect_gaps")
     publisher = Publisher({"bootstrap.servers": bootstrap, "acks": "all"})
     now_us = time.time_ns() // 1000
-    # alpaca was blind from 15:00:30 until 15:10:05 on Wednesday 2025-03-12
-    for kind, since, ts in (
-        ("disconnected", at("2025-03-12T15:00:30"), at("2025-03-12T15:00:31")),
-        ("reconnected", None, at("2025-03-12T15:10:05")),
+    # alpaca was blind from 15:00:30 until 15:10:05 on Wednesday 2025-03-12, then down (its
+    # key refused) from 15:40:30 until it was started again with a good one, at 15:50:05
+    for kind, detail, since, ts in (
+        (
+            "disconnected",
+            "socket closed 1006",
+            at("2025-03-12T15:00:30"),
+            at("2025-03-12T15:00:31"),
+        ),
+        ("reconnected", "data again", None, at("2025-03-12T15:10:05")),
+        (
+            "down",
+            "alpaca refused the key (401)",
+            at("2025-03-12T15:40:30"),
+            at("2025-03-12T15:40:31"),
+        ),
+        ("reconnected", "data again", None, at("2025-03-12T15:50:05")),
     ):
-        event = FeedEvent("alpaca", kind, "socket closed 1006", since, ts, now_us)
+        event = FeedEvent("alpaca", kind, detail, since, ts, now_us)
         publisher.produce(FEED_EVENTS, codec.encode_feed_event(event), key=b"alpaca")
     # TSLA was halted (LULD pause) from 15:20:10 until 15:29:30
     for halted, code, ts in (
@@ -74,11 +87,11 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
         status = InstrumentStatus("TSLA", halted, code, "", "LUDP", "", "alpaca", ts, now_us)
         publisher.produce(STATUSES, codec.encode_instrument_status(status), key=b"TSLA")
     publisher.flush()
-    for table in ("feed_outages", "instrument_halts"):
+    for table, count in (("feed_outages", 2), ("instrument_halts", 1)):
         await eventually(
-            lambda table=table: (
-                rows(database_url, f"select until from {table}")  # type: ignore[misc]
-                not in ([], [(None,)])
+            lambda table=table, count=count: (  # type: ignore[misc]
+                len(ended := rows(database_url, f"select until from {table}")) == count
+                and None not in {u for (u,) in ended}
             ),
             60,
             f"{table} recorded",
@@ -98,6 +111,10 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
     )
     publish_bars(publisher, codec, [bar("AAPL", at("2025-03-12T15:00"))])
     publish_bars(publisher, codec, [bar("AAPL", at("2025-03-12T15:11"))])  # after the outage
+    publish_bars(
+        publisher, codec, [bar("AAPL", at("2025-03-12T15:12") + m * MINUTE_US) for m in range(29)]
+    )
+    publish_bars(publisher, codec, [bar("AAPL", at("2025-03-12T15:51"))])  # after it was down
     publish_bars(publisher, codec, [bar("TSLA", at("2025-03-12T15:20"))])  # before the halt...
     publish_bars(publisher, codec, [bar("TSLA", at("2025-03-12T15:30"))])  # ...and after it
     publish_bars(publisher, codec, [bar("MSFT", at("2025-03-14T19:59"))])  # Friday's close...
@@ -111,7 +128,7 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
         "select instrument, interval, start_ts, end_ts, cause, tier, provider, status from gaps"
         " order by start_ts"
     )
-    await eventually(lambda: len(rows(database_url, gaps_sql)) >= 4, 60, "the sentinel's gap")
+    await eventually(lambda: len(rows(database_url, gaps_sql)) >= 5, 60, "the sentinel's gap")
     *gaps, sentinel = rows(database_url, gaps_sql)
     assert sentinel[0] == "MARK"
     spans = [(g[2], g[3], g[4]) for g in gaps]
@@ -119,6 +136,7 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
         ("2025-03-12T14:41", "2025-03-12T14:51", GapCause.SILENCE),
         ("2025-03-12T14:52", "2025-03-12T15:00", GapCause.SILENCE),
         ("2025-03-12T15:01", "2025-03-12T15:11", GapCause.DISCONNECT),
+        ("2025-03-12T15:41", "2025-03-12T15:51", GapCause.PROVIDER_ERROR),
     ]  # and none over the weekend
     assert [(s.timestamp() * 1e6, e.timestamp() * 1e6, c) for s, e, c in spans] == [
         (at(s), at(e), str(c)) for s, e, c in expected
@@ -134,7 +152,7 @@ async def test_detect_gaps_records_publishes_and_queues_each_hole_once(
     assert [(j[2], j[3]) for j in jobs] == [(g[2], g[3]) for g in gaps]
     assert {(j[0], j[1], j[4], j[5]) for j in jobs} == {("AAPL", "1m", 0, "queued")}
 
-    published = read_topic(bootstrap, GAPS, lambda messages: len(messages) >= 4, quiet_s=1)
+    published = read_topic(bootstrap, GAPS, lambda messages: len(messages) >= 5, quiet_s=1)
     records = [
         r for r in (codec.decode_gap(m.value()) for m in published) if r.instrument != "MARK"
     ]

@@ -159,6 +159,26 @@ def test_migrate_twice_on_plain_postgres_creates_backfill_tables_and_deletable_c
     assert [r[0] for r in columns] == ["symbol" if n == "instrument" else n for n in BAR_NAMES]
 
 
+def test_migrate_gives_feed_outages_of_an_older_schema_their_kind(fresh_database: str) -> None:
+    """A `feed_outages` table from before outages had a kind keeps its rows, as disconnects."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(
+            "create table feed_outages (source text not null, blind_since timestamptz not null,"
+            " until timestamptz, detail text not null, primary key (source, blind_since))"
+        )
+        conn.execute(
+            "insert into feed_outages values"
+            " ('alpaca', '2025-03-12 15:00:30+00', null, 'disconnected: socket closed 1006')"
+        )
+
+    migrate(fresh_database)
+    migrate(fresh_database)
+
+    with psycopg.connect(fresh_database) as conn:
+        rows = conn.execute("select source, detail, kind from feed_outages").fetchall()
+    assert rows == [("alpaca", "disconnected: socket closed 1006", "disconnected")]
+
+
 def test_migrate_cli_on_plain_postgres_says_plain(database_url: str) -> None:
     result = run_module(["streams", "db", "migrate"], {"MS_DATABASE_URL": database_url})
 
