@@ -32,16 +32,19 @@ def _scenario(out: Path, *flags: str) -> dict[str, object]:
     return data
 
 
-def test_providers_scenario_without_alpaca_python_measures_ours_failover_and_fmp(
+def test_providers_scenario_without_alpaca_python_measures_ours_and_failover(
     tmp_path: Path,
 ) -> None:
+    """The default paths but fmp, which the next test runs on its own."""
     # Act
-    data = _scenario(tmp_path / "providers.json")
+    data = _scenario(
+        tmp_path / "providers.json", "--paths", "ours,alpaca_py,alpaca_py_raw,failover"
+    )
 
     # Assert: ours moved every trade of the 10 frames; both failover trials failed over
     paths = data["paths"]
     assert isinstance(paths, dict)
-    assert set(paths) == {"ours", "failover", "fmp"}
+    assert set(paths) == {"ours", "failover"}
     assert (paths["ours"]["items"], paths["ours"]["messages"]) == (500, 10)
     assert [r["trades"] for r in paths["ours"]["details"]["runs"]] == [500]
     assert paths["failover"]["latency_samples"] == 2
@@ -49,7 +52,7 @@ def test_providers_scenario_without_alpaca_python_measures_ours_failover_and_fmp
     parameters = data["parameters"]
     assert isinstance(parameters, dict)
     assert set(parameters["skipped"]) == {"alpaca_py", "alpaca_py_raw"}
-    assert set(data["targets"]) == {"failover_p99_s", "fmp_budget_used", "fmp_429s"}  # type: ignore[arg-type]
+    assert set(data["targets"]) == {"failover_p99_s"}  # type: ignore[arg-type]
 
 
 def test_providers_scenario_fmp_refresh_stays_within_the_fakes_limit(tmp_path: Path) -> None:
