@@ -54,6 +54,19 @@ def _frozen_cycle(collector: Collector) -> weakref.ref[_Node]:
     return cycle
 
 
+def _swept_only_after(
+    collector: Collector, clock: _Clock, cycle: weakref.ref[_Node], wait_s: float
+) -> None:
+    """Tick a second before `wait_s` have passed (the cycle stays), then at `wait_s` (swept)."""
+    clock.now += wait_s - 1
+    collector.tick()
+    gc.collect()
+    assert cycle() is not None
+    clock.now += 1
+    collector.tick()
+    assert cycle() is None
+
+
 def test_a_tick_takes_what_is_alive_out_of_the_collectors_walks() -> None:
     collector = Collector(lambda: 0)
     kept = _Node()
@@ -85,14 +98,8 @@ def test_cycles_frozen_while_alive_are_swept_after_enough_departures(
     assert f"({SWEEP_AFTER_DEPARTURES + 7} connections ended since the last sweep)" in caplog.text
 
     cycle = _frozen_cycle(collector)
-    clock.now += SWEEP_AT_MOST_EVERY_S - 1
-    gone += SWEEP_AFTER_DEPARTURES  # enough ended, but the last sweep was under a minute ago
-    collector.tick()
-    gc.collect()
-    assert cycle() is not None
-    clock.now += 1
-    collector.tick()
-    assert cycle() is None
+    gone += SWEEP_AFTER_DEPARTURES  # enough ended, but the last sweep is under a minute ago
+    _swept_only_after(collector, clock, cycle, SWEEP_AT_MOST_EVERY_S)
 
 
 def test_frozen_cycles_are_swept_every_ten_minutes_without_departures() -> None:
@@ -101,11 +108,4 @@ def test_frozen_cycles_are_swept_every_ten_minutes_without_departures() -> None:
     collector.tick()
     cycle = _frozen_cycle(collector)
 
-    clock.now += SWEEP_EVERY_S - 1
-    collector.tick()
-    gc.collect()
-    assert cycle() is not None
-
-    clock.now += 1
-    collector.tick()
-    assert cycle() is None
+    _swept_only_after(collector, clock, cycle, SWEEP_EVERY_S)
