@@ -222,7 +222,8 @@ create table if not exists feed_outages (
     kind        text        not null default 'disconnected',
     primary key (source, blind_since)
 );
-alter table feed_outages add column if not exists kind text not null default 'disconnected'
+alter table feed_outages add column if not exists kind text not null default 'disconnected';
+update feed_outages set kind = 'down' where kind <> 'down' and detail like 'down: %'
 """
 # Prediction markets (streams.markets, streams.arbitrage). `pm_listings` is the matcher's
 # durable copy of md.listings.v1: its indexes are rebuilt from it on start and by

@@ -256,6 +256,7 @@ class Gateway:
         # What it still held goes now, even if the session ends up in a cycle the collector
         # reaches late (gateways.ws.collector).
         session.queue.clear()
+        session.size = 0
         session.ahead.clear()
         place = self._place.pop(session)
         last = self._ring.pop()

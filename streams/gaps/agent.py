@@ -8,7 +8,8 @@ expected nothing). A hole becomes a Gap: `disconnect` if its feed reported being
 the feed went down there (the provider refused it for good: a revoked key, a plan without the
 data), else `silence`. A gap is recorded once in `gaps`; only a new one goes to md.gaps.v1 and
 into the backfill queue, with its tier's priority. Input is acknowledged after that, so a
-crash finds the same gaps again and the table deduplicates them. Both live in the database, so any number of replicas agree.
+crash finds the same gaps again and the table deduplicates them. Both live in the database,
+so any number of replicas agree.
 """
 
 from __future__ import annotations
@@ -68,11 +69,14 @@ cross join lateral (
 BLIND_SQL: Final = """
 select detail, kind from feed_outages
 where source = %s and blind_since < %s and coalesce(until, 'infinity') > %s
-order by blind_since limit 1
+order by kind = 'down' desc, blind_since limit 1
 """
+# A session that failed and whose reconnect is then refused for good reports the same
+# blind_since twice, `disconnected` then `down`: the outage becomes the provider's error.
 OUTAGE_OPENED_SQL: Final = """
 insert into feed_outages (source, blind_since, detail, kind) values (%s, %s, %s, %s)
-on conflict (source, blind_since) do nothing
+on conflict (source, blind_since) do update set detail = excluded.detail, kind = excluded.kind
+where excluded.kind = 'down'
 """
 SWEEP_SQL: Final = """
 select instrument, ts from bars

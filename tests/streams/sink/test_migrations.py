@@ -160,7 +160,8 @@ def test_migrate_twice_on_plain_postgres_creates_backfill_tables_and_deletable_c
 
 
 def test_migrate_gives_feed_outages_of_an_older_schema_their_kind(fresh_database: str) -> None:
-    """A `feed_outages` table from before outages had a kind keeps its rows, as disconnects."""
+    """A `feed_outages` table from before outages had a kind keeps its rows, each given the
+    kind its detail names."""
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         conn.execute(
             "create table feed_outages (source text not null, blind_since timestamptz not null,"
@@ -168,15 +169,19 @@ def test_migrate_gives_feed_outages_of_an_older_schema_their_kind(fresh_database
         )
         conn.execute(
             "insert into feed_outages values"
-            " ('alpaca', '2025-03-12 15:00:30+00', null, 'disconnected: socket closed 1006')"
+            " ('alpaca', '2025-03-12 15:00:30+00', null, 'disconnected: socket closed 1006'),"
+            " ('alpaca', '2025-03-12 15:40:30+00', null, 'down: alpaca refused the key (401)')"
         )
 
     migrate(fresh_database)
     migrate(fresh_database)
 
     with psycopg.connect(fresh_database) as conn:
-        rows = conn.execute("select source, detail, kind from feed_outages").fetchall()
-    assert rows == [("alpaca", "disconnected: socket closed 1006", "disconnected")]
+        rows = conn.execute("select detail, kind from feed_outages order by blind_since").fetchall()
+    assert rows == [
+        ("disconnected: socket closed 1006", "disconnected"),
+        ("down: alpaca refused the key (401)", "down"),
+    ]
 
 
 def test_migrate_cli_on_plain_postgres_says_plain(database_url: str) -> None:
