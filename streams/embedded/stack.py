@@ -129,6 +129,7 @@ class Child:
     name: str
     module: list[str]
     port: int
+    port_set_by: str  # the variable that sets `port`, for errors: MS_STACK_API_PORT=8080
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -148,6 +149,7 @@ class Stack:
                 "api",
                 ["gateways.http"],
                 s.api_port,
+                f"MS_STACK_API_PORT={s.api_port}",
                 {
                     "MS_API_STATUS_TARGETS": self.targets(),
                     "MS_API_STATUS_WS_URL": f"ws://127.0.0.1:{s.ws_port}",
@@ -157,12 +159,14 @@ class Stack:
                 "worker",
                 ["streams", "worker"],
                 s.worker_port,
+                f"MS_STACK_WORKER_PORT={s.worker_port}",
                 {"MS_WORKER_AGENTS": "tally_trades,aggregate_bars"},
             ),
             Child(
                 "sink",
                 ["streams", "worker"],
                 s.sink_port,
+                f"MS_STACK_SINK_PORT={s.sink_port}",
                 {
                     "MS_WORKER_AGENTS": "sink_bars,sink_fundamentals,track_prices,detect_gaps,"
                     "store_dead_letters,"
@@ -176,6 +180,7 @@ class Stack:
                 "ws-gateway",
                 ["gateways.ws"],
                 s.ws_port,
+                f"MS_STACK_WS_PORT={s.ws_port}",
                 {"MS_WS_SNAPSHOT_FROM_DATABASE": "true"},
             ),
         ]
@@ -214,10 +219,15 @@ class Stack:
                     name,
                     [f"connectors.fakes.{provider}", "--port", str(fake_port)],
                     fake_port,
+                    f"MS_STACK_{provider.upper()}_FAKE_PORT={fake_port}",
                     keys,
                 )
                 env |= keys | fake.connector_env(fake_port)
-            children[feed] = Child(feed, ["connectors", "run", feed], port, env)
+            # a feed after the first: MS_STACK_CONNECTOR_PORT plus its place in MS_STACK_FEEDS
+            set_by = f"MS_STACK_CONNECTOR_PORT={self.s.connector_port}{f' + {k}' if k else ''}"
+            children[feed] = Child(
+                feed, ["connectors", "run", feed], port, f"{set_by} ({feed})", env
+            )
         return list(children.values())
 
     def child_env(self, database_url: str) -> dict[str, str]:
@@ -288,32 +298,13 @@ class Stack:
             ]
         )
 
-    def port_variables(self) -> dict[str, str]:
-        """Name each child's port by the variable that sets it; a feed after the first gets
-        MS_STACK_CONNECTOR_PORT plus its place in MS_STACK_FEEDS."""
-        s = self.s
-        named = {
-            "api": f"MS_STACK_API_PORT={s.api_port}",
-            "worker": f"MS_STACK_WORKER_PORT={s.worker_port}",
-            "sink": f"MS_STACK_SINK_PORT={s.sink_port}",
-            "ws-gateway": f"MS_STACK_WS_PORT={s.ws_port}",
-        }
-        for k, feed in enumerate(self.feeds):
-            offset = f" + {k}" if k else ""
-            named[feed] = f"MS_STACK_CONNECTOR_PORT={s.connector_port}{offset} ({feed})"
-        for provider in FAKES:
-            port = int(getattr(s, f"{provider}_fake_port"))
-            named[f"{provider}-fake"] = f"MS_STACK_{provider.upper()}_FAKE_PORT={port}"
-        return named
-
     def check_ports(self) -> None:
         """Raise ConfigError naming each child's port that something already listens on.
 
         The broker and PostgreSQL are reused when found listening; the children are not, and
         one that finds its port taken would exit while the stack took the port for its own.
         """
-        named = self.port_variables()
-        taken = [named[child.name] for child in self.children() if is_listening(child.port)]
+        taken = [child.port_set_by for child in self.children() if is_listening(child.port)]
         if taken:
             raise ConfigError(
                 f"ports taken: {', '.join(taken)}; stop what listens there (another stack?"
@@ -321,12 +312,15 @@ class Stack:
             )
 
     def wait_children_listening(
-        self, children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool]
+        self,
+        specs: list[Child],
+        children: dict[str, subprocess.Popen[bytes]],
+        stopping: Callable[[], bool],
     ) -> str | None:
         """Block until every child listens on its port; return why not, as soon as one exits
         (its port was taken after the check, or it failed) or a stop is asked for."""
         deadline = time.monotonic() + CHILD_START_S
-        waiting = {child.name: child.port for child in self.children()}
+        waiting = {child.name: child.port for child in specs}
         while waiting:
             if stopping():  # first: Ctrl-C reaches the children too, and they exit
                 return "stopped while starting"
@@ -379,7 +373,8 @@ class Stack:
                 env=self.child_env(database_url),
             )
             env = self.child_env(database_url)
-            for child in self.children():
+            specs = self.children()
+            for child in specs:
                 with (self.logs / f"{child.name}.log").open("ab") as out:
                     children[child.name] = subprocess.Popen(
                         [sys.executable, "-m", *child.module],
@@ -388,7 +383,7 @@ class Stack:
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
                     )
-            if failed := self.wait_children_listening(children, lambda: stopping):
+            if failed := self.wait_children_listening(specs, children, lambda: stopping):
                 print(f"{failed}; stopping the stack", flush=True)
                 return 0 if stopping else 1
             self.state_file.write_bytes(
